@@ -1,0 +1,48 @@
+"""Extract stage: one connector per source on a shared HTTP base, writing landing batches.
+
+Public entry points::
+
+    from connectors import CONNECTORS, ExtractWindow
+    connector = CONNECTORS["bag"].from_airflow_connection("bag_api")
+    results = connector.extract(ExtractWindow.for_day(date(2026, 3, 1), run_id), landing_root())
+
+See docs/architecture.md ("Landing batches") for the batch + manifest contract.
+"""
+from __future__ import annotations
+
+from connectors.bag import BagConnector
+from connectors.base import Connector, ExtractWindow, HttpConnector
+from connectors.brp import BrpPersonenConnector
+from connectors.files import FileDropConnector, GebiedenConnector
+from connectors.landing import BatchResult, BatchWriter, find_complete_batches, read_manifest
+
+CONNECTORS: dict[str, type[Connector]] = {
+    BrpPersonenConnector.name: BrpPersonenConnector,
+    BagConnector.name: BagConnector,
+    GebiedenConnector.name: GebiedenConnector,
+}
+
+
+def get_connector(name: str) -> type[Connector]:
+    """The connector class registered under ``name``."""
+    try:
+        return CONNECTORS[name]
+    except KeyError:
+        raise KeyError(f"unknown connector {name!r}; known: {sorted(CONNECTORS)}") from None
+
+
+__all__ = [
+    "CONNECTORS",
+    "BagConnector",
+    "BatchResult",
+    "BatchWriter",
+    "BrpPersonenConnector",
+    "Connector",
+    "ExtractWindow",
+    "FileDropConnector",
+    "GebiedenConnector",
+    "HttpConnector",
+    "find_complete_batches",
+    "get_connector",
+    "read_manifest",
+]

@@ -1,0 +1,531 @@
+"""Shared HTTP base for registry connectors.
+
+:class:`HttpSource` wraps one :class:`requests.Session` per source and adds what
+every registry call needs:
+
+* pluggable authentication (:class:`SourceAuth`; :class:`ApiKeyHeaderAuth` today,
+  OAuth2 client-credentials or PKIoverheid mTLS later by subclassing);
+* separate connect and read timeouts;
+* retries with exponential backoff and jitter for 429/500/502/503/504 and for
+  transport failures, honouring ``Retry-After`` (delta-seconds or HTTP-date) up to
+  a cap; authentication failures and other 4xx are never retried;
+* an optional client-side rate limiter, so a crawl stays under a registry's
+  per-key limit (BAG: 50 requests/second);
+* paging helpers: a generic page iterator and HAL ``_links.next.href`` following;
+* every response body kept as raw bytes (:attr:`RawResponse.content`) so the
+  landing zone stores exactly what the source sent.
+
+The retry loop is written out instead of delegated to ``urllib3.Retry`` because the
+connector must turn the *final* outcome into a typed error that names the source,
+request, status and attempt count, and must be able to refuse a ``Retry-After``
+longer than its cap; urllib3 hides the attempt history and sleeps on its own.
+"""
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from connectors.errors import (
+    SourceDataError,
+    SourceHTTPError,
+    SourceTimeoutError,
+    SourceUnavailableError,
+    http_error_class,
+)
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# Header names that carry credentials in the sources we know; always redacted
+# from anything we persist or log, whatever auth class is in use.
+ALWAYS_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "apikey"}
+)
+
+
+# --------------------------------------------------------------------------- auth
+
+
+class SourceAuth(requests.auth.AuthBase):
+    """Base of pluggable authentication.
+
+    Subclasses implement :meth:`__call__` (per-request, e.g. a header or a bearer
+    token) and/or override :meth:`configure_session` (per-session, e.g. a client
+    certificate for mTLS). ``secret_headers`` names headers to redact.
+    """
+
+    secret_headers: frozenset[str] = frozenset()
+
+    def configure_session(self, session: requests.Session) -> None:
+        """Install the auth on ``session``; the default attaches ``self`` as ``session.auth``."""
+        session.auth = self
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:  # pragma: no cover
+        return request
+
+
+class NoAuth(SourceAuth):
+    """Open sources (drop zones, public data) need no credentials."""
+
+    def configure_session(self, session: requests.Session) -> None:
+        session.auth = None
+
+
+class ApiKeyHeaderAuth(SourceAuth):
+    """API key sent in a request header: ``X-API-KEY`` (BRP proef), ``X-Api-Key`` (BAG), ``apikey`` (KvK)."""
+
+    def __init__(self, header_name: str, key: str) -> None:
+        if not key:
+            raise ValueError(f"API key for header {header_name!r} is empty")
+        self.header_name = header_name
+        self._key = key
+        self.secret_headers = frozenset({header_name.lower()})
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers[self.header_name] = self._key
+        return request
+
+    def __repr__(self) -> str:  # never show the key in logs or tracebacks
+        return f"ApiKeyHeaderAuth(header_name={self.header_name!r}, key='***')"
+
+
+def redact_headers(headers: Mapping[str, str] | None, extra_secret: frozenset[str] = frozenset()) -> dict[str, str]:
+    """Copy of ``headers`` without credential-bearing headers (case-insensitive)."""
+    secret = ALWAYS_SECRET_HEADERS | {h.lower() for h in extra_secret}
+    return {k: v for k, v in (headers or {}).items() if k.lower() not in secret}
+
+
+# ------------------------------------------------------------------ retry + rate
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry transient failures.
+
+    ``max_attempts`` counts the first try. The backoff before retry *n* is
+    ``min(backoff_max, backoff_base * 2**(n-1))`` with "equal jitter" (half fixed,
+    half random) so parallel workers do not retry in lock-step. A ``Retry-After``
+    from the server replaces the backoff; if it asks for longer than
+    ``max_retry_after`` seconds the request fails at once (the outage outlasts this
+    task; the orchestrator's own retry is the right place to wait that long).
+    """
+
+    max_attempts: int = 4
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_retry_after: float = 120.0
+    retry_statuses: frozenset[int] = RETRYABLE_STATUSES
+
+    def backoff(self, retry_number: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``retry_number`` (1-based) without a Retry-After."""
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (retry_number - 1)))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait according to a ``Retry-After`` header (delta-seconds or HTTP-date).
+
+    Returns ``None`` when absent or unparsable; dates in the past give ``0``.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 HTTP-dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+class RateLimiter:
+    """Spaces requests at least ``1 / requests_per_second`` apart (thread-safe).
+
+    A fixed minimum interval is stricter than a token bucket (no bursts), which is
+    what a per-second registry limit such as BAG's 50 req/s needs.
+    """
+
+    def __init__(
+        self,
+        requests_per_second: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if requests_per_second <= 0:
+            raise ValueError("requests_per_second must be positive")
+        self.interval = 1.0 / requests_per_second
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
+
+    def acquire(self) -> None:
+        """Block until the next request may be sent."""
+        with self._lock:
+            now = self._clock()
+            wait = self._next_slot - now
+            self._next_slot = max(now, self._next_slot) + self.interval
+        if wait > 0:
+            self._sleep(wait)
+
+
+# ---------------------------------------------------------------------- response
+
+
+@dataclass
+class RawResponse:
+    """One successful response, body kept byte for byte.
+
+    ``url`` is the request URL without the query string when ``params`` were
+    given separately, else the full URL (e.g. a followed HAL ``next`` link);
+    ``final_url`` is what requests actually fetched. ``request_headers`` are the
+    per-call headers the connector set (never the auth headers).
+    """
+
+    method: str
+    url: str
+    params: dict[str, Any]
+    body: Any
+    request_headers: dict[str, str]
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+    final_url: str
+    attempts: int = 1
+    _json: Any = field(default=None, repr=False)
+
+    def json(self) -> Any:
+        """The body decoded as JSON (cached)."""
+        if self._json is None:
+            self._json = json.loads(self.content)
+        return self._json
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "")
+
+    def request_record(self) -> dict[str, Any]:
+        """Description of the request for a landing manifest; contains no secrets."""
+        record: dict[str, Any] = {"method": self.method, "url": self.url, "params": dict(self.params), "body": self.body}
+        if self.request_headers:
+            record["headers"] = redact_headers(self.request_headers)
+        return record
+
+
+def _problem_and_detail(response: requests.Response) -> tuple[dict[str, Any] | None, str | None]:
+    """Decode a problem+json (or any JSON) error body and make a one-line detail of it."""
+    content = response.content or b""
+    problem = None
+    if "json" in response.headers.get("Content-Type", "").lower() or content[:1] in (b"{",):
+        try:
+            decoded = json.loads(content)
+            problem = decoded if isinstance(decoded, dict) else None
+        except ValueError:
+            problem = None
+    if problem is not None:
+        parts = [str(problem[k]) for k in ("title", "detail") if problem.get(k)]
+        if problem.get("code"):
+            parts.append(f"code={problem['code']}")
+        detail = "; ".join(parts) or None
+    else:
+        text = content.decode("utf-8", errors="replace").strip()
+        detail = (text[:200] + ("…" if len(text) > 200 else "")) if text else (response.reason or None)
+    if detail and len(detail) > 500:
+        detail = detail[:500] + "…"
+    return problem, detail
+
+
+def _is_read_timeout(exc: requests.ConnectionError) -> bool:
+    """requests reports a read timeout while streaming the body as ConnectionError(ReadTimeoutError)."""
+    return any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
+
+
+# -------------------------------------------------------------------- the source
+
+
+class HttpSource:
+    """HTTP access to one source with auth, timeouts, retries, rate limit and paging.
+
+    ``source`` is the connector name used in every error message. Paths given to
+    :meth:`request` are appended to ``base_url``; absolute URLs are used as they are
+    but must stay on the same scheme and host (credentials must never be sent to a
+    host the operator did not configure, e.g. via a crafted ``next`` link).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        base_url: str,
+        *,
+        auth: SourceAuth | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        requests_per_second: float | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        user_agent: str = "ggm-lakehouse-connector/0.1",
+    ) -> None:
+        self.source = source
+        self.base_url = base_url.rstrip("/")
+        base = urlsplit(self.base_url)
+        if base.scheme not in ("http", "https") or not base.netloc:
+            raise ValueError(f"{source}: base_url must be an absolute http(s) URL, got {base_url!r}")
+        self._origin = (base.scheme, base.netloc)
+        self.auth = auth or NoAuth()
+        self.timeout = (connect_timeout, read_timeout)
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self._rng = rng or random.Random()
+        self.rate_limiter = RateLimiter(requests_per_second, sleep=sleep) if requests_per_second else None
+        self.session = requests.Session()
+        # Our own loop does the retrying; urllib3 must not retry underneath it.
+        adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=8)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"})
+        if default_headers:
+            self.session.headers.update(default_headers)
+        self.auth.configure_session(self.session)
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> "HttpSource":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- requests
+
+    def url_for(self, path_or_url: str) -> str:
+        """Absolute URL for a path below ``base_url`` (or an absolute URL on the same origin)."""
+        if "://" in path_or_url:
+            parts = urlsplit(path_or_url)
+            if (parts.scheme, parts.netloc) != self._origin:
+                raise SourceDataError(
+                    self.source,
+                    f"refusing to follow {path_or_url}: it is not on the configured origin "
+                    f"{self._origin[0]}://{self._origin[1]}",
+                )
+            return path_or_url
+        return f"{self.base_url}/{path_or_url.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> RawResponse:
+        """Send one request with retries; return the successful response or raise a typed error.
+
+        Retries cover 429/500/502/503/504, connection failures and timeouts. POST is
+        retried too: the registries' POSTs (BRP ``/personen``) are read-only queries.
+
+        Raises :class:`~connectors.errors.SourceAuthError`, ``SourceClientError``,
+        ``SourceRateLimitedError``, ``SourceServerError``, ``SourceTimeoutError`` or
+        ``SourceUnavailableError``.
+        """
+        method = method.upper()
+        url = self.url_for(path_or_url)
+        params = dict(params or {})
+        headers = dict(headers or {})
+        data = None
+        if json_body is not None:
+            # Serialised here so the charset is explicit: BRP's requestBody media type is
+            # "application/json; charset=utf-8" (requests' json= would send plain application/json).
+            data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+            if not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "application/json; charset=utf-8"
+        policy = self.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.rate_limiter is not None:
+                self.rate_limiter.acquire()
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    params=params or None,
+                    data=data,
+                    headers=headers or None,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
+            except requests.Timeout as exc:
+                error: Exception = SourceTimeoutError(
+                    self.source, method, url, f"with a timeout ({exc.__class__.__name__})", attempt
+                )
+                wait = None
+            except requests.ConnectionError as exc:
+                if _is_read_timeout(exc):
+                    error = SourceTimeoutError(self.source, method, url, "with a read timeout", attempt)
+                else:
+                    error = SourceUnavailableError(
+                        self.source, method, url, f"because the source is unreachable ({_short(exc)})", attempt
+                    )
+                wait = None
+            else:
+                if response.status_code < 400:
+                    return RawResponse(
+                        method=method,
+                        url=url,
+                        params=params,
+                        body=json_body,
+                        request_headers=redact_headers(headers, self.auth.secret_headers),
+                        status=response.status_code,
+                        headers=response.headers,
+                        content=response.content,
+                        final_url=response.url,
+                        attempts=attempt,
+                    )
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                problem, detail = _problem_and_detail(response)
+                error_class = http_error_class(response.status_code)
+                error = error_class(
+                    self.source,
+                    method,
+                    url,
+                    response.status_code,
+                    detail,
+                    attempts=attempt,
+                    problem=problem,
+                    retry_after=retry_after,
+                )
+                if response.status_code not in policy.retry_statuses:
+                    raise error
+                if retry_after is not None and retry_after > policy.max_retry_after:
+                    log.warning(
+                        "%s: %s %s asked to retry after %.0f s, above the cap of %.0f s; giving up",
+                        self.source, method, url, retry_after, policy.max_retry_after,
+                    )
+                    raise error
+                wait = retry_after
+            if attempt >= policy.max_attempts:
+                raise error
+            if wait is None:
+                wait = policy.backoff(attempt, self._rng)
+            log.warning("%s; retrying in %.2f s (attempt %d of %d)", error, wait, attempt + 1, policy.max_attempts)
+            self.sleep(wait)
+
+    def get(self, path_or_url: str, **kwargs: Any) -> RawResponse:
+        """GET with retries; see :meth:`request`."""
+        return self.request("GET", path_or_url, **kwargs)
+
+    def post(self, path_or_url: str, **kwargs: Any) -> RawResponse:
+        """POST with retries; see :meth:`request`."""
+        return self.request("POST", path_or_url, **kwargs)
+
+    # -- paging
+
+    def iter_pages(
+        self,
+        first: Callable[[], RawResponse],
+        next_url: Callable[[RawResponse], str | None],
+        *,
+        headers: Mapping[str, str] | None = None,
+        max_pages: int = 100_000,
+    ) -> Iterator[RawResponse]:
+        """Yield ``first()`` and then every page ``next_url(page)`` points to (GET), until it returns None.
+
+        A URL seen before ends the walk with an error rather than looping forever.
+        """
+        page = first()
+        seen = {page.final_url}
+        count = 1
+        yield page
+        while True:
+            link = next_url(page)
+            if not link:
+                return
+            absolute = urljoin(page.final_url, link)
+            if absolute in seen:
+                raise SourceDataError(self.source, f"paging loop: {absolute} was already fetched")
+            if count >= max_pages:
+                raise SourceDataError(self.source, f"more than {max_pages} pages after {page.url}; aborting")
+            page = self.get(absolute, headers=headers)
+            seen.add(page.final_url)
+            count += 1
+            yield page
+
+    def iter_hal_pages(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_pages: int = 100_000,
+    ) -> Iterator[RawResponse]:
+        """GET ``path`` and follow HAL ``_links.next.href`` until there is no next link."""
+        return self.iter_pages(
+            lambda: self.get(path, params=params, headers=headers),
+            lambda page: hal_next_href(page, self.source),
+            headers=headers,
+            max_pages=max_pages,
+        )
+
+
+def hal_next_href(page: RawResponse, source: str = "http") -> str | None:
+    """The ``_links.next.href`` of a HAL page, or None on the last page."""
+    try:
+        body = page.json()
+    except ValueError as exc:
+        raise SourceDataError(source, f"{page.method} {page.url} did not return JSON: {exc}") from exc
+    links = body.get("_links") if isinstance(body, dict) else None
+    nxt = links.get("next") if isinstance(links, dict) else None
+    href = nxt.get("href") if isinstance(nxt, dict) else None
+    return href or None
+
+
+def _short(exc: BaseException) -> str:
+    """The innermost useful reason of a requests/urllib3 exception, e.g. 'Connection refused'."""
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "Connection reset", "Remote end closed"):
+        if marker in text:
+            return marker
+    return exc.__class__.__name__
+
+
+__all__ = [
+    "ALWAYS_SECRET_HEADERS",
+    "ApiKeyHeaderAuth",
+    "HttpSource",
+    "NoAuth",
+    "RateLimiter",
+    "RawResponse",
+    "RetryPolicy",
+    "SourceAuth",
+    "SourceHTTPError",
+    "hal_next_href",
+    "parse_retry_after",
+    "redact_headers",
+]

@@ -1,0 +1,1 @@
+"""GGM Lakehouse: core configuration, pseudonymisation, CLI and pipeline runner."""

@@ -1,0 +1,58 @@
+"""The embedded Airflow: a home inside the checkout with a SQLite metadata database."""
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from ggm_lakehouse.config import data_root, project_root
+
+
+def airflow_home() -> Path:
+    """``AIRFLOW_HOME`` for the embedded default (``<checkout>/airflow_home``) unless already set."""
+    return Path(os.environ.get("AIRFLOW_HOME", project_root() / "airflow_home"))
+
+
+def airflow_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for Airflow processes of the embedded default."""
+    env = dict(os.environ)
+    home = airflow_home()
+    venv_bin = str(Path(sys.executable).parent)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(project_root() / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get(
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home / 'airflow.db'}"
+            ),
+            "AIRFLOW__CORE__EXECUTOR": env.get("AIRFLOW__CORE__EXECUTOR", "LocalExecutor"),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+            "GGM_PROJECT_ROOT": str(project_root()),
+            "PATH": os.pathsep.join([venv_bin, env.get("PATH", "")]),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root()), env.get("PYTHONPATH")])),
+            # Spark on the embedded default runs in local mode on this machine.
+            "AIRFLOW_CONN_GGM_SPARK": env.get("AIRFLOW_CONN_GGM_SPARK", '{"conn_type": "spark", "host": "local[2]"}'),
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def demo_pseudonym_key() -> str:
+    """The demo's pseudonymisation key: ``GGM_PSEUDONYM_KEY`` if set, else a random key kept in the data folder.
+
+    Production sets the key as a secret (environment or Airflow connection
+    ``ggm_pseudonym_key``); the demo generates one per checkout so pseudonyms are
+    stable across runs without any key in code.
+    """
+    if os.environ.get("GGM_PSEUDONYM_KEY"):
+        return os.environ["GGM_PSEUDONYM_KEY"]
+    path = data_root() / ".secrets" / "ggm_pseudonym_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        path.write_text(secrets.token_hex(32), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()

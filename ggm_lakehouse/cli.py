@@ -1,0 +1,140 @@
+"""The ``ggm`` command line.
+
+    ggm run --date YYYY-MM-DD          the daily pipeline through Airflow for one logical date
+    ggm standins serve [--port-base N] the demo BRP and BAG stand-ins in the foreground
+    ggm sharing serve [--host H --port P]
+    ggm sharing profile RECIPIENT      issue a token and print the recipient's profile JSON
+    ggm sharing revoke RECIPIENT
+    ggm demo dropzone --date D         write the demo municipality's drop-zone files
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from datetime import date, timedelta
+
+DEFAULT_POPULATION = 3000
+DEFAULT_SEED = 42
+
+
+def _yesterday() -> date:
+    return date.today() - timedelta(days=1)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ggm_lakehouse.demo import run_demo_day
+
+    summary = run_demo_day(args.date, population=args.population, seed=args.seed)
+    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    return 0 if summary.get("state") == "success" else 1
+
+
+def cmd_standins_serve(args: argparse.Namespace) -> int:
+    from standins.server import serve_foreground
+
+    serve_foreground(args.port_base, args.population, args.seed, args.as_of, host=args.host)
+    return 0
+
+
+def cmd_sharing_serve(args: argparse.Namespace) -> int:
+    from sharing_server.app import serve
+
+    serve(host=args.host, port=args.port)
+    return 0
+
+
+def cmd_sharing_profile(args: argparse.Namespace) -> int:
+    from sharing_server.recipients import UnknownRecipientError, profile_json
+
+    try:
+        print(profile_json(args.recipient, endpoint=args.endpoint, expires_days=args.expires))
+    except UnknownRecipientError as exc:
+        print(f"ggm sharing profile: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_sharing_revoke(args: argparse.Namespace) -> int:
+    from sharing_server.recipients import UnknownRecipientError, revoke
+
+    try:
+        count = revoke(args.recipient)
+    except UnknownRecipientError as exc:
+        print(f"ggm sharing revoke: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"recipient": args.recipient, "revoked_tokens": count}))
+    return 0
+
+
+def cmd_demo_dropzone(args: argparse.Namespace) -> int:
+    from demo_gemeente.dropzone import write_dropzone
+    from demo_gemeente.generator import build_municipality
+    from ggm_lakehouse.config import dropzone_root
+
+    muni = build_municipality(population=args.population, seed=args.seed, as_of=args.date)
+    for path in write_dropzone(muni, dropzone_root()):
+        print(path)
+    return 0
+
+
+def cmd_airflow_init(args: argparse.Namespace) -> int:  # noqa: ARG001 - uniform handler signature
+    from ggm_lakehouse.airflow_env import airflow_environment, airflow_home
+
+    airflow_home().mkdir(parents=True, exist_ok=True)
+    return subprocess.call([sys.executable, "-m", "airflow", "db", "migrate"], env=airflow_environment())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ggm", description="GGM Lakehouse: the municipal data platform.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daily pipeline through Airflow for one logical date")
+    run.add_argument("--date", type=date.fromisoformat, default=_yesterday(), help="logical date (default: yesterday)")
+    run.add_argument("--population", type=int, default=DEFAULT_POPULATION, help="demo municipality size")
+    run.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    run.set_defaults(handler=cmd_run)
+
+    standins = sub.add_parser("standins", help="stand-in registries").add_subparsers(dest="action", required=True)
+    serve = standins.add_parser("serve", help="serve BRP and BAG stand-ins in the foreground")
+    serve.add_argument("--port-base", type=int, default=None, help="BRP on N, BAG on N+1 (default: free ports)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--population", type=int, default=DEFAULT_POPULATION)
+    serve.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    serve.add_argument("--as-of", type=date.fromisoformat, default=_yesterday())
+    serve.set_defaults(handler=cmd_standins_serve)
+
+    sharing = sub.add_parser("sharing", help="Delta Sharing server and recipients").add_subparsers(dest="action", required=True)
+    s_serve = sharing.add_parser("serve", help="run the Delta Sharing server")
+    s_serve.add_argument("--host", default="127.0.0.1")
+    s_serve.add_argument("--port", type=int, default=8765)
+    s_serve.set_defaults(handler=cmd_sharing_serve)
+    s_profile = sharing.add_parser("profile", help="issue a bearer token and print the recipient's profile JSON")
+    s_profile.add_argument("recipient")
+    s_profile.add_argument("--endpoint", default=None, help="public URL of the sharing server")
+    s_profile.add_argument("--expires", type=int, default=None, help="token lifetime in days")
+    s_profile.set_defaults(handler=cmd_sharing_profile)
+    s_revoke = sharing.add_parser("revoke", help="revoke every token of a recipient")
+    s_revoke.add_argument("recipient")
+    s_revoke.set_defaults(handler=cmd_sharing_revoke)
+
+    demo = sub.add_parser("demo", help="demo municipality").add_subparsers(dest="action", required=True)
+    d_drop = demo.add_parser("dropzone", help="write the demo drop-zone files for a date")
+    d_drop.add_argument("--date", type=date.fromisoformat, default=_yesterday())
+    d_drop.add_argument("--population", type=int, default=DEFAULT_POPULATION)
+    d_drop.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    d_drop.set_defaults(handler=cmd_demo_dropzone)
+
+    airflow = sub.add_parser("airflow-init", help="create the embedded Airflow home and metadata DB")
+    airflow.set_defaults(handler=cmd_airflow_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

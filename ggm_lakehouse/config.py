@@ -1,0 +1,60 @@
+"""Where things live and where secrets come from.
+
+Every path the platform writes to is derived here, so that tests, the CLI,
+Airflow tasks and Spark jobs agree on one layout:
+
+    <lake root>/<layer>/<table>          Delta tables (layer: bronze, silver, gold)
+    <landing root>/<source>/<dataset>/   raw responses with a manifest per batch
+    <dropzone root>/<source>/            files delivered by departmental systems
+
+The defaults sit inside the checkout (``data/``); each root can be moved with an
+environment variable so that a production deployment points at its own storage.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# "quarantine" holds rejected source records in clear (like bronze): engineers only.
+LAYERS = ("bronze", "silver", "gold", "quarantine")
+
+
+def project_root() -> Path:
+    """The checkout this package was installed from (editable install)."""
+    return Path(os.environ.get("GGM_PROJECT_ROOT", Path(__file__).resolve().parent.parent))
+
+
+def data_root() -> Path:
+    """Root for all local data; ``GGM_DATA_ROOT`` overrides ``<checkout>/data``."""
+    return Path(os.environ.get("GGM_DATA_ROOT", project_root() / "data"))
+
+
+def lake_root() -> Path:
+    """Root of the Delta lake; ``GGM_LAKE_ROOT`` overrides ``<data root>/lake``."""
+    return Path(os.environ.get("GGM_LAKE_ROOT", data_root() / "lake"))
+
+
+def landing_root() -> Path:
+    """Root of the raw landing zone; ``GGM_LANDING_ROOT`` overrides ``<data root>/landing``."""
+    return Path(os.environ.get("GGM_LANDING_ROOT", data_root() / "landing"))
+
+
+def dropzone_root() -> Path:
+    """Root of departmental drop zones; ``GGM_DROPZONE_ROOT`` overrides ``<data root>/dropzone``."""
+    return Path(os.environ.get("GGM_DROPZONE_ROOT", data_root() / "dropzone"))
+
+
+def sharing_root() -> Path:
+    """State of the Delta Sharing server (recipients, token hashes, audit)."""
+    return Path(os.environ.get("GGM_SHARING_ROOT", data_root() / "sharing"))
+
+
+def table_path(layer: str, table: str) -> Path:
+    """Filesystem location of a Delta table on the embedded default.
+
+    Silver tables are stored under the lower-cased GGM table name, e.g.
+    ``silver/natuurlijkpersoon`` for ``NATUURLIJKPERSOON``.
+    """
+    if layer not in LAYERS:
+        raise ValueError(f"unknown lake layer {layer!r}; expected one of {LAYERS}")
+    return lake_root() / layer / table.lower()

@@ -1,0 +1,127 @@
+"""The steps of the daily pipeline that are not Spark jobs, as plain functions.
+
+Airflow tasks call these (the DAG files only wire them); the CLI and the tests
+call them too. Spark stages live in ``jobs/`` and are started through
+``ggm_lakehouse.spark_target``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date
+from pathlib import Path
+from typing import Any, Mapping
+
+from ggm_lakehouse.config import data_root, landing_root, table_path
+
+log = logging.getLogger(__name__)
+
+# Sources of the daily pipeline and the Airflow connection each one reads its endpoint and secret from.
+SOURCES = {"brp": "ggm_brp", "bag": "ggm_bag", "gebieden": "ggm_gebieden"}
+GOLD_SHARE_TABLES = ("inwoners_per_buurt",)
+
+
+def _connection_exists(conn_id: str) -> bool:
+    import os
+
+    if os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}"):
+        return True
+    try:
+        from airflow.sdk import Connection
+
+        Connection.get(conn_id)
+        return True
+    except Exception:  # noqa: BLE001 - "not configured" surfaces in several exception types
+        return False
+
+
+def build_connector(source: str):
+    """The connector of ``source``, configured from its Airflow connection when one exists."""
+    from connectors import get_connector
+
+    cls = get_connector(source)
+    conn_id = SOURCES[source]
+    if _connection_exists(conn_id):
+        return cls.from_airflow_connection(conn_id)
+    if getattr(cls, "secrets", ()):
+        raise RuntimeError(f"source {source!r} needs Airflow connection {conn_id!r} (endpoint and credentials)")
+    return cls({})
+
+
+def extract(source: str, context: Mapping[str, Any]) -> dict:
+    """Extract one source for the Airflow run in ``context``; returns the batches landed."""
+    from connectors import ExtractWindow
+
+    window = ExtractWindow.from_airflow_context(context)
+    connector = build_connector(source)
+    log.info("extracting %s for %s (%s → %s), run %s", source, window.logical_date, window.start, window.end, window.run_id)
+    results = connector.extract(window, landing_root())
+    summary = {
+        "source": source,
+        "logical_date": window.logical_date.isoformat(),
+        "run_id": window.run_id,
+        "batches": {r.dataset: {"records": r.record_count, "checksum": r.checksum, "path": str(r.path)} for r in results},
+    }
+    _write_report(window.logical_date, f"extract_{source}", summary)
+    return summary
+
+
+def _write_report(logical_date: date, name: str, report: dict) -> Path:
+    path = data_root() / "runs" / logical_date.isoformat() / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def publish_share(logical_date: date) -> dict:
+    """Check that the shared gold tables exist and have the day's data; report how partners read them."""
+    from deltalake import DeltaTable
+
+    from sharing_server.shares_config import load_shares_config
+
+    config = load_shares_config()
+    tables = []
+    for share in config.shares:
+        for table in share.all_tables():
+            path = table.resolve_location()
+            if not (path / "_delta_log").is_dir():
+                raise RuntimeError(f"shared table {table.qualified_name} has no Delta table at {path}")
+            tables.append({"table": table.qualified_name, "version": DeltaTable(str(path)).version(), "location": str(path)})
+    report = {
+        "logical_date": logical_date.isoformat(),
+        "tables": tables,
+        "recipients": sorted(r.name for r in config.recipients),
+        "how_to_read": "ggm sharing profile demo-partner > demo-partner.share; "
+        "python -c \"import delta_sharing; print(delta_sharing.load_as_pandas("
+        "'demo-partner.share#gemeente_gold.demografie.inwoners_per_buurt'))\"",
+    }
+    _write_report(logical_date, "share", report)
+    return report
+
+
+def run_summary(logical_date: date) -> dict:
+    """Everything the run of ``logical_date`` reported, combined into one summary."""
+    folder = data_root() / "runs" / logical_date.isoformat()
+    reports = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))}
+    silver = reports.get("silver", {}).get("tables", {})
+    quarantined = {t: r.get("quarantined", {}) for t, r in silver.items() if r.get("quarantined")}
+    return {
+        "logical_date": logical_date.isoformat(),
+        "extracted": {k[len("extract_"):]: v.get("batches", {}) for k, v in reports.items() if k.startswith("extract_")},
+        "bronze": reports.get("bronze", {}).get("tables", {}),
+        "silver": {
+            t: {
+                "current_rows": r["current_rows"],
+                "total_rows": r["total_rows"],
+                "new_versions": r["new_versions"],
+                "closed": r["closed"],
+                "quarantined": sum(r.get("quarantined", {}).values()),
+            }
+            for t, r in silver.items()
+        },
+        "quarantined_rows_per_rule": quarantined,
+        "gold": reports.get("gold", {}).get("tables", {}),
+        "share": reports.get("share", {}),
+    }

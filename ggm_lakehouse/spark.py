@@ -1,0 +1,124 @@
+"""The SparkSession every job uses, with Delta Lake from a project-local JAR cache.
+
+The Delta JARs are resolved from Maven Central once (``python -m ggm_lakehouse.spark
+--fetch-jars``, run by ``make``) into ``.cache/ivy`` inside the checkout. Later
+sessions put the cached JARs on the class path directly, so no run resolves again
+and a laptop without network still starts Spark.
+
+On a Spark cluster or Databricks the session already exists and already has Delta;
+:func:`get_spark` then only returns it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ggm_lakehouse.config import project_root
+
+DELTA_VERSION = "4.4.0"
+SCALA_VERSION = "2.13"
+
+
+def delta_maven_coordinates() -> list[str]:
+    """Maven coordinates of Delta Lake for the installed pyspark (as ``configure_spark_with_delta_pip`` names them)."""
+    import pyspark
+
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return [f"io.delta:delta-spark_{spark_minor}_{SCALA_VERSION}:{DELTA_VERSION}"]
+
+
+def ivy_cache_dir() -> Path:
+    """Project-local Ivy cache; ``GGM_IVY_DIR`` overrides ``<checkout>/.cache/ivy``."""
+    return Path(os.environ.get("GGM_IVY_DIR", project_root() / ".cache" / "ivy"))
+
+
+def cached_delta_jars() -> list[Path]:
+    """The resolved Delta JARs in the project cache (empty until fetched)."""
+    jar_dir = ivy_cache_dir() / "jars"
+    if not jar_dir.is_dir():
+        return []
+    return sorted(p for p in jar_dir.glob("*.jar") if p.name.startswith(("io.delta_", "io.unitycatalog_")))
+
+
+def _base_builder(app_name: str, master: str | None):
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    conf = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        # Small local data: a handful of shuffle partitions is far faster than the default 200.
+        "spark.sql.shuffle.partitions": os.environ.get("GGM_SPARK_SHUFFLE_PARTITIONS", "4"),
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        "spark.driver.memory": os.environ.get("GGM_SPARK_DRIVER_MEMORY", "3g"),
+        "spark.sql.warehouse.dir": str(project_root() / ".cache" / "spark-warehouse"),
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={project_root() / '.cache' / 'derby'}",
+    }
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder
+
+
+def get_spark(app_name: str = "ggm-lakehouse", master: str | None = None):
+    """Return the active SparkSession or create a local one with Delta Lake enabled."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if master is None and "SPARK_MASTER" not in os.environ and not os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        master = os.environ.get("GGM_SPARK_MASTER", "local[2]")
+    # Python workers must use this interpreter (with pandas/pyarrow), not whatever python3 is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = _base_builder(app_name, master)
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return builder.getOrCreate()
+    jars = cached_delta_jars()
+    if jars:
+        builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
+    else:
+        # First use without `make`: resolve into the project cache so the next run is offline.
+        builder = builder.config("spark.jars.packages", ",".join(delta_maven_coordinates()))
+        builder = builder.config("spark.jars.ivy", str(ivy_cache_dir()))
+    return builder.getOrCreate()
+
+
+def fetch_jars() -> list[Path]:
+    """Resolve the Delta JARs from Maven Central into the project cache (idempotent)."""
+    if cached_delta_jars():
+        return cached_delta_jars()
+    from pyspark.sql import SparkSession
+
+    spark = (
+        _base_builder("ggm-fetch-jars", "local[1]")
+        .config("spark.jars.packages", ",".join(delta_maven_coordinates()))
+        .config("spark.jars.ivy", str(ivy_cache_dir()))
+        .getOrCreate()
+    )
+    spark.range(1).count()
+    spark.stop()
+    SparkSession._instantiatedSession = None
+    jars = cached_delta_jars()
+    if not jars:
+        raise RuntimeError(f"Delta JARs were not resolved into {ivy_cache_dir()}")
+    return jars
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fetch-jars", action="store_true", help="resolve Delta JARs into the project cache")
+    args = parser.parse_args(argv)
+    if args.fetch_jars:
+        for jar in fetch_jars():
+            print(jar)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""One factory decides where a Spark stage runs: local spark-submit, a Spark cluster, or Databricks.
+
+The target comes from configuration, never from DAG code:
+
+* ``GGM_SPARK_TARGET`` environment variable or Airflow Variable ``ggm_spark_target``:
+  ``local`` (default), ``cluster`` or ``databricks``;
+* ``local`` and ``cluster`` use ``SparkSubmitOperator`` with Airflow connection
+  ``ggm_spark`` (host ``local[2]`` on the embedded default, ``spark://host:7077`` or
+  ``k8s://…`` for a cluster);
+* ``databricks`` uses ``DatabricksSubmitRunOperator`` with connection ``ggm_databricks``
+  and runs the same ``jobs/entrypoint.py`` as a ``spark_python_task``; the cluster spec
+  comes from Airflow Variable ``ggm_databricks_cluster`` (JSON), the entry point's
+  workspace path from ``ggm_databricks_entrypoint``.
+
+The job code is identical for all three targets; only this configuration differs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ggm_lakehouse.config import project_root
+
+TARGETS = ("local", "cluster", "databricks")
+STAGE_ARGS = ["--logical-date", "{{ ds }}", "--run-id", "{{ run_id }}"]
+
+# Environment the Spark driver needs on the embedded default: where the lake is, and nothing secret.
+_FORWARDED_ENV = (
+    "GGM_PROJECT_ROOT",
+    "GGM_DATA_ROOT",
+    "GGM_LAKE_ROOT",
+    "GGM_LANDING_ROOT",
+    "GGM_DROPZONE_ROOT",
+    "GGM_MAPPINGS_DIR",
+    "GGM_SUPPRESSION_THRESHOLD",
+    "GGM_SPARK_DRIVER_MEMORY",
+    "GGM_SPARK_SHUFFLE_PARTITIONS",
+)
+
+
+def _setting(env_name: str, variable_name: str, default: str) -> str:
+    value = os.environ.get(env_name)
+    if value:
+        return value
+    try:
+        from airflow.sdk import Variable
+
+        return Variable.get(variable_name, default=default)
+    except Exception:  # noqa: BLE001 - outside a running Airflow (tests, CLI) the default applies
+        return default
+
+
+def spark_target() -> str:
+    """The configured target; raises on an unknown value so a typo fails loudly."""
+    target = _setting("GGM_SPARK_TARGET", "ggm_spark_target", "local")
+    if target not in TARGETS:
+        raise ValueError(f"GGM_SPARK_TARGET/ggm_spark_target must be one of {TARGETS}, got {target!r}")
+    return target
+
+
+def delta_spark_conf() -> dict[str, str]:
+    """Spark settings that enable Delta Lake (the JARs are passed separately)."""
+    return {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+    }
+
+
+def spark_stage_task(stage: str, task_id: str | None = None, **operator_kwargs):
+    """An Airflow operator that runs ``jobs/entrypoint.py <stage>`` on the configured target."""
+    target = spark_target()
+    task_id = task_id or stage
+    application_args = [stage, *STAGE_ARGS]
+    if target == "databricks":
+        from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
+
+        cluster = json.loads(_setting("GGM_DATABRICKS_CLUSTER", "ggm_databricks_cluster", "{}") or "{}")
+        entrypoint = _setting(
+            "GGM_DATABRICKS_ENTRYPOINT", "ggm_databricks_entrypoint", "/Workspace/ggm-lakehouse/jobs/entrypoint.py"
+        )
+        task = {"spark_python_task": {"python_file": entrypoint, "parameters": application_args}}
+        if cluster.get("existing_cluster_id"):
+            task["existing_cluster_id"] = cluster["existing_cluster_id"]
+        elif cluster:
+            task["new_cluster"] = cluster
+        return DatabricksSubmitRunOperator(
+            task_id=task_id,
+            databricks_conn_id="ggm_databricks",
+            json={"run_name": f"ggm-{stage}-{{{{ ds }}}}", "tasks": [{"task_key": stage, **task}]},
+            **operator_kwargs,
+        )
+
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    from ggm_lakehouse.spark import cached_delta_jars
+
+    env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ}
+    env.setdefault("GGM_PROJECT_ROOT", str(project_root()))
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project_root()), os.environ.get("PYTHONPATH")]))
+    return SparkSubmitOperator(
+        task_id=task_id,
+        conn_id="ggm_spark",
+        application=str(project_root() / "jobs" / "entrypoint.py"),
+        application_args=application_args,
+        jars=",".join(str(j) for j in cached_delta_jars()) or None,
+        conf=delta_spark_conf(),
+        driver_memory=os.environ.get("GGM_SPARK_DRIVER_MEMORY", "2g"),
+        name=f"ggm-{stage}",
+        env_vars=env,
+        **operator_kwargs,
+    )

@@ -1,0 +1,174 @@
+"""Land: complete landing batches → append-only bronze Delta tables.
+
+Every record of a batch becomes one row with the record's JSON text in
+``payload`` and the metadata columns described in ``docs/architecture.md``.
+A batch that is already in bronze (same source, dataset, logical date and run id)
+is not appended again, so re-running the bronze step of a run is a no-op.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from ggm_lakehouse.config import landing_root, table_path
+
+MANIFEST_NAME = "_MANIFEST.json"
+
+BRONZE_SCHEMA_DDL = (
+    "payload STRING, _source STRING, _dataset STRING, _logical_date DATE, _run_id STRING, "
+    "_batch_checksum STRING, _source_file STRING, _record_index INT, _record_hash STRING, _ingested_at TIMESTAMP"
+)
+
+
+class LandingFormatError(ValueError):
+    """A landing part cannot be read as its manifest says; names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class LandedBatch:
+    """A complete landing batch: its directory and manifest."""
+
+    directory: Path
+    manifest: dict
+
+    @property
+    def bronze_table(self) -> str:
+        return f"{self.manifest['source']}_{self.manifest['dataset']}"
+
+
+def record_hash(record: object) -> str:
+    """sha256 of the canonical JSON form of a record (key order and spacing do not matter)."""
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def find_batches(logical_date: date, run_id: str | None = None, root: Path | None = None) -> list[LandedBatch]:
+    """Complete batches of ``logical_date`` (optionally of one run), newest run last per dataset."""
+    root = root or landing_root()
+    batches = []
+    for manifest_path in sorted(root.glob(f"*/*/logical_date={logical_date.isoformat()}/*/{MANIFEST_NAME}")):
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest.get("status") != "complete":
+            continue
+        if run_id is not None and manifest.get("run_id") != run_id:
+            continue
+        batches.append(LandedBatch(manifest_path.parent, manifest))
+    batches.sort(key=lambda b: (b.bronze_table, b.manifest.get("completed_at", "")))
+    return batches
+
+
+def _walk(document: object, dotted_path: str) -> object:
+    node = document
+    for step in [s for s in dotted_path.split(".") if s]:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(step)
+    return node
+
+
+def _decode_text(raw: bytes, file: Path) -> str:
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise LandingFormatError(f"{file}: not UTF-8 or Windows-1252 text")
+
+
+def parse_part(raw: bytes, record_path: str, file: Path) -> list[dict]:
+    """Split one landed part into its records according to the manifest's ``record_path``."""
+    if record_path == "csv":
+        text = _decode_text(raw, file)
+        sample = text[:4096]
+        delimiter = ";" if sample.count(";") >= sample.count(",") else ","
+        reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+        if not reader.fieldnames:
+            raise LandingFormatError(f"{file}: CSV without a header row")
+        return [dict(row) for row in reader]
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise LandingFormatError(f"{file}: not valid JSON ({exc})") from exc
+    if not record_path:
+        return [document]
+    records = _walk(document, record_path)
+    if records is None:
+        return []  # an empty page: HAL omits _embedded when there is nothing to embed
+    if not isinstance(records, list):
+        raise LandingFormatError(f"{file}: record_path {record_path!r} is not a list")
+    return records
+
+
+def batch_rows(batch: LandedBatch, ingested_at: datetime) -> list[tuple]:
+    """The bronze rows of one batch, in landing order."""
+    manifest = batch.manifest
+    logical_date = date.fromisoformat(manifest["logical_date"])
+    rows = []
+    for part in manifest["parts"]:
+        file = batch.directory / part["file"]
+        raw = file.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != part["sha256"]:
+            raise LandingFormatError(f"{file}: checksum differs from the manifest; the landing zone was altered")
+        for index, record in enumerate(parse_part(raw, manifest.get("record_path", ""), file)):
+            rows.append(
+                (
+                    json.dumps(record, ensure_ascii=False, separators=(",", ":")),
+                    manifest["source"],
+                    manifest["dataset"],
+                    logical_date,
+                    manifest["run_id"],
+                    manifest["checksum"],
+                    str(file),
+                    index,
+                    record_hash(record),
+                    ingested_at,
+                )
+            )
+    return rows
+
+
+def _already_landed(spark, path: Path, batch: LandedBatch) -> bool:
+    if not (path / "_delta_log").is_dir():
+        return False
+    from pyspark.sql import functions as F
+
+    m = batch.manifest
+    existing = (
+        spark.read.format("delta")
+        .load(str(path))
+        .where(
+            (F.col("_logical_date") == F.lit(m["logical_date"]).cast("date"))
+            & (F.col("_run_id") == m["run_id"])
+            & (F.col("_dataset") == m["dataset"])
+        )
+        .limit(1)
+        .count()
+    )
+    return existing > 0
+
+
+def run(spark, logical_date: date, run_id: str | None = None) -> dict:
+    """Append every complete landing batch of ``logical_date`` (of ``run_id`` if given) to bronze.
+
+    Returns a report ``{"tables": {table: {"batches": n, "rows": n, "skipped_batches": n}}}``.
+    """
+    ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    report: dict[str, dict] = {}
+    for batch in find_batches(logical_date, run_id):
+        table = batch.bronze_table
+        entry = report.setdefault(table, {"batches": 0, "rows": 0, "skipped_batches": 0})
+        path = table_path("bronze", table)
+        if _already_landed(spark, path, batch):
+            entry["skipped_batches"] += 1
+            continue
+        rows = batch_rows(batch, ingested_at)
+        frame = spark.createDataFrame(rows, schema=BRONZE_SCHEMA_DDL)
+        frame.write.format("delta").mode("append").partitionBy("_logical_date").save(str(path))
+        entry["batches"] += 1
+        entry["rows"] += len(rows)
+    return {"stage": "bronze", "logical_date": logical_date.isoformat(), "tables": report}

@@ -1,0 +1,239 @@
+"""Declarative GGM mappings: one YAML file per GGM target table in ``ggm_mappings/``.
+
+A mapping says, in terms a municipal data analyst can review:
+
+* ``target``: the GGM v2.5.1 table name, exactly as the GGM spells it;
+* ``bronsysteem``: value of ``DWH_BRONSYSTEEM``;
+* ``source``: the bronze table it reads (newest complete batch of the logical date);
+* ``fields``: named values taken from each source record with a JSON path;
+* ``lookups`` (optional): other bronze tables joined (``match``) on named fields;
+* ``business_key``: the fields that identify one real-world object;
+* ``columns``: every GGM column with a Spark SQL expression over the fields and
+  its type; ``key: TABLE`` makes a deterministic surrogate key of another GGM table
+  (so foreign keys need no lookups), ``pseudonymise: true`` replaces a BSN by its
+  keyed pseudonym;
+* ``quality``: data-quality rules; rows that fail any rule go to quarantine;
+* ``load``: ``snapshot`` (objects missing from the batch are closed) or ``incremental``.
+
+This module only reads and validates mapping files; ``jobs.silver`` executes them.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ggm_lakehouse.config import project_root
+
+SPARK_TYPES = {"string", "int", "bigint", "date", "timestamp", "boolean", "double", "decimal(18,2)"}
+RULES = {"not_null", "elfproef", "pattern", "date", "in_set", "reference"}
+_GGM_NAME = re.compile(r"^[A-Z0-9_]+$")
+
+
+class MappingError(ValueError):
+    """A mapping file is invalid; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    expr: str | None
+    type: str
+    key_of: str | None = None  # GGM table whose surrogate key this column holds
+    key_fields: tuple[str, ...] = ()
+    pseudonymise: bool = False
+    description: str = ""
+    sensitivity: str = ""
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    rule: str
+    target: str  # field or column the rule looks at
+    params: dict = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Lookup:
+    name: str
+    source: str
+    fields: dict[str, str]
+    on: dict[str, str]  # lookup field -> main field
+
+
+@dataclass(frozen=True)
+class Mapping:
+    path: Path
+    target: str
+    bronsysteem: str
+    source: str
+    fields: dict[str, str]
+    business_key: tuple[str, ...]
+    columns: tuple[ColumnSpec, ...]
+    quality: tuple[QualityRule, ...]
+    lookups: tuple[Lookup, ...] = ()
+    load: str = "snapshot"
+    description: str = ""
+    owner: str = ""
+    depends_on: tuple[str, ...] = ()
+    surrogate_key_column: str = ""
+
+    @property
+    def surrogate_key(self) -> str:
+        """The generated key column: ``<TARGET>_ID`` unless the mapping names a GGM variant."""
+        return self.surrogate_key_column or f"{self.target}_ID"
+
+    @property
+    def silver_table(self) -> str:
+        return self.target.lower()
+
+
+def mappings_dir() -> Path:
+    """Folder with the mapping files (``GGM_MAPPINGS_DIR`` overrides ``<checkout>/ggm_mappings``)."""
+    import os
+
+    return Path(os.environ.get("GGM_MAPPINGS_DIR", project_root() / "ggm_mappings"))
+
+
+def _fail(path: Path, message: str) -> MappingError:
+    return MappingError(f"{path.name}: {message}")
+
+
+def _column(path: Path, name: str, spec: object) -> ColumnSpec:
+    if not _GGM_NAME.match(name):
+        raise _fail(path, f"column {name!r} is not an upper-case GGM column name")
+    if isinstance(spec, str):
+        return ColumnSpec(name=name, expr=spec, type="string")
+    if not isinstance(spec, dict):
+        raise _fail(path, f"column {name}: expected an expression or a mapping, got {type(spec).__name__}")
+    if "key" in spec:
+        of = spec.get("of")
+        if not of:
+            raise _fail(path, f"column {name}: 'key' needs 'of' (the fields that identify the referenced object)")
+        return ColumnSpec(
+            name=name,
+            expr=None,
+            type="bigint",
+            key_of=str(spec["key"]),
+            key_fields=tuple([of] if isinstance(of, str) else of),
+            description=spec.get("description", ""),
+        )
+    expr = spec.get("expr")
+    if not expr:
+        raise _fail(path, f"column {name}: 'expr' is required")
+    col_type = spec.get("type", "string")
+    if col_type not in SPARK_TYPES:
+        raise _fail(path, f"column {name}: type {col_type!r} not one of {sorted(SPARK_TYPES)}")
+    return ColumnSpec(
+        name=name,
+        expr=str(expr),
+        type=col_type,
+        pseudonymise=bool(spec.get("pseudonymise", False)),
+        description=spec.get("description", ""),
+        sensitivity=spec.get("sensitivity", "bsn-derived" if spec.get("pseudonymise") else ""),
+    )
+
+
+def load_mapping(path: Path) -> Mapping:
+    """Parse and validate one mapping file."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise _fail(path, f"not valid YAML ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise _fail(path, "expected a mapping at the top level")
+    for required in ("target", "source", "fields", "business_key", "columns"):
+        if required not in doc:
+            raise _fail(path, f"'{required}' is required")
+    target = str(doc["target"])
+    if not _GGM_NAME.match(target):
+        raise _fail(path, f"target {target!r} is not an upper-case GGM table name")
+    if path.stem != target.lower():
+        raise _fail(path, f"file name must be the lower-cased target ({target.lower()}.yaml)")
+    fields = {str(k): str(v) for k, v in doc["fields"].items()}
+    business_key = tuple(doc["business_key"])
+    for key_field in business_key:
+        if key_field not in fields:
+            raise _fail(path, f"business_key field {key_field!r} is not declared under 'fields'")
+    columns = tuple(_column(path, name, spec) for name, spec in doc["columns"].items())
+    names = [c.name for c in columns]
+    surrogate = str(doc.get("surrogate_key", f"{target}_ID"))
+    if surrogate in names:
+        raise _fail(path, f"{surrogate} is the generated surrogate key; do not map it")
+    if any(n.startswith("DWH_") for n in names):
+        raise _fail(path, "DWH_* history columns are generated; do not map them")
+    lookups = []
+    for name, spec in (doc.get("lookups") or {}).items():
+        # "match", not "on": YAML 1.1 reads a bare `on` key as the boolean true.
+        if not {"source", "fields", "match"} <= set(spec):
+            raise _fail(path, f"lookup {name!r} needs source, fields and match")
+        for main_field in spec["match"].values():
+            if main_field not in fields:
+                raise _fail(path, f"lookup {name!r} joins on unknown field {main_field!r}")
+        lookups.append(Lookup(name, spec["source"], dict(spec["fields"]), dict(spec["match"])))
+    rules = []
+    for raw in doc.get("quality") or []:
+        rule = raw.get("rule")
+        if rule not in RULES:
+            raise _fail(path, f"quality rule {rule!r} not one of {sorted(RULES)}")
+        target_name = raw.get("field") or raw.get("column")
+        if not target_name:
+            raise _fail(path, f"quality rule {rule!r} needs 'field' or 'column'")
+        if target_name not in fields and target_name not in names:
+            raise _fail(path, f"quality rule {rule!r} looks at unknown field/column {target_name!r}")
+        params = {k: v for k, v in raw.items() if k not in {"rule", "field", "column", "description"}}
+        if rule == "reference" and "table" not in params:
+            raise _fail(path, "reference rule needs 'table'")
+        if rule == "pattern":
+            try:
+                re.compile(params.get("pattern", ""))
+            except re.error as exc:
+                raise _fail(path, f"pattern rule on {target_name}: invalid regex ({exc})") from exc
+        rules.append(QualityRule(rule, target_name, params, raw.get("description", "")))
+    load = doc.get("load", "snapshot")
+    if load not in {"snapshot", "incremental"}:
+        raise _fail(path, f"load must be snapshot or incremental, got {load!r}")
+    depends = {r.params["table"] for r in rules if r.rule == "reference" and r.params["table"] != target}
+    return Mapping(
+        path=path,
+        target=target,
+        bronsysteem=str(doc.get("bronsysteem", doc["source"])),
+        source=str(doc["source"]),
+        fields=fields,
+        business_key=business_key,
+        columns=columns,
+        quality=tuple(rules),
+        lookups=tuple(lookups),
+        load=load,
+        description=str(doc.get("description", "")),
+        owner=str(doc.get("owner", "")),
+        depends_on=tuple(sorted(depends)),
+        surrogate_key_column=surrogate,
+    )
+
+
+def load_all(directory: Path | None = None) -> list[Mapping]:
+    """All mappings, ordered so that referenced tables are conformed first."""
+    directory = directory or mappings_dir()
+    mappings = {m.target: m for m in (load_mapping(p) for p in sorted(directory.glob("*.yaml")))}
+    ordered: list[Mapping] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in {m.target for m in ordered}:
+            return
+        if name in visiting:
+            raise MappingError(f"reference cycle through {name}")
+        visiting.add(name)
+        for dep in mappings[name].depends_on:
+            if dep in mappings:
+                visit(dep)
+        visiting.discard(name)
+        ordered.append(mappings[name])
+
+    for name in sorted(mappings):
+        visit(name)
+    return ordered

@@ -1,0 +1,447 @@
+"""Conform: bronze → GGM v2.5.1 silver tables, driven by ``ggm_mappings/*.yaml``.
+
+For each mapping and logical date D:
+
+1. read the newest complete bronze batch of D for the mapping's source;
+2. take the declared fields out of each record (JSON paths) and join lookups;
+3. compute the GGM columns, check the data-quality rules and send failing records
+   to the quarantine table with the rule, the reason and the source record;
+4. replace BSNs by keyed HMAC pseudonyms and add deterministic surrogate keys;
+5. merge into the silver table as SCD2 history in the GGM's DWH columns:
+   an unchanged record creates no new version; a changed record closes the open
+   version at D and opens a new one; a record missing from a snapshot is closed.
+
+Re-running D is idempotent: with the same input nothing is written at all; with
+different input the versions opened at D are corrected in place.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+
+import pandas as pd  # module level: pandas_udf resolves its type hints in this module's globals
+
+from ggm_lakehouse.config import table_path
+from jobs.mappings import Mapping, load_all
+
+DWH_COLUMNS = (
+    "DWH_BRONSYSTEEM",
+    "DWH_DATUMTIJDGELADEN",
+    "DWH_DATUMTIJDGELDIGVANAF",
+    "DWH_DATUMTIJDGELDIGTOTMET",
+)
+QUARANTINE_TABLE = "silver_rejects"
+QUARANTINE_SCHEMA_DDL = (
+    "target_table STRING, rule STRING, reason STRING, source_table STRING, source_file STRING, "
+    "record_index INT, record_hash STRING, run_id STRING, logical_date DATE, payload STRING, quarantined_at TIMESTAMP"
+)
+
+
+class SilverError(RuntimeError):
+    """Conformance cannot proceed; the message names the table and the cause."""
+
+
+@dataclass
+class ConformContext:
+    spark: object
+    logical_date: date
+    run_id: str
+    pseudonym_key: bytes
+    loaded_at: datetime
+
+    @property
+    def valid_from(self) -> datetime:
+        return datetime.combine(self.logical_date, time.min)
+
+
+# ---------------------------------------------------------------------------
+# building blocks (each usable on its own in tests)
+# ---------------------------------------------------------------------------
+
+
+def surrogate_key_expr(table: str, parts: list):
+    """Deterministic BIGINT key of ``table`` from column expressions ``parts``.
+
+    The first 15 hex digits of sha256("TABLE|part1|part2…") as a positive 60-bit
+    integer: reproducible in any engine, collision-free in practice at municipal
+    scale (GGM declares INTEGER; 32 bits would collide at a million persons).
+    Null when any part is null, so a missing reference stays missing.
+    """
+    from pyspark.sql import functions as F
+
+    joined = F.concat_ws("|", F.lit(table), *[p.cast("string") for p in parts])
+    any_null = None
+    for p in parts:
+        any_null = p.isNull() if any_null is None else (any_null | p.isNull())
+    key = F.conv(F.substring(F.sha2(joined, 256), 1, 15), 16, 10).cast("bigint")
+    return F.when(any_null, F.lit(None).cast("bigint")).otherwise(key)
+
+
+def surrogate_key_value(table: str, *parts: str) -> int:
+    """The same key as :func:`surrogate_key_expr`, computed in Python (for tests and tools)."""
+    import hashlib
+
+    digest = hashlib.sha256("|".join([table, *parts]).encode("utf-8")).hexdigest()
+    return int(digest[:15], 16)
+
+
+def pseudonymise_column(column, key: bytes):
+    """Spark column of HMAC pseudonyms (see ``ggm_lakehouse.pseudonym``) of a BSN column."""
+    from pyspark.sql.functions import pandas_udf
+
+    from ggm_lakehouse.pseudonym import pseudonymise
+
+    @pandas_udf("string")
+    def _pseudonymise(values: pd.Series) -> pd.Series:
+        return values.map(lambda v: pseudonymise(v, key) if isinstance(v, str) else None)
+
+    return _pseudonymise(column)
+
+
+def latest_batch(spark, source: str, logical_date: date):
+    """Rows of the newest complete bronze batch of ``source`` for ``logical_date``."""
+    from pyspark.sql import functions as F
+
+    path = table_path("bronze", source)
+    if not (path / "_delta_log").is_dir():
+        raise SilverError(f"bronze table {source!r} does not exist at {path}; did the extract and bronze steps run?")
+    rows = spark.read.format("delta").load(str(path)).where(F.col("_logical_date") == F.lit(logical_date))
+    newest = rows.groupBy("_run_id").agg(F.max("_ingested_at").alias("t")).orderBy(F.desc("t")).limit(1).collect()
+    if not newest:
+        raise SilverError(f"bronze table {source!r} has no batch for {logical_date}; nothing is conformed on a partial day")
+    return rows.where(F.col("_run_id") == newest[0]["_run_id"])
+
+
+def _extract_fields(frame, fields: dict[str, str]):
+    from pyspark.sql import functions as F
+
+    return frame.select(
+        "*", *[F.get_json_object("payload", path).alias(name) for name, path in fields.items()]
+    )
+
+
+def _apply_lookups(ctx: ConformContext, frame, mapping: Mapping):
+    from pyspark.sql import functions as F
+
+    for lookup in mapping.lookups:
+        side = _extract_fields(latest_batch(ctx.spark, lookup.source, ctx.logical_date), lookup.fields)
+        side = side.select(*lookup.fields.keys()).dropDuplicates(list(lookup.on.keys()))
+        side = side.select(
+            *[F.col(k).alias(f"__lk_{k}") for k in lookup.on], F.struct(*lookup.fields.keys()).alias(lookup.name)
+        )
+        condition = [frame[main] == side[f"__lk_{k}"] for k, main in lookup.on.items()]
+        frame = frame.join(side, condition, "left").drop(*[f"__lk_{k}" for k in lookup.on])
+    return frame
+
+
+def _current_keys(spark, target: str):
+    path = table_path("silver", target)
+    if not (path / "_delta_log").is_dir():
+        return None
+    return (
+        spark.read.format("delta")
+        .load(str(path))
+        .where("DWH_DATUMTIJDGELDIGTOTMET IS NULL")
+        .select(f"{target}_ID")
+    )
+
+
+def _rule_failures(ctx: ConformContext, frame, mapping: Mapping):
+    """Add one ``__fail_<n>`` column per rule: null when the row passes, else the reason."""
+    from pyspark.sql import functions as F
+
+    from ggm_lakehouse.bsn import is_valid_bsn
+
+    elfproef = F.udf(lambda v: v is None or is_valid_bsn(v), "boolean")
+    fail_columns = []
+    for n, rule in enumerate(mapping.quality):
+        value = F.col(rule.target)
+        name = f"__fail_{n}"
+        label = f"{rule.rule}({rule.target})"
+        if rule.rule == "not_null":
+            failed = value.isNull() | (F.trim(value.cast("string")) == "")
+            reason = F.lit(f"{label}: value is missing")
+        elif rule.rule == "elfproef":
+            failed = value.isNotNull() & ~elfproef(value.cast("string"))
+            reason = F.concat(F.lit(f"{label}: not a valid BSN (elfproef fails) in value of length "), F.length(value))
+        elif rule.rule == "pattern":
+            failed = value.isNotNull() & ~value.cast("string").rlike(rule.params["pattern"])
+            reason = F.concat(F.lit(f"{label}: '"), value.cast("string"), F.lit(f"' does not match {rule.params['pattern']}"))
+        elif rule.rule == "date":
+            failed = value.isNotNull() & F.to_date(value.cast("string"), "yyyy-MM-dd").isNull()
+            reason = F.concat(F.lit(f"{label}: '"), value.cast("string"), F.lit("' is not a valid date (yyyy-MM-dd)"))
+        elif rule.rule == "in_set":
+            allowed = [str(v) for v in rule.params.get("values", [])]
+            failed = value.isNotNull() & ~value.cast("string").isin(allowed)
+            reason = F.concat(F.lit(f"{label}: '"), value.cast("string"), F.lit(f"' not in {allowed}"))
+        elif rule.rule == "reference":
+            ref_table = rule.params["table"]
+            if ref_table == mapping.target:
+                known = frame.select(F.col(mapping.surrogate_key).alias("__ref"))
+            else:
+                known = _current_keys(ctx.spark, ref_table)
+                if known is None:
+                    raise SilverError(
+                        f"{mapping.target}: reference rule on {rule.target} needs silver table {ref_table}, which does not exist yet"
+                    )
+                known = known.select(F.col(f"{ref_table}_ID").alias("__ref"))
+            known = known.distinct().withColumn("__ref_ok", F.lit(True))
+            frame = frame.join(known, frame[rule.target] == known["__ref"], "left").drop("__ref")
+            failed = value.isNotNull() & F.col("__ref_ok").isNull()
+            reason = F.lit(f"{label}: referenced {ref_table} does not exist")
+            frame = frame.withColumn(name, F.when(failed, reason)).drop("__ref_ok")
+            fail_columns.append((name, rule))
+            continue
+        else:  # pragma: no cover - validated in jobs.mappings
+            raise SilverError(f"unknown rule {rule.rule}")
+        frame = frame.withColumn(name, F.when(failed, reason))
+        fail_columns.append((name, rule))
+    return frame, fail_columns
+
+
+def conform_frame(ctx: ConformContext, mapping: Mapping, bronze):
+    """Apply fields, lookups, columns and rules; return ``(conformed, rejects)`` DataFrames.
+
+    ``conformed`` has the surrogate key, the mapped GGM columns (BSNs pseudonymised)
+    and the business key in ``__bk``; ``rejects`` has the quarantine columns.
+    """
+    from pyspark.sql import functions as F
+
+    frame = _extract_fields(bronze, mapping.fields)
+    frame = _apply_lookups(ctx, frame, mapping)
+    frame = frame.withColumn(
+        mapping.surrogate_key, surrogate_key_expr(mapping.target, [F.col(k) for k in mapping.business_key])
+    )
+    frame = frame.withColumn("__bk", F.concat_ws("|", *[F.col(k) for k in mapping.business_key]))
+    for column in mapping.columns:
+        if column.key_of:
+            value = surrogate_key_expr(column.key_of, [F.expr(e) for e in column.key_fields])
+        else:
+            value = F.expr(column.expr).cast(column.type)
+        frame = frame.withColumn(column.name, value)
+
+    frame, fail_columns = _rule_failures(ctx, frame, mapping)
+    any_failure = F.coalesce(*[F.col(n) for n, _ in fail_columns], F.lit(None).cast("string")) if fail_columns else F.lit(None)
+    # A record without a business key cannot be versioned at all.
+    missing_key = F.col(mapping.surrogate_key).isNull()
+    frame = frame.withColumn("__failed", any_failure.isNotNull() | missing_key).cache()
+
+    reject_parts = [
+        frame.where(F.col(n).isNotNull()).select(F.lit(rule.rule).alias("rule"), F.col(n).alias("reason"), "*")
+        for n, rule in fail_columns
+    ]
+    reject_parts.append(
+        frame.where(missing_key).select(
+            F.lit("business_key").alias("rule"),
+            F.lit(f"business key ({', '.join(mapping.business_key)}) is missing").alias("reason"),
+            "*",
+        )
+    )
+    passed = frame.where(~F.col("__failed"))
+
+    # Duplicates of one business key in one batch: copies that map to the same GGM values collapse
+    # (BAG objects on a tile border, a wijk repeated on every buurt row); copies that conflict keep
+    # the highest value hash and the rest go to quarantine.
+    from pyspark.sql.window import Window
+
+    passed = passed.withColumn("__value_hash", _attribute_hash([c.name for c in mapping.columns]))
+    by_key = Window.partitionBy("__bk").orderBy(F.desc("__value_hash"), F.asc("_source_file"), F.asc("_record_index"))
+    ranked = passed.withColumn("__rank", F.row_number().over(by_key)).withColumn(
+        "__top_hash", F.first("__value_hash").over(by_key)
+    )
+    conflicting = ranked.where((F.col("__rank") > 1) & (F.col("__value_hash") != F.col("__top_hash")))
+    reject_parts.append(
+        conflicting.select(
+            F.lit("duplicate_key").alias("rule"),
+            F.concat(F.lit("another record in this batch has the same business key with different content: "), F.col("__bk")).alias("reason"),
+            *[c for c in frame.columns],
+        )
+    )
+    conformed = ranked.where(F.col("__rank") == 1)
+    for column in mapping.columns:
+        if column.pseudonymise:
+            conformed = conformed.withColumn(column.name, pseudonymise_column(F.col(column.name), ctx.pseudonym_key))
+    conformed = conformed.select(mapping.surrogate_key, *[c.name for c in mapping.columns], "__bk")
+
+    rejects = None
+    for part in reject_parts:
+        shaped = part.select(
+            F.lit(mapping.target).alias("target_table"),
+            "rule",
+            "reason",
+            F.lit(mapping.source).alias("source_table"),
+            F.col("_source_file").alias("source_file"),
+            F.col("_record_index").alias("record_index"),
+            F.col("_record_hash").alias("record_hash"),
+            F.col("_run_id").alias("run_id"),
+            F.lit(ctx.logical_date).alias("logical_date"),
+            "payload",
+            F.lit(ctx.loaded_at).cast("timestamp").alias("quarantined_at"),
+        )
+        rejects = shaped if rejects is None else rejects.unionByName(shaped)
+    # Keys of rejected records keep their current silver version instead of being closed.
+    rejected_keys = frame.where(F.col("__failed") & ~missing_key).select(mapping.surrogate_key).distinct()
+    return conformed, rejects, rejected_keys
+
+
+def _attribute_hash(columns: list[str]):
+    from pyspark.sql import functions as F
+
+    return F.sha2(F.to_json(F.struct(*[F.col(c) for c in columns])), 256)
+
+
+def _silver_schema_ddl(mapping: Mapping) -> str:
+    parts = [f"`{mapping.surrogate_key}` BIGINT"]
+    parts += [f"`{c.name}` {c.type.upper()}" for c in mapping.columns]
+    parts += [
+        "`DWH_BRONSYSTEEM` STRING",
+        "`DWH_DATUMTIJDGELADEN` TIMESTAMP",
+        "`DWH_DATUMTIJDGELDIGVANAF` TIMESTAMP",
+        "`DWH_DATUMTIJDGELDIGTOTMET` TIMESTAMP",
+    ]
+    return ", ".join(parts)
+
+
+def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) -> dict:
+    """Merge a conformed snapshot into the silver table as SCD2 history; returns counts."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    spark = ctx.spark
+    path = str(table_path("silver", mapping.target))
+    key = mapping.surrogate_key
+    attributes = [c.name for c in mapping.columns]
+    if not DeltaTable.isDeltaTable(spark, path):
+        spark.createDataFrame([], _silver_schema_ddl(mapping)).write.format("delta").save(path)
+    target = DeltaTable.forPath(spark, path)
+    existing = target.toDF()
+
+    later = existing.where(F.col("DWH_DATUMTIJDGELDIGVANAF") > F.lit(ctx.valid_from)).limit(1).count()
+    if later:
+        raise SilverError(
+            f"{mapping.target} already has versions after {ctx.logical_date}; process logical dates in order "
+            "(a backfill of earlier dates needs a rebuild of the table from bronze)"
+        )
+
+    current = existing.where(F.col("DWH_DATUMTIJDGELDIGTOTMET").isNull()).select(
+        F.col(key).alias("__cur_key"),
+        _attribute_hash(attributes).alias("__cur_hash"),
+        F.col("DWH_DATUMTIJDGELDIGVANAF").alias("__cur_from"),
+    )
+    incoming = conformed.withColumn("__hash", _attribute_hash(attributes))
+    compared = incoming.join(current, incoming[key] == current["__cur_key"], "left")
+    changed = compared.where(F.col("__cur_key").isNull() | (F.col("__cur_hash") != F.col("__hash")))
+    kept_keys = incoming.select(key).unionByName(rejected_keys.select(key)).distinct()
+    closing = current.join(kept_keys, current["__cur_key"] == kept_keys[key], "left_anti") if mapping.load == "snapshot" else None
+
+    n_changed = changed.count()
+    n_closing = closing.count() if closing is not None else 0
+    counts = {"new_or_changed": n_changed, "closed": n_closing, "written": False}
+    if n_changed == 0 and n_closing == 0:
+        return counts  # nothing to do: a rerun of the same day leaves the table untouched
+
+    valid_from = F.lit(ctx.valid_from).cast("timestamp")
+    dwh = {
+        "DWH_BRONSYSTEEM": F.lit(mapping.bronsysteem),
+        "DWH_DATUMTIJDGELADEN": F.lit(ctx.loaded_at).cast("timestamp"),
+        "DWH_DATUMTIJDGELDIGVANAF": valid_from,
+        "DWH_DATUMTIJDGELDIGTOTMET": F.lit(None).cast("timestamp"),
+    }
+    # Staged rows: every changed key once with __merge_key (to close or correct the open version) and,
+    # when an open version exists, once more without it (to insert the new version).
+    new_rows = changed.select(key, *attributes)
+    for name, value in dwh.items():
+        new_rows = new_rows.withColumn(name, value)
+    staged = new_rows.withColumn("__merge_key", F.col(key)).unionByName(
+        new_rows.join(
+            current.where(F.col("__cur_from") != valid_from).select("__cur_key"),
+            new_rows[key] == current["__cur_key"],
+            "inner",
+        )
+        .drop("__cur_key")
+        .withColumn("__merge_key", F.lit(None).cast("bigint"))
+    )
+    if closing is not None and n_closing:
+        close_rows = closing.select(F.col("__cur_key").alias("__merge_key"))
+        staged = staged.unionByName(close_rows.withColumn("__close", F.lit(True)), allowMissingColumns=True)
+    if "__close" not in staged.columns:
+        staged = staged.withColumn("__close", F.lit(False))
+    staged = staged.fillna({"__close": False})
+
+    opened_today = F.col("t.DWH_DATUMTIJDGELDIGVANAF") == valid_from
+    correct_in_place = {c: F.col(f"s.{c}") for c in attributes}
+    correct_in_place["DWH_DATUMTIJDGELADEN"] = F.col("s.DWH_DATUMTIJDGELADEN")
+    (
+        target.alias("t")
+        .merge(staged.alias("s"), f"t.`{key}` = s.__merge_key AND t.DWH_DATUMTIJDGELDIGTOTMET IS NULL")
+        .whenMatchedDelete(condition=F.col("s.__close") & opened_today)
+        .whenMatchedUpdate(condition=F.col("s.__close"), set={"DWH_DATUMTIJDGELDIGTOTMET": valid_from})
+        .whenMatchedUpdate(condition=opened_today, set=correct_in_place)
+        .whenMatchedUpdate(set={"DWH_DATUMTIJDGELDIGTOTMET": valid_from})
+        .whenNotMatchedInsert(
+            condition=~F.col("s.__close"),
+            values={c: F.col(f"s.{c}") for c in [key, *attributes, *DWH_COLUMNS]},
+        )
+        .execute()
+    )
+    counts["written"] = True
+    return counts
+
+
+def write_quarantine(ctx: ConformContext, mapping: Mapping, rejects) -> dict[str, int]:
+    """Replace this target's quarantine rows of the logical date (idempotent) and count them per rule."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    spark = ctx.spark
+    path = str(table_path("quarantine", QUARANTINE_TABLE))
+    per_rule = {r["rule"]: r["count"] for r in rejects.groupBy("rule").count().collect()}
+    if DeltaTable.isDeltaTable(spark, path):
+        DeltaTable.forPath(spark, path).delete(
+            (F.col("target_table") == mapping.target) & (F.col("logical_date") == F.lit(ctx.logical_date))
+        )
+    if per_rule or not DeltaTable.isDeltaTable(spark, path):
+        rejects.write.format("delta").mode("append").save(path)
+    return per_rule
+
+
+def conform(ctx: ConformContext, mapping: Mapping) -> dict:
+    """Conform one mapping for the context's logical date; returns its report entry."""
+    bronze = latest_batch(ctx.spark, mapping.source, ctx.logical_date)
+    source_rows = bronze.count()
+    conformed, rejects, rejected_keys = conform_frame(ctx, mapping, bronze)
+    conformed = conformed.cache()
+    quarantined = write_quarantine(ctx, mapping, rejects)
+    counts = merge_scd2(ctx, mapping, conformed, rejected_keys)
+    silver = ctx.spark.read.format("delta").load(str(table_path("silver", mapping.target)))
+    return {
+        "source": mapping.source,
+        "source_rows": source_rows,
+        "conformed_rows": conformed.count(),
+        "quarantined": quarantined,
+        "new_versions": counts["new_or_changed"],
+        "closed": counts["closed"],
+        "written": counts["written"],
+        "current_rows": silver.where("DWH_DATUMTIJDGELDIGTOTMET IS NULL").count(),
+        "total_rows": silver.count(),
+    }
+
+
+def run(spark, logical_date: date, run_id: str, tables: list[str] | None = None, mappings_dir: Path | None = None) -> dict:
+    """Conform every mapping (or the named GGM ``tables``) for ``logical_date``."""
+    from ggm_lakehouse.pseudonym import load_key
+
+    ctx = ConformContext(
+        spark=spark,
+        logical_date=logical_date,
+        run_id=run_id,
+        pseudonym_key=load_key(),
+        loaded_at=datetime.now(timezone.utc).replace(tzinfo=None),
+    )
+    report = {}
+    for mapping in load_all(mappings_dir):
+        if tables and mapping.target not in tables:
+            continue
+        report[mapping.target] = conform(ctx, mapping)
+    return {"stage": "silver", "logical_date": logical_date.isoformat(), "tables": report}

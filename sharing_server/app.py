@@ -1,0 +1,667 @@
+"""Delta Sharing protocol server for the gold layer (FastAPI).
+
+Implements, under the prefix ``/delta-sharing``, the REST API of the Delta Sharing
+protocol that the official clients use (PROTOCOL.md "REST APIs"): list shares, get
+share, list schemas, list tables, list all tables, table version, table metadata and
+query table, in ``parquet`` response format and in ``delta`` response format. Data
+files are served by this server itself through signed, expiring URLs under
+``/delta-sharing/files/`` (see :mod:`sharing_server.signing`).
+
+Access control: every API call needs ``Authorization: Bearer <token>`` of a recipient
+(:mod:`sharing_server.recipients`); a recipient sees only the shares it is entitled to
+in ``config/shares.yaml``. A share that does not exist and a share that exists but is
+not shared with the caller produce the same 404 answer, so a recipient cannot probe
+for other recipients' shares.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ggm_lakehouse import config as ggm_config
+
+from sharing_server import delta_tables
+from sharing_server.delta_tables import TableSnapshot
+from sharing_server.recipients import TokenRecord, TokenStore
+from sharing_server.shares_config import (
+    InvalidNameError,
+    Recipient,
+    ReloadingSharesConfig,
+    Share,
+    SharedTable,
+    SharesConfig,
+    validate_name,
+)
+from sharing_server.signing import FileClaims, InvalidSignedUrl, UrlSigner, load_url_key
+
+PREFIX = "/delta-sharing"
+NDJSON = "application/x-ndjson; charset=utf-8"
+VERSION_HEADER = "Delta-Table-Version"
+CAPABILITIES_HEADER = "delta-sharing-capabilities"
+FILE_ID_HASH_HEADER = "fileidhash"
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("sharing_server.access")
+
+
+# --------------------------------------------------------------------------- errors
+class SharingError(Exception):
+    """An error answered as ``{"errorCode": ..., "message": ...}`` (PROTOCOL.md error shape)."""
+
+    def __init__(self, status: int, error_code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+        self.headers = headers or {}
+
+
+def _unauthenticated(message: str) -> SharingError:
+    return SharingError(401, "UNAUTHENTICATED", message, {"WWW-Authenticate": 'Bearer realm="delta-sharing"'})
+
+
+def _invalid(message: str) -> SharingError:
+    return SharingError(400, "INVALID_PARAMETER_VALUE", message)
+
+
+def _not_found(message: str) -> SharingError:
+    return SharingError(404, "RESOURCE_DOES_NOT_EXIST", message)
+
+
+def _forbidden(message: str) -> SharingError:
+    return SharingError(403, "PERMISSION_DENIED", message)
+
+
+def _unsupported(message: str) -> SharingError:
+    return SharingError(400, "UNSUPPORTED_OPERATION", message)
+
+
+def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"errorCode": code, "message": message}, status_code=status, headers=headers)
+
+
+# --------------------------------------------------------------------------- helpers
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated recipient of a request."""
+
+    recipient: Recipient
+    token: TokenRecord
+
+
+def _name(value: str, kind: str) -> str:
+    try:
+        return validate_name(value, kind)
+    except InvalidNameError as exc:
+        raise _invalid(str(exc)) from None
+
+
+def _parse_max_results(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_PAGE_SIZE
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _invalid("maxResults must be an integer") from None
+    if value < 0:
+        raise _invalid("maxResults must be non-negative")
+    return min(value, MAX_PAGE_SIZE)
+
+
+def _paginate(items: list[dict], max_results_raw: str | None, page_token: str | None, listing: str) -> dict:
+    """One page of ``items``; page tokens are bound to the listing they came from."""
+    max_results = _parse_max_results(max_results_raw)
+    offset = 0
+    if page_token:
+        try:
+            raw = json.loads(base64.urlsafe_b64decode(page_token + "=" * (-len(page_token) % 4)))
+            offset = int(raw["o"])
+            if raw["l"] != listing or offset < 0:
+                raise ValueError
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise _invalid("pageToken is not valid for this listing") from None
+    page = items[offset : offset + max_results]
+    body: dict[str, Any] = {"items": page}
+    next_offset = offset + len(page)
+    if next_offset < len(items):
+        token = json.dumps({"o": next_offset, "l": listing}, separators=(",", ":")).encode()
+        body["nextPageToken"] = base64.urlsafe_b64encode(token).rstrip(b"=").decode()
+    return body
+
+
+def _share_json(share: Share) -> dict:
+    item: dict[str, Any] = {"name": share.name, "id": share.id}
+    if share.display_name:
+        item["displayName"] = share.display_name
+    if share.comment:
+        item["comment"] = share.comment
+    return item
+
+
+def _table_json(table: SharedTable, share: Share) -> dict:
+    return {"name": table.name, "schema": table.schema, "share": share.name, "shareId": share.id, "id": table.id}
+
+
+def _parse_timestamp(raw: object, field: str) -> int:
+    """Milliseconds since epoch of a protocol timestamp (ISO 8601, UTC, e.g. 2022-01-01T00:00:00Z)."""
+    if not isinstance(raw, str):
+        raise _invalid(f"{field} must be an ISO 8601 timestamp string")
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise _invalid(f"{field} {raw!r} is not an ISO 8601 timestamp such as 2022-01-01T00:00:00Z") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+def _parse_capabilities(request: Request) -> dict[str, list[str]]:
+    """``delta-sharing-capabilities`` as ``{key: [values]}``, all lower-cased (PROTOCOL.md)."""
+    capabilities: dict[str, list[str]] = {}
+    for part in request.headers.get(CAPABILITIES_HEADER, "").split(";"):
+        key, sep, values = part.partition("=")
+        if sep and key.strip():
+            capabilities[key.strip().lower()] = [v.strip().lower() for v in values.split(",") if v.strip()]
+    return capabilities
+
+
+def _file_id(path: str, scheme: str) -> str:
+    # Stable per file; the scheme is part of the input so the two fileidhash schemes differ.
+    digest = hashlib.md5(path.encode("utf-8")) if scheme == "parquet" else hashlib.sha256(path.encode("utf-8"))
+    return digest.hexdigest()[:32]
+
+
+def _ndjson(lines: Iterable[dict], headers: dict[str, str]) -> Response:
+    body = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+    return Response(content=body, media_type=NDJSON, headers=headers)
+
+
+# --------------------------------------------------------------------------- service
+class SharingService:
+    """Request-independent logic: authentication, entitlement, table access."""
+
+    def __init__(self, config: ReloadingSharesConfig, tokens: TokenStore, signer: UrlSigner):
+        self.config = config
+        self.tokens = tokens
+        self.signer = signer
+
+    @property
+    def shares(self) -> SharesConfig:
+        return self.config.get()
+
+    def authenticate(self, request: Request) -> Caller:
+        header = request.headers.get("authorization")
+        if not header:
+            raise _unauthenticated("missing bearer token")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthenticated("the Authorization header must be 'Bearer <token>'")
+        record = self.tokens.authenticate(token.strip())
+        if record is None:
+            raise _unauthenticated("the bearer token is invalid, expired or revoked")
+        recipient = self.shares.recipient(record.recipient)
+        if recipient is None:
+            raise _unauthenticated("the bearer token belongs to a recipient that no longer exists")
+        return Caller(recipient=recipient, token=record)
+
+    def share_for(self, caller: Caller, share_name: str) -> Share:
+        _name(share_name, "share")
+        share = self.shares.share(share_name)
+        if share is None or not caller.recipient.may_read(share.name):
+            # Identical answer for "absent" and "not yours": no probing for other shares.
+            raise _not_found(f"share {share_name!r} does not exist or is not shared with you")
+        return share
+
+    def table_for(self, caller: Caller, share_name: str, schema_name: str, table_name: str) -> tuple[Share, SharedTable]:
+        share = self.share_for(caller, share_name)
+        _name(schema_name, "schema")
+        _name(table_name, "table")
+        schema = share.schema(schema_name)
+        if schema is None:
+            raise _not_found(f"schema {schema_name!r} does not exist in share {share.name!r}")
+        table = schema.table(table_name)
+        if table is None:
+            raise _not_found(f"table {table_name!r} does not exist in schema {share.name}.{schema.name}")
+        return share, table
+
+    @staticmethod
+    def location(table: SharedTable) -> Path:
+        return table.resolve_location(ggm_config.lake_root())
+
+    def resolve_version(self, table: SharedTable, version: object, timestamp: object) -> int | None:
+        """The time-travel version requested, or None for the latest version."""
+        if version is None and timestamp is None:
+            return None
+        if version is not None and timestamp is not None:
+            raise _invalid("version and timestamp are mutually exclusive")
+        if not table.history_shared:
+            raise _invalid(f"table {table.qualified_name} is shared without history: version/timestamp not allowed")
+        if version is not None:
+            if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+                raise _invalid("version must be a non-negative integer")
+            return version
+        try:
+            return delta_tables.version_as_of(self.location(table), _parse_timestamp(timestamp, "timestamp"))
+        except delta_tables.VersionNotFoundError as exc:
+            raise _invalid(str(exc)) from None
+
+    def snapshot(self, table: SharedTable, version: int | None, with_files: bool) -> TableSnapshot:
+        try:
+            return delta_tables.load_snapshot(self.location(table), version, with_files=with_files)
+        except delta_tables.TableUnavailableError:
+            log.error("shared table %s has no readable Delta table at %s", table.qualified_name, table.location)
+            raise _not_found(f"table {table.qualified_name} has no data available") from None
+        except delta_tables.VersionNotFoundError as exc:
+            raise _invalid(str(exc)) from None
+
+    def file_url(self, request: Request, table: SharedTable, snapshot: TableSnapshot, path: str, caller: Caller, expires_ms: int) -> str:
+        claims = FileClaims(
+            share=table.share,
+            schema=table.schema,
+            table=table.name,
+            table_id=snapshot.table_id,
+            version=snapshot.version,
+            path=path,
+            expires_ms=expires_ms,
+            token_id=caller.token.token_id,
+        )
+        base = str(request.base_url).rstrip("/")
+        return f"{base}{PREFIX}/files/{self.signer.sign(claims)}"
+
+    def url_expiry_ms(self, caller: Caller) -> int:
+        expiry = int(time.time() * 1000) + self.shares.url_ttl_seconds * 1000
+        token_expiry = caller.token.expires()
+        if token_expiry is not None:
+            # A URL must not outlive the token that obtained it.
+            expiry = min(expiry, int(token_expiry.timestamp() * 1000))
+        return expiry
+
+
+@functools.lru_cache(maxsize=64)
+def _files_of_version(location: str, table_id: str, version: int) -> frozenset[str]:
+    """Data file paths of one (immutable) table version; cached because every file fetch asks."""
+    snapshot = delta_tables.load_snapshot(Path(location), version)
+    if snapshot.table_id != table_id:
+        return frozenset()
+    return frozenset(f.path for f in snapshot.files)
+
+
+# --------------------------------------------------------------------------- response formats
+def _choose_format(request: Request, snapshot: TableSnapshot) -> str:
+    """``parquet`` or ``delta`` per the capabilities header (PROTOCOL.md "responseFormat")."""
+    capabilities = _parse_capabilities(request)
+    requested = capabilities.get("responseformat") or ["parquet"]
+    unknown = set(requested) - {"parquet", "delta"}
+    if unknown:
+        raise _invalid(f"unsupported responseformat {', '.join(sorted(unknown))}")
+    if "parquet" in requested and snapshot.parquet_compatible:
+        return "parquet"
+    if "delta" in requested:
+        client_features = set(capabilities.get("readerfeatures", []))
+        missing = {f for f in snapshot.reader_features if f.lower() not in client_features}
+        if missing:
+            raise _unsupported(f"the client does not support reader features {', '.join(sorted(missing))}")
+        return "delta"
+    raise _unsupported(
+        "this table uses Delta features that the parquet response format cannot express; "
+        "request responseformat=delta"
+    )
+
+
+def _format_headers(request: Request, version: int, response_format: str) -> dict[str, str]:
+    headers = {VERSION_HEADER: str(version)}
+    if response_format == "delta" or CAPABILITIES_HEADER in request.headers:
+        headers[CAPABILITIES_HEADER] = f"responseformat={response_format}"
+    return headers
+
+
+def _protocol_line(snapshot: TableSnapshot, response_format: str) -> dict:
+    if response_format == "parquet":
+        return {"protocol": {"minReaderVersion": 1}}
+    delta_protocol: dict[str, Any] = {
+        "minReaderVersion": snapshot.min_reader_version,
+        "minWriterVersion": snapshot.min_writer_version,
+    }
+    if snapshot.reader_features:
+        delta_protocol["readerFeatures"] = list(snapshot.reader_features)
+    if snapshot.writer_features:
+        delta_protocol["writerFeatures"] = list(snapshot.writer_features)
+    return {"protocol": {"deltaProtocol": delta_protocol}}
+
+
+def _metadata_line(snapshot: TableSnapshot, response_format: str, time_travel: bool, with_size: bool) -> dict:
+    extra: dict[str, Any] = {}
+    if time_travel:
+        extra["version"] = snapshot.version
+    if with_size:
+        extra["size"] = snapshot.size_in_bytes
+        extra["numFiles"] = len(snapshot.files)
+    if response_format == "parquet":
+        metadata: dict[str, Any] = {
+            "id": snapshot.table_id,
+            "format": {"provider": "parquet"},
+            "schemaString": snapshot.schema_string,
+            "partitionColumns": list(snapshot.partition_columns),
+            "configuration": snapshot.configuration,
+        }
+        if snapshot.name:
+            metadata["name"] = snapshot.name
+        if snapshot.description:
+            metadata["description"] = snapshot.description
+        return {"metaData": {**metadata, **extra}}
+    delta_metadata: dict[str, Any] = {
+        "id": snapshot.table_id,
+        "format": {"provider": "parquet", "options": {}},
+        "schemaString": snapshot.schema_string,
+        "partitionColumns": list(snapshot.partition_columns),
+        "configuration": snapshot.configuration,
+    }
+    if snapshot.name:
+        delta_metadata["name"] = snapshot.name
+    if snapshot.description:
+        delta_metadata["description"] = snapshot.description
+    if snapshot.created_time is not None:
+        delta_metadata["createdTime"] = snapshot.created_time
+    return {"metaData": {"deltaMetadata": delta_metadata, **extra}}
+
+
+def _apply_limit_hint(files: tuple[delta_tables.DataFile, ...], limit_hint: int | None) -> list[delta_tables.DataFile]:
+    """Enough files to cover ``limitHint`` rows, judged by file statistics (best effort)."""
+    if limit_hint is None:
+        return list(files)
+    chosen: list[delta_tables.DataFile] = []
+    rows = 0
+    for data_file in files:
+        if rows >= limit_hint:
+            break
+        chosen.append(data_file)
+        if data_file.num_records is not None:
+            rows += data_file.num_records
+        # A file without stats counts as zero rows, so the client still gets enough.
+    return chosen
+
+
+# --------------------------------------------------------------------------- app
+def create_app(config_path: Path | str | None = None, *, state_path: Path | str | None = None, url_key: bytes | None = None) -> FastAPI:
+    """Build the Delta Sharing server application.
+
+    ``config_path`` defaults to ``GGM_SHARES_CONFIG`` / ``config/shares.yaml``;
+    ``state_path`` to ``<sharing root>/recipients.json``; ``url_key`` (for signing file
+    URLs) to secret ``ggm_sharing_url_key`` or a random per-process key.
+    """
+    service = SharingService(
+        ReloadingSharesConfig(config_path),
+        TokenStore(state_path),
+        UrlSigner(url_key if url_key is not None else load_url_key()),
+    )
+    app = FastAPI(
+        title="GGM Lakehouse Delta Sharing server",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.sharing = service
+
+    @app.exception_handler(SharingError)
+    async def _sharing_error(_: Request, exc: SharingError) -> JSONResponse:
+        return _error_response(exc.status, exc.error_code, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return _error_response(404, "RESOURCE_DOES_NOT_EXIST", "no such resource")
+        if exc.status_code == 405:
+            return _error_response(405, "MALFORMED_REQUEST", "method not allowed for this resource")
+        return _error_response(exc.status_code, "MALFORMED_REQUEST", str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(400, "INVALID_PARAMETER_VALUE", "invalid request parameters")
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error in sharing server")
+        return _error_response(500, "INTERNAL_ERROR", "internal server error")
+
+    # -- shares, schemas, tables -----------------------------------------------
+    @app.get(f"{PREFIX}/shares")
+    def list_shares(request: Request, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
+        caller = service.authenticate(request)
+        items = [_share_json(s) for s in service.shares.shares_for(caller.recipient)]
+        return JSONResponse(_paginate(items, maxResults, pageToken, "shares"))
+
+    @app.get(f"{PREFIX}/shares/{{share}}")
+    def get_share(request: Request, share: str) -> JSONResponse:
+        caller = service.authenticate(request)
+        return JSONResponse({"share": _share_json(service.share_for(caller, share))})
+
+    @app.get(f"{PREFIX}/shares/{{share}}/schemas")
+    def list_schemas(request: Request, share: str, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
+        caller = service.authenticate(request)
+        found = service.share_for(caller, share)
+        items = [{"name": s.name, "share": found.name} for s in found.schemas]
+        return JSONResponse(_paginate(items, maxResults, pageToken, f"schemas:{found.name.lower()}"))
+
+    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables")
+    def list_tables(request: Request, share: str, schema: str, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
+        caller = service.authenticate(request)
+        found = service.share_for(caller, share)
+        _name(schema, "schema")
+        found_schema = found.schema(schema)
+        if found_schema is None:
+            raise _not_found(f"schema {schema!r} does not exist in share {found.name!r}")
+        items = [_table_json(t, found) for t in found_schema.tables]
+        listing = f"tables:{found.name.lower()}.{found_schema.name.lower()}"
+        return JSONResponse(_paginate(items, maxResults, pageToken, listing))
+
+    @app.get(f"{PREFIX}/shares/{{share}}/all-tables")
+    def list_all_tables(request: Request, share: str, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
+        caller = service.authenticate(request)
+        found = service.share_for(caller, share)
+        items = [_table_json(t, found) for t in found.all_tables()]
+        return JSONResponse(_paginate(items, maxResults, pageToken, f"all-tables:{found.name.lower()}"))
+
+    # -- table version ------------------------------------------------------------
+    def _table_version(request: Request, share: str, schema: str, table: str, starting_timestamp: str | None) -> Response:
+        caller = service.authenticate(request)
+        _, shared = service.table_for(caller, share, schema, table)
+        if starting_timestamp is not None:
+            if not shared.history_shared:
+                raise _invalid(f"table {shared.qualified_name} is shared without history: startingTimestamp not allowed")
+            try:
+                version = delta_tables.version_at_or_after(
+                    service.location(shared), _parse_timestamp(starting_timestamp, "startingTimestamp")
+                )
+            except delta_tables.TableUnavailableError:
+                raise _not_found(f"table {shared.qualified_name} has no data available") from None
+            except delta_tables.VersionNotFoundError as exc:
+                raise _invalid(str(exc)) from None
+        else:
+            version = service.snapshot(shared, None, with_files=False).version
+        return Response(status_code=200, headers={VERSION_HEADER: str(version)})
+
+    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/version")
+    def table_version(request: Request, share: str, schema: str, table: str, startingTimestamp: str | None = None) -> Response:
+        return _table_version(request, share, schema, table, startingTimestamp)
+
+    @app.head(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}")
+    def table_version_deprecated_head(request: Request, share: str, schema: str, table: str) -> Response:
+        # The pre-2023 form of "Query Table Version"; still accepted by the protocol.
+        return _table_version(request, share, schema, table, None)
+
+    # -- metadata and query -------------------------------------------------------
+    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/metadata")
+    def table_metadata(request: Request, share: str, schema: str, table: str, version: str | None = None, timestamp: str | None = None) -> Response:
+        caller = service.authenticate(request)
+        _, shared = service.table_for(caller, share, schema, table)
+        parsed_version: int | None = None
+        if version is not None:
+            try:
+                parsed_version = int(version)
+            except ValueError:
+                raise _invalid("version must be an integer") from None
+        wanted = service.resolve_version(shared, parsed_version, timestamp)
+        snapshot = service.snapshot(shared, wanted, with_files=True)
+        response_format = _choose_format(request, snapshot)
+        lines = [
+            _protocol_line(snapshot, response_format),
+            _metadata_line(snapshot, response_format, time_travel=wanted is not None, with_size=True),
+        ]
+        return _ndjson(lines, _format_headers(request, snapshot.version, response_format))
+
+    @app.post(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/query")
+    async def query_table(request: Request, share: str, schema: str, table: str) -> Response:
+        raw_body = await request.body()
+        # The body is read asynchronously; the Delta work then runs in the thread pool.
+        return await run_in_threadpool(_query_table, request, share, schema, table, raw_body)
+
+    def _query_table(request: Request, share: str, schema: str, table: str, raw_body: bytes) -> Response:
+        caller = service.authenticate(request)
+        _, shared = service.table_for(caller, share, schema, table)
+        try:
+            body = json.loads(raw_body) if raw_body.strip() else {}
+        except ValueError:
+            raise SharingError(400, "MALFORMED_REQUEST", "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise SharingError(400, "MALFORMED_REQUEST", "the request body must be a JSON object")
+        if body.get("startingVersion") is not None or body.get("endingVersion") is not None:
+            raise _unsupported("streaming queries (startingVersion/endingVersion) are not supported by this server")
+        limit_hint = body.get("limitHint")
+        if limit_hint is not None and (isinstance(limit_hint, bool) or not isinstance(limit_hint, int) or limit_hint < 0):
+            raise _invalid("limitHint must be a non-negative integer")
+        file_id_scheme = request.headers.get(FILE_ID_HASH_HEADER)
+        if file_id_scheme is not None:
+            file_id_scheme = file_id_scheme.strip().lower()
+            if file_id_scheme not in ("parquet", "delta"):
+                raise _invalid("fileidhash must be 'parquet' or 'delta'")
+
+        wanted = service.resolve_version(shared, body.get("version"), body.get("timestamp"))
+        snapshot = service.snapshot(shared, wanted, with_files=True)
+        response_format = _choose_format(request, snapshot)
+        if response_format == "delta" and "deletionVectors" in snapshot.reader_features:
+            if delta_tables.has_deletion_vectors(service.location(shared), snapshot.version):
+                raise _unsupported("tables with deletion vectors in use cannot be shared by this server yet")
+        time_travel = wanted is not None
+        commit_ts = delta_tables.commit_timestamps(service.location(shared)).get(snapshot.version) if time_travel else None
+        expires_ms = service.url_expiry_ms(caller)
+        scheme = file_id_scheme or response_format
+
+        lines: list[dict] = [
+            _protocol_line(snapshot, response_format),
+            _metadata_line(snapshot, response_format, time_travel=time_travel, with_size=False),
+        ]
+        chosen = _apply_limit_hint(snapshot.files, limit_hint)
+        for data_file in chosen:
+            url = service.file_url(request, shared, snapshot, data_file.path, caller, expires_ms)
+            travel_fields: dict[str, Any] = {}
+            if time_travel:
+                travel_fields["version"] = snapshot.version
+                if commit_ts is not None:
+                    travel_fields["timestamp"] = commit_ts
+            if response_format == "parquet":
+                entry: dict[str, Any] = {
+                    "url": url,
+                    "id": _file_id(data_file.path, scheme),
+                    "partitionValues": data_file.partition_values,
+                    "size": data_file.size,
+                    "expirationTimestamp": expires_ms,
+                    **travel_fields,
+                }
+                if data_file.stats is not None:
+                    entry["stats"] = data_file.stats
+                lines.append({"file": entry})
+            else:
+                add: dict[str, Any] = {
+                    "path": url,
+                    "partitionValues": data_file.partition_values,
+                    "size": data_file.size,
+                    "modificationTime": data_file.modification_time,
+                    "dataChange": True,
+                }
+                if data_file.stats is not None:
+                    add["stats"] = data_file.stats
+                lines.append(
+                    {
+                        "file": {
+                            "id": _file_id(data_file.path, scheme),
+                            "expirationTimestamp": expires_ms,
+                            "deltaSingleAction": {"add": add},
+                            **travel_fields,
+                        }
+                    }
+                )
+        headers = _format_headers(request, snapshot.version, response_format)
+        if file_id_scheme is not None:
+            headers[FILE_ID_HASH_HEADER] = file_id_scheme
+        access_log.info(
+            "query recipient=%s table=%s version=%s files=%d format=%s",
+            caller.recipient.name, shared.qualified_name, snapshot.version, len(chosen), response_format,
+        )
+        return _ndjson(lines, headers)
+
+    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/changes")
+    def table_changes(request: Request, share: str, schema: str, table: str) -> Response:
+        caller = service.authenticate(request)
+        _, shared = service.table_for(caller, share, schema, table)
+        raise _unsupported(f"the change data feed of table {shared.qualified_name} is not shared")
+
+    # -- signed data file URLs ------------------------------------------------------
+    @app.api_route(f"{PREFIX}/files/{{opaque}}", methods=["GET", "HEAD"])
+    def data_file(opaque: str) -> Response:
+        try:
+            claims = service.signer.verify(opaque)
+        except InvalidSignedUrl as exc:
+            raise _forbidden(str(exc)) from None
+        shares = service.shares
+        if not service.tokens.is_active(claims.token_id):
+            raise _forbidden("the token that obtained this URL has been revoked or has expired")
+        record = service.tokens.records().get(claims.token_id)
+        recipient = shares.recipient(record.recipient) if record else None
+        share = shares.share(claims.share)
+        if recipient is None or share is None or not recipient.may_read(share.name):
+            raise _forbidden("this URL is no longer valid")
+        schema = share.schema(claims.schema)
+        shared = schema.table(claims.table) if schema else None
+        if shared is None:
+            raise _forbidden("this URL is no longer valid")
+        location = service.location(shared)
+        try:
+            allowed = _files_of_version(str(location), claims.table_id, claims.version)
+        except (delta_tables.TableUnavailableError, delta_tables.VersionNotFoundError):
+            raise _forbidden("this URL is no longer valid") from None
+        if claims.path not in allowed:
+            raise _forbidden("the file is not part of the shared table version")
+        try:
+            path = delta_tables.local_file_path(location, claims.path)
+        except delta_tables.PathOutsideTableError as exc:
+            raise _forbidden(str(exc)) from None
+        if not path.is_file():
+            raise _not_found("the data file no longer exists (vacuumed?)")
+        return FileResponse(path, media_type="application/octet-stream")
+
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8765, *, config_path: Path | str | None = None) -> None:
+    """Run the sharing server in the foreground until interrupted (``ggm sharing serve``)."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(config_path), host=host, port=port, log_level="info", proxy_headers=True)

@@ -1,0 +1,223 @@
+"""Read-only view of a Delta table version, as the sharing protocol needs it.
+
+Everything here goes through the ``deltalake`` (delta-rs) package: log replay,
+checkpoints and time travel are its business, not ours. The server never reads
+data files; it only lists them and serves their bytes.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+
+class TableUnavailableError(LookupError):
+    """The configured location holds no (readable) Delta table."""
+
+
+class VersionNotFoundError(ValueError):
+    """The requested version or timestamp does not exist in the table's history."""
+
+
+class PathOutsideTableError(PermissionError):
+    """A data file path from the log points outside the table directory."""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One active data file (an ``add`` action) of a table version."""
+
+    path: str  # as written in the Delta log: relative and percent-encoded
+    size: int
+    modification_time: int
+    partition_values: dict[str, str | None]
+    stats: str | None
+    num_records: int | None
+
+
+@dataclass(frozen=True)
+class TableSnapshot:
+    """Protocol, metadata and files of one table version."""
+
+    version: int
+    min_reader_version: int
+    min_writer_version: int
+    reader_features: tuple[str, ...]
+    writer_features: tuple[str, ...]
+    table_id: str
+    name: str | None
+    description: str | None
+    schema_string: str
+    partition_columns: tuple[str, ...]
+    configuration: dict[str, str]
+    created_time: int | None
+    files: tuple[DataFile, ...]
+
+    @property
+    def parquet_compatible(self) -> bool:
+        """Readable from plain Parquet files + partition values (no column mapping, DVs, ...)."""
+        return self.min_reader_version == 1
+
+    @property
+    def size_in_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def _json_value(value: object) -> object:
+    """Statistics values in the textual form Delta uses in its log."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.isoformat(timespec="milliseconds") + "Z"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if hasattr(value, "as_tuple"):  # decimal.Decimal
+        return str(value)
+    return value
+
+
+def _drop_nulls(value: object) -> object:
+    # delta-rs reports columns without statistics as null; Delta omits them instead.
+    if isinstance(value, dict):
+        cleaned = {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+        return {k: v for k, v in cleaned.items() if v != {}}
+    return value
+
+
+def _partition_string(value: object) -> str | None:
+    """Serialize a typed partition value per PROTOCOL.md "Partition Value Serialization"."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        text = value.strftime("%Y-%m-%d %H:%M:%S")
+        return text + (f".{value.microsecond:06d}" if value.microsecond else "")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def _stats_json(row: dict) -> str | None:
+    if row.get("num_records") is None:
+        return None
+    stats = {
+        "numRecords": row["num_records"],
+        "minValues": _drop_nulls(_json_value(row.get("min") or {})),
+        "maxValues": _drop_nulls(_json_value(row.get("max") or {})),
+        "nullCount": _drop_nulls(_json_value(row.get("null_count") or {})),
+    }
+    return json.dumps(stats, separators=(",", ":"))
+
+
+def open_table(location: Path, version: int | None = None) -> DeltaTable:
+    """Open the Delta table at ``location`` (optionally at ``version``)."""
+    if not (location / "_delta_log").is_dir():
+        raise TableUnavailableError(f"no Delta table at {location}")
+    try:
+        return DeltaTable(str(location), version=version)
+    except TableNotFoundError as exc:
+        raise TableUnavailableError(str(exc)) from None
+    except DeltaError as exc:
+        if version is not None:
+            raise VersionNotFoundError(f"table version {version} is not available") from exc
+        raise TableUnavailableError(str(exc)) from exc
+
+
+def load_snapshot(location: Path, version: int | None = None, with_files: bool = True) -> TableSnapshot:
+    """Protocol, metadata and (optionally) active files of a table version."""
+    table = open_table(location, version)
+    protocol = table.protocol()
+    metadata = table.metadata()
+    files: list[DataFile] = []
+    if with_files:
+        rows = pa.table(table.get_add_actions(flatten=False)).to_pylist()
+        for row in rows:
+            partition = row.get("partition") or {}
+            files.append(
+                DataFile(
+                    path=row["path"],
+                    size=int(row["size_bytes"]),
+                    modification_time=int(row["modification_time"]),
+                    partition_values={k: _partition_string(v) for k, v in partition.items()},
+                    stats=_stats_json(row),
+                    num_records=row.get("num_records"),
+                )
+            )
+        # Deterministic order keeps responses (and limitHint cut-offs) stable.
+        files.sort(key=lambda f: f.path)
+    return TableSnapshot(
+        version=table.version(),
+        min_reader_version=protocol.min_reader_version,
+        min_writer_version=protocol.min_writer_version,
+        reader_features=tuple(protocol.reader_features or ()),
+        writer_features=tuple(protocol.writer_features or ()),
+        table_id=metadata.id,
+        name=metadata.name,
+        description=metadata.description,
+        schema_string=table.schema().to_json(),
+        partition_columns=tuple(metadata.partition_columns),
+        configuration=dict(metadata.configuration or {}),
+        created_time=metadata.created_time,
+        files=tuple(files),
+    )
+
+
+def has_deletion_vectors(location: Path, version: int) -> bool:
+    """Whether any active file of the version carries a deletion vector."""
+    table = open_table(location, version)
+    reader = table.deletion_vectors()
+    return any(batch.num_rows for batch in reader)
+
+
+def commit_timestamps(location: Path) -> dict[int, int]:
+    """Commit timestamp (ms since epoch) per table version, from the table history."""
+    table = open_table(location)
+    return {int(c["version"]): int(c["timestamp"]) for c in table.history() if "timestamp" in c}
+
+
+def version_as_of(location: Path, timestamp_ms: int) -> int:
+    """The latest version committed at or before ``timestamp_ms`` (time travel)."""
+    candidates = [v for v, ts in commit_timestamps(location).items() if ts <= timestamp_ms]
+    if not candidates:
+        raise VersionNotFoundError("the timestamp is before the earliest available table version")
+    return max(candidates)
+
+
+def version_at_or_after(location: Path, timestamp_ms: int) -> int:
+    """The earliest version committed at or after ``timestamp_ms`` (``startingTimestamp``)."""
+    candidates = [v for v, ts in commit_timestamps(location).items() if ts >= timestamp_ms]
+    if not candidates:
+        raise VersionNotFoundError("the timestamp is after the latest table version")
+    return min(candidates)
+
+
+def local_file_path(table_root: Path, log_path: str) -> Path:
+    """Filesystem path of a data file named in the log, guaranteed inside ``table_root``.
+
+    Absolute paths and URIs (shallow clones, files on other storage) are refused,
+    as the reference server does, and so is anything that resolves outside the table.
+    """
+    relative = unquote(log_path)
+    if "://" in relative or relative.startswith("/") or "\\" in relative:
+        raise PathOutsideTableError("data file is not stored inside the table directory")
+    root = table_root.resolve()
+    candidate = (root / relative).resolve()
+    if root not in candidate.parents:
+        raise PathOutsideTableError("data file resolves outside the table directory")
+    return candidate

@@ -1,0 +1,203 @@
+"""Run the BRP and BAG stand-ins in-process (tests) or in the foreground (demo CLI).
+
+Typical test use::
+
+    with StandinServers(municipality) as servers:
+        requests.post(f"{servers.brp.url}/personen", headers={"X-API-KEY": servers.brp.api_key}, json=...)
+        servers.bag.faults.fail_next(2, status=503)
+        servers.set_as_of(date(2026, 11, 28))
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from standins.bag import DEFAULT_PATH_PREFIX as BAG_PREFIX
+from standins.bag import create_bag_app
+from standins.brp import DEFAULT_PATH_PREFIX as BRP_PREFIX
+from standins.brp import create_brp_app
+from standins.common import FaultInjector, RegistryState, TokenBucketRateLimiter, WorldLike, WorldSource
+
+_STARTUP_TIMEOUT_SECONDS = 15.0
+
+
+class _ThreadedUvicorn:
+    """One uvicorn server on a background thread; port 0 means "any free port"."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                lifespan="off", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name=f"standin-{port}", daemon=True)
+        self.port: int | None = None
+
+    def start(self) -> int:
+        self.thread.start()
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("stand-in server thread exited during startup (port in use?)")
+            if time.monotonic() > deadline:
+                raise RuntimeError("stand-in server did not start in time")
+            time.sleep(0.01)
+        sockets = [s for server in self.server.servers for s in server.sockets]
+        self.port = int(sockets[0].getsockname()[1])
+        return self.port
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class Registry:
+    """Handle on one running stand-in registry."""
+
+    name: str
+    state: RegistryState
+    path_prefix: str
+    host: str
+    port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL including the spec's path prefix (no trailing slash)."""
+        if self.port is None:
+            raise RuntimeError(f"stand-in {self.name} is not running")
+        return f"http://{self.host}:{self.port}{self.path_prefix}"
+
+    @property
+    def admin_url(self) -> str:
+        """Root of the ``/_standin`` test controls of this registry."""
+        if self.port is None:
+            raise RuntimeError(f"stand-in {self.name} is not running")
+        return f"http://{self.host}:{self.port}/_standin"
+
+    @property
+    def api_key(self) -> str:
+        """The (first) accepted API key."""
+        return sorted(self.state.api_keys)[0]
+
+    @property
+    def faults(self) -> FaultInjector:
+        """Fault injector: ``fail_next(n, status, retry_after_seconds)``, ``delay_next(n, seconds)``."""
+        return self.state.faults
+
+    @property
+    def as_of(self) -> date:
+        return self.state.as_of
+
+    def set_as_of(self, as_of: date) -> None:
+        """Serve the municipality state at the end of ``as_of`` from now on."""
+        self.state.set_as_of(as_of)
+
+    def describe(self) -> dict[str, str]:
+        """The one-line JSON announcement of :func:`serve_foreground`."""
+        return {"name": self.name, "url": self.url, "api_key": self.api_key}
+
+
+class StandinServers:
+    """Both stand-in registries on 127.0.0.1, in background threads.
+
+    ``world_or_provider`` is a ``Municipality``, an object with ``.at(date)`` (the
+    demo generator's ``DemoWorld``) or a callable ``date -> Municipality``.
+    ``api_keys`` maps ``"brp"``/``"bag"`` to the key each accepts (random when
+    absent); ``rate_limit_per_second`` enables the per-key token bucket on both.
+    With ``port_base`` the BRP listens on ``port_base`` and the BAG on
+    ``port_base + 1``; without it both get free ephemeral ports.
+    """
+
+    def __init__(self, world_or_provider: WorldLike, host: str = "127.0.0.1", port_base: int | None = None,
+                 api_keys: dict[str, str] | None = None, rate_limit_per_second: float | None = None,
+                 as_of: date | None = None, strict_crs: bool = True) -> None:
+        source = WorldSource(world_or_provider)
+        keys = api_keys or {}
+        self.host = host
+        self.port_base = port_base
+
+        def state(name: str) -> RegistryState:
+            limiter = TokenBucketRateLimiter(rate_limit_per_second) if rate_limit_per_second else None
+            key = keys.get(name) or secrets.token_urlsafe(24)
+            registry_state = RegistryState(name=name, world=source, api_keys=frozenset({key}), rate_limiter=limiter)
+            if as_of is not None:
+                registry_state.set_as_of(as_of)
+            return registry_state
+
+        self.brp = Registry("brp", state("brp"), BRP_PREFIX, host)
+        self.bag = Registry("bag", state("bag"), BAG_PREFIX, host)
+        self._apps = {"brp": create_brp_app(self.brp.state), "bag": create_bag_app(self.bag.state, strict_crs=strict_crs)}
+        self._servers: list[_ThreadedUvicorn] = []
+
+    def start(self) -> "StandinServers":
+        """Start both servers and wait until they accept connections."""
+        if self._servers:
+            return self
+        try:
+            for offset, registry in enumerate((self.brp, self.bag)):
+                port = 0 if self.port_base is None else self.port_base + offset
+                server = _ThreadedUvicorn(self._apps[registry.name], self.host, port)
+                self._servers.append(server)
+                registry.port = server.start()
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop both servers (idempotent)."""
+        for server in self._servers:
+            server.stop()
+        self._servers.clear()
+        self.brp.port = None
+        self.bag.port = None
+
+    def set_as_of(self, as_of: date) -> None:
+        """Move both registries to ``as_of``."""
+        self.brp.set_as_of(as_of)
+        self.bag.set_as_of(as_of)
+
+    def __enter__(self) -> "StandinServers":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+
+def serve_foreground(port_base: int | None, population: int, seed: int, as_of: date,
+                     host: str = "127.0.0.1") -> None:
+    """Serve a generated demo municipality until SIGINT/SIGTERM.
+
+    Prints one JSON line per registry on stdout, e.g.
+    ``{"name": "brp", "url": "http://127.0.0.1:8801/haalcentraal/api/brp", "api_key": "..."}``.
+    """
+    from demo_gemeente.generator import DemoWorld  # imported late: only the CLI needs the generator
+
+    world = DemoWorld(population, seed)
+    servers = StandinServers(world, host=host, port_base=port_base, as_of=as_of)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal API
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    servers.start()
+    try:
+        for registry in (servers.brp, servers.bag):
+            sys.stdout.write(json.dumps(registry.describe()) + "\n")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        servers.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,103 @@
+"""shares.yaml validation, the shipped configuration and the URL-signing key fallback."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sharing_server.shares_config import SharesConfigError, load_shares_config, parse_shares_config
+from sharing_server.signing import FileClaims, InvalidSignedUrl, UrlSigner, load_url_key
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _doc(location: str = "gold/t", share: str = "s", schema: str = "sc", table: str = "t", shares=("s",)) -> dict:
+    return {
+        "shares": [{"name": share, "schemas": [{"name": schema, "tables": [{"name": table, "location": location}]}]}],
+        "recipients": [{"name": "partner", "shares": list(shares)}],
+    }
+
+
+def test_shipped_config_shares_inwoners_per_buurt_with_demo_partner():
+    config = load_shares_config(PROJECT_ROOT / "config" / "shares.yaml")
+    share = config.share("GEMEENTE_GOLD")  # names are case-insensitive
+    table = share.schema("demografie").table("inwoners_per_buurt")
+    assert table.location == "gold/inwoners_per_buurt"
+    assert table.history_shared is False
+    assert config.recipient("demo-partner").may_read("gemeente_gold")
+
+
+@pytest.mark.parametrize("location", ["/etc", "../outside", "gold/../../x", "", "."])
+def test_locations_must_stay_inside_the_lake(location):
+    with pytest.raises(SharesConfigError, match="location"):
+        parse_shares_config(_doc(location=location))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("share", "a/b"), ("share", ".."), ("schema", "a.b"), ("table", "with space"), ("table", "x" * 256)],
+)
+def test_names_follow_the_protocol_rules(field, value):
+    with pytest.raises(SharesConfigError):
+        parse_shares_config(_doc(**{field: value}))
+
+
+def test_recipient_entitlements_must_name_existing_shares():
+    with pytest.raises(SharesConfigError, match="unknown share"):
+        parse_shares_config(_doc(shares=("elders",)))
+
+
+def test_duplicate_tables_are_rejected():
+    doc = _doc()
+    doc["shares"][0]["schemas"][0]["tables"].append({"name": "T", "location": "gold/other"})
+    with pytest.raises(SharesConfigError, match="duplicate"):
+        parse_shares_config(doc)
+
+
+def test_broken_yaml_is_reported_with_the_file(tmp_path):
+    path = tmp_path / "shares.yaml"
+    path.write_text("shares: [unclosed", encoding="utf-8")
+    with pytest.raises(SharesConfigError, match=str(path)):
+        load_shares_config(path)
+    path.write_text(yaml.safe_dump(_doc()), encoding="utf-8")
+    assert load_shares_config(path).share("s") is not None
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_url_key_falls_back_to_random_key_with_warning(monkeypatch):
+    monkeypatch.delenv("GGM_SHARING_URL_KEY", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_GGM_SHARING_URL_KEY", raising=False)
+    # A handler on the module logger itself: importing Airflow (the secrets fallback)
+    # reconfigures root logging, which would hide the record from caplog.
+    collect = _Collect()
+    logger = logging.getLogger("sharing_server.signing")
+    logger.addHandler(collect)
+    try:
+        first, second = load_url_key(), load_url_key()
+    finally:
+        logger.removeHandler(collect)
+    assert len(first) == 32 and first != second
+    assert any("ggm_sharing_url_key" in m for m in collect.messages)
+
+    monkeypatch.setenv("GGM_SHARING_URL_KEY", "configured-key-0123456789")
+    assert load_url_key() == b"configured-key-0123456789"
+
+
+def test_signed_claims_round_trip_and_other_keys_are_refused():
+    claims = FileClaims("s", "sc", "t", "id-1", 3, "part-0.parquet", expires_ms=2_000, token_id="tok")
+    signed = UrlSigner(b"k" * 32).sign(claims)
+    assert UrlSigner(b"k" * 32).verify(signed, now_ms=1_000) == claims
+    with pytest.raises(InvalidSignedUrl, match="signature"):
+        UrlSigner(b"z" * 32).verify(signed, now_ms=1_000)
+    with pytest.raises(InvalidSignedUrl, match="expired"):
+        UrlSigner(b"k" * 32).verify(signed, now_ms=2_000)
