@@ -27,7 +27,6 @@ def airflow_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get(
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home / 'airflow.db'}"
             ),
-            "AIRFLOW__CORE__EXECUTOR": env.get("AIRFLOW__CORE__EXECUTOR", "LocalExecutor"),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
             "GGM_PROJECT_ROOT": str(project_root()),
             "PATH": os.pathsep.join([venv_bin, env.get("PATH", "")]),
@@ -56,3 +55,35 @@ def demo_pseudonym_key() -> str:
         path.write_text(secrets.token_hex(32), encoding="utf-8")
         path.chmod(0o600)
     return path.read_text(encoding="utf-8").strip()
+
+
+def standalone() -> None:
+    """Start ``airflow standalone`` on the embedded home and print where to log in."""
+    import json
+
+    home = airflow_home()
+    home.mkdir(parents=True, exist_ok=True)
+    passwords = home / "simple_auth_manager_passwords.json.generated"
+    env = airflow_environment(
+        {
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "GGM_PSEUDONYM_KEY": demo_pseudonym_key(),
+        }
+    )
+    env.pop("AIRFLOW__CORE__EXECUTOR", None)
+    if not passwords.exists():
+        passwords.write_text(json.dumps({"admin": secrets.token_urlsafe(12)}), encoding="utf-8")
+        passwords.chmod(0o600)
+    login = json.loads(passwords.read_text(encoding="utf-8"))
+    print("Airflow UI: http://localhost:8080")
+    print(f"Login: admin / {login['admin']}  (stored in {passwords})")
+    sys.stdout.flush()
+    os.execvpe(sys.executable, [sys.executable, "-m", "airflow", "standalone"], env)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["standalone"]:
+        standalone()
+    else:
+        sys.exit("usage: python -m ggm_lakehouse.airflow_env standalone")

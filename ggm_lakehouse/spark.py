@@ -53,7 +53,7 @@ def _base_builder(app_name: str, master: str | None):
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
         # Small local data: a handful of shuffle partitions is far faster than the default 200.
-        "spark.sql.shuffle.partitions": os.environ.get("GGM_SPARK_SHUFFLE_PARTITIONS", "4"),
+        "spark.sql.shuffle.partitions": os.environ.get("GGM_SPARK_SHUFFLE_PARTITIONS", "2"),
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",

@@ -1,0 +1,47 @@
+"""Shared fixtures: a session-wide SparkSession with Delta, and an isolated data root per test module."""
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Airflow reads its home at import time: keep tests away from ~/airflow and the checkout's own home.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="ggm-airflow-home-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession with Delta Lake for the whole run (JVM start-up is the expensive part)."""
+    from ggm_lakehouse.spark import get_spark
+
+    session = get_spark("ggm-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A fresh data root (lake, landing, drop zones) with a random pseudonymisation key."""
+    root = tmp_path_factory.mktemp("data")
+    patcher = pytest.MonkeyPatch()
+    patcher.setenv("GGM_DATA_ROOT", str(root))
+    patcher.setenv("GGM_PSEUDONYM_KEY", secrets.token_hex(32))
+    yield root
+    patcher.undo()
+
+
+@pytest.fixture(scope="session")
+def ggm_tables() -> dict:
+    """The GGM v2.5.1 table extract from ../shared (reference material, read by tests only)."""
+    import json
+
+    path = SHARED / "ggm" / "ggm_tables.json"
+    if not path.exists():
+        pytest.fail(f"GGM reference extract not found at {path}; tests need ../shared next to the checkout")
+    return json.loads(path.read_text(encoding="utf-8"))["tables"]

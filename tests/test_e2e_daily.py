@@ -1,0 +1,120 @@
+"""End to end: the daily DAG through Airflow for two consecutive dates, then the partner reads the share.
+
+This is what `make run` does, on a small population, in an isolated data root and Airflow home.
+Checks: both runs succeed, the second date adds SCD2 versions, no BSN appears in any silver or
+gold table, and the partner reads the gold mart with the official delta-sharing client.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+DATES = (date(2026, 5, 4), date(2026, 5, 5))
+POPULATION = 300
+SEED = 5
+
+
+@pytest.fixture(scope="module")
+def e2e_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    env = {
+        "GGM_DATA_ROOT": str(root / "data"),
+        "AIRFLOW_HOME": str(root / "airflow"),
+        "GGM_PSEUDONYM_KEY": "e2e-" + "k" * 40,
+        "GGM_SHARING_ROOT": str(root / "data" / "sharing"),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield root
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def runs(e2e_env):
+    results = []
+    for day in DATES:
+        completed = subprocess.run(
+            [sys.executable, "-m", "ggm_lakehouse.cli", "run", "--date", day.isoformat(),
+             "--population", str(POPULATION), "--seed", str(SEED)],
+            env=dict(os.environ), capture_output=True, text=True, timeout=1200,
+        )
+        assert completed.returncode == 0, f"ggm run {day} failed:\n{completed.stdout[-6000:]}\n{completed.stderr[-6000:]}"
+        from ggm_lakehouse.pipeline import run_summary
+
+        results.append(run_summary(day))
+    return results
+
+
+def test_both_days_run_green_and_report_every_stage(runs):
+    first, second = runs
+    for summary in runs:
+        assert set(summary["extracted"]) == {"brp", "bag", "gebieden"}
+        assert summary["silver"]["NATUURLIJKPERSOON"]["current_rows"] > 0
+        assert summary["gold"]["inwoners_per_buurt"]["rows"] > 0
+        assert summary["share"]["tables"][0]["table"] == "gemeente_gold.demografie.inwoners_per_buurt"
+    assert first["silver"]["INGESCHREVENPERSOON"]["new_versions"] == first["silver"]["INGESCHREVENPERSOON"]["current_rows"]
+    # The second day only versions what changed.
+    assert 0 < second["silver"]["INGESCHREVENPERSOON"]["new_versions"] < first["silver"]["INGESCHREVENPERSOON"]["new_versions"]
+
+
+def test_no_bsn_in_any_silver_or_gold_table(runs, e2e_env):
+    from deltalake import DeltaTable
+
+    from demo_gemeente.generator import build_municipality
+
+    bsns = set(build_municipality(POPULATION, SEED, DATES[-1]).persons)
+    nine_digits = re.compile(r"(?<!\d)\d{9}(?!\d)")
+    lake = e2e_env / "data" / "lake"
+    tables = [p.parent for layer in ("silver", "gold") for p in (lake / layer).glob("*/_delta_log")]
+    assert len(tables) >= 10
+    for table in tables:
+        frame = DeltaTable(str(table)).to_pandas()
+        for column in frame.columns:
+            values = frame[column].dropna().astype(str)
+            found = {m for v in values for m in nine_digits.findall(v)} & bsns
+            assert not found, f"clear BSN in {table.name}.{column}"
+
+
+def test_partner_reads_the_gold_share_with_the_official_client(runs, e2e_env, tmp_path):
+    import delta_sharing
+    import uvicorn
+
+    from sharing_server.app import create_app
+    from sharing_server.recipients import issue_profile
+
+    app = create_app()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        profile = tmp_path / "demo-partner.share"
+        profile.write_text(json.dumps(issue_profile("demo-partner", endpoint=f"http://127.0.0.1:{port}/delta-sharing")))
+        tables = delta_sharing.SharingClient(str(profile)).list_all_tables()
+        assert [(t.share, t.schema, t.name) for t in tables] == [("gemeente_gold", "demografie", "inwoners_per_buurt")]
+        frame = delta_sharing.load_as_pandas(f"{profile}#gemeente_gold.demografie.inwoners_per_buurt")
+        assert sorted(frame["peildatum"].astype(str).unique()) == [d.isoformat() for d in DATES]
+        visible = frame.dropna(subset=["aantal_inwoners"])
+        assert (visible["aantal_inwoners"] >= 5).all()
+        assert frame[frame["aantal_inwoners"].isna()]["onderdrukt"].all()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,70 @@
+"""The declarative GGM mappings: valid, complete and spelled exactly as GGM v2.5.1."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.mappings import MappingError, load_all, load_mapping
+
+REQUIRED_TARGETS = {
+    "NATUURLIJKPERSOON",
+    "INGESCHREVENPERSOON",
+    "WOONPLAATS",
+    "OPENBARERUIMTE",
+    "PAND",
+    "VERBLIJFSOBJECT",
+    "NUMMERAANDUIDING",
+    "WIJK",
+    "BUURT",
+}
+
+
+def test_every_required_ggm_target_has_exactly_one_mapping_file():
+    targets = [m.target for m in load_all()]
+    assert sorted(targets) == sorted(set(targets))
+    assert REQUIRED_TARGETS <= set(targets)
+
+
+@pytest.mark.parametrize("mapping", load_all(), ids=lambda m: m.target)
+def test_mapping_uses_ggm_table_and_column_names(mapping, ggm_tables):
+    assert mapping.target in ggm_tables, f"{mapping.target} is not a GGM v2.5.1 table"
+    table = ggm_tables[mapping.target]
+    known = set(table["columns"]) | set(table.get("columns_union", []))
+    mapped = {c.name for c in mapping.columns} | {mapping.surrogate_key}
+    assert mapped <= known, f"{mapping.target}: not in GGM: {sorted(mapped - known)}"
+
+
+def test_references_are_ordered_before_their_users():
+    order = [m.target for m in load_all()]
+    for mapping in load_all():
+        for dependency in mapping.depends_on:
+            assert order.index(dependency) < order.index(mapping.target)
+
+
+def test_bsn_columns_are_pseudonymised():
+    person = {m.target: m for m in load_all()}["NATUURLIJKPERSOON"]
+    bsn = next(c for c in person.columns if c.name == "BURGERSERVICENUMMER")
+    assert bsn.pseudonymise and bsn.sensitivity == "bsn-derived"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("target: wijk\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {WIJKCODE: a}\n", "upper-case GGM table"),
+        ("target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [b]\ncolumns: {WIJKCODE: a}\n", "business_key field 'b'"),
+        ("target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {WijkCode: a}\n", "not an upper-case GGM column"),
+        (
+            "target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {WIJKCODE: a}\n"
+            "quality: [{rule: shiny, field: a}]\n",
+            "quality rule 'shiny'",
+        ),
+        ("target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {DWH_BRONSYSTEEM: a}\n", "DWH_"),
+    ],
+)
+def test_invalid_mapping_names_file_and_problem(tmp_path: Path, body, message):
+    path = tmp_path / "wijk.yaml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(MappingError) as error:
+        load_mapping(path)
+    assert "wijk.yaml" in str(error.value) and message in str(error.value)
