@@ -54,6 +54,8 @@ def _base_builder(app_name: str, master: str | None):
         "spark.sql.session.timeZone": "UTC",
         # Small local data: a handful of shuffle partitions is far faster than the default 200.
         "spark.sql.shuffle.partitions": os.environ.get("GGM_SPARK_SHUFFLE_PARTITIONS", "2"),
+        # Delta reads its log with 50 partitions by default; municipal tables have small logs.
+        "spark.databricks.delta.snapshotPartitions": os.environ.get("GGM_DELTA_SNAPSHOT_PARTITIONS", "2"),
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
@@ -73,7 +75,9 @@ def get_spark(app_name: str = "ggm-lakehouse", master: str | None = None):
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    if master is None and "SPARK_MASTER" not in os.environ and not os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+    # Under spark-submit (PYSPARK_GATEWAY_PORT is set) or on Databricks the master is already decided.
+    launched_by_spark = "PYSPARK_GATEWAY_PORT" in os.environ or os.environ.get("DATABRICKS_RUNTIME_VERSION")
+    if master is None and not launched_by_spark:
         master = os.environ.get("GGM_SPARK_MASTER", "local[2]")
     # Python workers must use this interpreter (with pandas/pyarrow), not whatever python3 is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -113,6 +113,22 @@ def latest_batch(spark, source: str, logical_date: date):
     return rows.where(F.col("_run_id") == newest[0]["_run_id"])
 
 
+def elfproef_expr(value):
+    """Spark column: true when ``value`` is a nine-digit BSN passing the elfproef.
+
+    The same rule as ``ggm_lakehouse.bsn.is_valid_bsn``, in Spark SQL so that no Python
+    worker is needed (``tests/test_jobs_pipeline.py`` checks both agree).
+    """
+    from pyspark.sql import functions as F
+
+    weights = (9, 8, 7, 6, 5, 4, 3, 2, -1)
+    total = None
+    for position, weight in enumerate(weights, start=1):
+        term = F.substring(value, position, 1).cast("int") * F.lit(weight)
+        total = term if total is None else total + term
+    return value.rlike("^[0-9]{9}$") & (value != F.lit("000000000")) & (F.pmod(total, F.lit(11)) == 0)
+
+
 def _extract_fields(frame, fields: dict[str, str]):
     from pyspark.sql import functions as F
 
@@ -151,9 +167,6 @@ def _rule_failures(ctx: ConformContext, frame, mapping: Mapping):
     """Add one ``__fail_<n>`` column per rule: null when the row passes, else the reason."""
     from pyspark.sql import functions as F
 
-    from ggm_lakehouse.bsn import is_valid_bsn
-
-    elfproef = F.udf(lambda v: v is None or is_valid_bsn(v), "boolean")
     fail_columns = []
     for n, rule in enumerate(mapping.quality):
         value = F.col(rule.target)
@@ -163,7 +176,7 @@ def _rule_failures(ctx: ConformContext, frame, mapping: Mapping):
             failed = value.isNull() | (F.trim(value.cast("string")) == "")
             reason = F.lit(f"{label}: value is missing")
         elif rule.rule == "elfproef":
-            failed = value.isNotNull() & ~elfproef(value.cast("string"))
+            failed = value.isNotNull() & ~elfproef_expr(value.cast("string"))
             reason = F.concat(F.lit(f"{label}: not a valid BSN (elfproef fails) in value of length "), F.length(value))
         elif rule.rule == "pattern":
             failed = value.isNotNull() & ~value.cast("string").rlike(rule.params["pattern"])
@@ -291,18 +304,6 @@ def _attribute_hash(columns: list[str]):
     return F.sha2(F.to_json(F.struct(*[F.col(c) for c in columns])), 256)
 
 
-def _silver_schema_ddl(mapping: Mapping) -> str:
-    parts = [f"`{mapping.surrogate_key}` BIGINT"]
-    parts += [f"`{c.name}` {c.type.upper()}" for c in mapping.columns]
-    parts += [
-        "`DWH_BRONSYSTEEM` STRING",
-        "`DWH_DATUMTIJDGELADEN` TIMESTAMP",
-        "`DWH_DATUMTIJDGELDIGVANAF` TIMESTAMP",
-        "`DWH_DATUMTIJDGELDIGTOTMET` TIMESTAMP",
-    ]
-    return ", ".join(parts)
-
-
 def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) -> dict:
     """Merge a conformed snapshot into the silver table as SCD2 history; returns counts."""
     from delta.tables import DeltaTable
@@ -312,8 +313,21 @@ def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) 
     path = str(table_path("silver", mapping.target))
     key = mapping.surrogate_key
     attributes = [c.name for c in mapping.columns]
+    valid_from = F.lit(ctx.valid_from).cast("timestamp")
+    dwh = {
+        "DWH_BRONSYSTEEM": F.lit(mapping.bronsysteem),
+        "DWH_DATUMTIJDGELADEN": F.lit(ctx.loaded_at).cast("timestamp"),
+        "DWH_DATUMTIJDGELDIGVANAF": valid_from,
+        "DWH_DATUMTIJDGELDIGTOTMET": F.lit(None).cast("timestamp"),
+    }
     if not DeltaTable.isDeltaTable(spark, path):
-        spark.createDataFrame([], _silver_schema_ddl(mapping)).write.format("delta").save(path)
+        # First load: every record opens its first version; one write creates the table.
+        first = conformed.select(key, *attributes)
+        for name, value in dwh.items():
+            first = first.withColumn(name, value)
+        first.select(*[F.col(c) for c in [key, *attributes, *DWH_COLUMNS]]).write.format("delta").save(path)
+        n_new = spark.read.format("delta").load(path).count()
+        return {"new_or_changed": n_new, "closed": 0, "written": True}
     target = DeltaTable.forPath(spark, path)
     existing = target.toDF()
 
@@ -335,19 +349,13 @@ def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) 
     kept_keys = incoming.select(key).unionByName(rejected_keys.select(key)).distinct()
     closing = current.join(kept_keys, current["__cur_key"] == kept_keys[key], "left_anti") if mapping.load == "snapshot" else None
 
+    changed = changed.cache()
     n_changed = changed.count()
     n_closing = closing.count() if closing is not None else 0
     counts = {"new_or_changed": n_changed, "closed": n_closing, "written": False}
     if n_changed == 0 and n_closing == 0:
         return counts  # nothing to do: a rerun of the same day leaves the table untouched
 
-    valid_from = F.lit(ctx.valid_from).cast("timestamp")
-    dwh = {
-        "DWH_BRONSYSTEEM": F.lit(mapping.bronsysteem),
-        "DWH_DATUMTIJDGELADEN": F.lit(ctx.loaded_at).cast("timestamp"),
-        "DWH_DATUMTIJDGELDIGVANAF": valid_from,
-        "DWH_DATUMTIJDGELDIGTOTMET": F.lit(None).cast("timestamp"),
-    }
     # Staged rows: every changed key once with __merge_key (to close or correct the open version) and,
     # when an open version exists, once more without it (to insert the new version).
     new_rows = changed.select(key, *attributes)
@@ -389,43 +397,75 @@ def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) 
     return counts
 
 
-def write_quarantine(ctx: ConformContext, mapping: Mapping, rejects) -> dict[str, int]:
-    """Replace this target's quarantine rows of the logical date (idempotent) and count them per rule."""
+def write_quarantine(ctx: ConformContext, targets: list[str], rejects: list) -> None:
+    """Replace the quarantine rows of ``targets`` for the logical date with ``rejects`` (idempotent).
+
+    One delete and one append per run, so reruns never duplicate rejected records.
+    """
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     spark = ctx.spark
     path = str(table_path("quarantine", QUARANTINE_TABLE))
-    per_rule = {r["rule"]: r["count"] for r in rejects.groupBy("rule").count().collect()}
-    if DeltaTable.isDeltaTable(spark, path):
+    exists = DeltaTable.isDeltaTable(spark, path)
+    if exists:
         DeltaTable.forPath(spark, path).delete(
-            (F.col("target_table") == mapping.target) & (F.col("logical_date") == F.lit(ctx.logical_date))
+            F.col("target_table").isin(targets) & (F.col("logical_date") == F.lit(ctx.logical_date))
         )
-    if per_rule or not DeltaTable.isDeltaTable(spark, path):
-        rejects.write.format("delta").mode("append").save(path)
-    return per_rule
+    combined = None
+    for frame in rejects:
+        combined = frame if combined is None else combined.unionByName(frame)
+    if combined is not None and (not exists or not combined.isEmpty()):
+        # Partitioned so that replacing one target's day touches only that partition.
+        combined.write.format("delta").mode("append").partitionBy("target_table", "logical_date").save(path)
 
 
-def conform(ctx: ConformContext, mapping: Mapping) -> dict:
-    """Conform one mapping for the context's logical date; returns its report entry."""
+def conform(ctx: ConformContext, mapping: Mapping) -> tuple[dict, object]:
+    """Conform one mapping for the context's logical date; returns its report entry and its rejects."""
+    from pyspark.sql import functions as F
+
     bronze = latest_batch(ctx.spark, mapping.source, ctx.logical_date)
     source_rows = bronze.count()
     conformed, rejects, rejected_keys = conform_frame(ctx, mapping, bronze)
     conformed = conformed.cache()
-    quarantined = write_quarantine(ctx, mapping, rejects)
+    n_conformed = conformed.count()
+    rejects = rejects.cache()
+    quarantined = {r["rule"]: r["count"] for r in rejects.groupBy("rule").count().collect()}
     counts = merge_scd2(ctx, mapping, conformed, rejected_keys)
     silver = ctx.spark.read.format("delta").load(str(table_path("silver", mapping.target)))
-    return {
+    sizes = silver.agg(
+        F.count(F.lit(1)).alias("total"),
+        F.sum(F.col("DWH_DATUMTIJDGELDIGTOTMET").isNull().cast("int")).alias("current"),
+    ).first()
+    conformed.unpersist()
+    report = {
         "source": mapping.source,
         "source_rows": source_rows,
-        "conformed_rows": conformed.count(),
+        "conformed_rows": n_conformed,
         "quarantined": quarantined,
         "new_versions": counts["new_or_changed"],
         "closed": counts["closed"],
         "written": counts["written"],
-        "current_rows": silver.where("DWH_DATUMTIJDGELDIGTOTMET IS NULL").count(),
-        "total_rows": silver.count(),
+        "current_rows": int(sizes["current"] or 0),
+        "total_rows": int(sizes["total"]),
     }
+    return report, rejects
+
+
+def dependency_levels(mappings: list[Mapping]) -> list[list[Mapping]]:
+    """Group mappings so that each level only references tables of earlier levels."""
+    remaining = {m.target: m for m in mappings}
+    done: set[str] = set()
+    levels = []
+    while remaining:
+        ready = [m for m in remaining.values() if all(d in done or d not in remaining for d in m.depends_on)]
+        if not ready:
+            raise SilverError(f"reference cycle among {sorted(remaining)}")
+        levels.append(sorted(ready, key=lambda m: m.target))
+        for m in ready:
+            done.add(m.target)
+            del remaining[m.target]
+    return levels
 
 
 def run(spark, logical_date: date, run_id: str, tables: list[str] | None = None, mappings_dir: Path | None = None) -> dict:
@@ -439,9 +479,18 @@ def run(spark, logical_date: date, run_id: str, tables: list[str] | None = None,
         pseudonym_key=load_key(),
         loaded_at=datetime.now(timezone.utc).replace(tzinfo=None),
     )
-    report = {}
-    for mapping in load_all(mappings_dir):
-        if tables and mapping.target not in tables:
-            continue
-        report[mapping.target] = conform(ctx, mapping)
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    selected = [m for m in load_all(mappings_dir) if not tables or m.target in tables]
+    results: dict[str, tuple[dict, object]] = {}
+    # Mappings of one dependency level are independent; running them side by side keeps both
+    # cores busy while the driver plans, reads Delta logs and commits.
+    workers = max(1, int(os.environ.get("GGM_SILVER_PARALLELISM", "3")))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ggm-silver") as pool:
+        for level in dependency_levels(selected):
+            for mapping, result in zip(level, pool.map(lambda m: conform(ctx, m), level)):
+                results[mapping.target] = result
+    write_quarantine(ctx, [m.target for m in selected], [rejects for _, rejects in results.values()])
+    report = {m.target: results[m.target][0] for m in selected}
     return {"stage": "silver", "logical_date": logical_date.isoformat(), "tables": report}

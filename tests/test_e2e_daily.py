@@ -18,11 +18,29 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+# Two full Airflow runs with three spark-submits each: minutes, not seconds.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]
 
-DATES = (date(2026, 5, 4), date(2026, 5, 5))
 POPULATION = 300
 SEED = 5
+
+
+def _consecutive_days_with_a_move(start: date) -> tuple[date, date]:
+    """Two consecutive dates, the second with at least one move (a town of 300 has quiet days)."""
+    from datetime import timedelta
+
+    from demo_gemeente.generator import DemoWorld
+
+    world = DemoWorld(POPULATION, SEED)
+    day = start
+    for _ in range(90):
+        day += timedelta(days=1)
+        if any(c.kind == "move" for c in world.at(day).changes_on(day)):
+            return day - timedelta(days=1), day
+    raise AssertionError("no move within 90 days in the demo municipality")
+
+
+DATES = _consecutive_days_with_a_move(date(2026, 5, 3))
 
 
 @pytest.fixture(scope="module")

@@ -189,3 +189,14 @@ def test_gold_suppresses_small_cells(spark, day1):
     assert all(r["aantal_inwoners"] is None or r["aantal_inwoners"] >= 5 for r in rows)
     assert any(r["onderdrukt"] for r in rows)
     assert {"peildatum", "wijkcode", "buurtcode", "leeftijdsklasse", "huishoudtype"} <= set(mart.columns)
+
+
+def test_spark_elfproef_agrees_with_python(spark):
+    from pyspark.sql import functions as F
+
+    from ggm_lakehouse.bsn import is_valid_bsn
+    from jobs.silver import elfproef_expr
+
+    values = ["999993653", "123456789", "000000000", "12345678", "abcdefghi", "111222333", "999990639", "999990638"]
+    rows = spark.createDataFrame([(v,) for v in values], "v string").select("v", elfproef_expr(F.col("v")).alias("ok")).collect()
+    assert {r["v"]: bool(r["ok"]) for r in rows} == {v: is_valid_bsn(v) for v in values}
