@@ -5,6 +5,8 @@
     ggm sharing serve [--host H --port P]
     ggm sharing profile RECIPIENT      issue a token and print the recipient's profile JSON
     ggm sharing revoke RECIPIENT
+    ggm sharing recipient add|list|revoke|rotate
+    ggm sharing audit [--since D]
     ggm demo dropzone --date D         write the demo municipality's drop-zone files
 """
 from __future__ import annotations
@@ -68,6 +70,48 @@ def cmd_sharing_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipient_add(args: argparse.Namespace) -> int:
+    from sharing_server.recipients import add_recipient
+
+    try:
+        result = add_recipient(args.name, args.share, expires_days=args.expires, endpoint=args.endpoint)
+    except ValueError as exc:
+        print(f"ggm sharing recipient add: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result["profile"], indent=2))
+    return 0
+
+
+def cmd_recipient_list(args: argparse.Namespace) -> int:  # noqa: ARG001 - uniform handler signature
+    from sharing_server.recipients import list_recipients
+
+    print(json.dumps(list_recipients(), indent=2, default=str))
+    return 0
+
+
+def cmd_recipient_revoke(args: argparse.Namespace) -> int:
+    return cmd_sharing_revoke(argparse.Namespace(recipient=args.name))
+
+
+def cmd_recipient_rotate(args: argparse.Namespace) -> int:
+    from sharing_server.recipients import UnknownRecipientError, rotate
+
+    try:
+        result = rotate(args.name, endpoint=args.endpoint)
+    except UnknownRecipientError as exc:
+        print(f"ggm sharing recipient rotate: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result["profile"], indent=2))
+    return 0
+
+
+def cmd_sharing_audit(args: argparse.Namespace) -> int:
+    from sharing_server.audit import summarise_audit
+
+    print(json.dumps(summarise_audit(args.since), indent=2, sort_keys=True, default=str))
+    return 0
+
+
 def cmd_demo_dropzone(args: argparse.Namespace) -> int:
     from demo_gemeente.dropzone import write_dropzone
     from demo_gemeente.generator import build_municipality
@@ -118,6 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
     s_revoke = sharing.add_parser("revoke", help="revoke every token of a recipient")
     s_revoke.add_argument("recipient")
     s_revoke.set_defaults(handler=cmd_sharing_revoke)
+
+    s_audit = sharing.add_parser("audit", help="summarise the sharing audit log per recipient and table")
+    s_audit.add_argument("--since", type=date.fromisoformat, default=None)
+    s_audit.set_defaults(handler=cmd_sharing_audit)
+    recipient = sharing.add_parser("recipient", help="manage recipients").add_subparsers(dest="recipient_action", required=True)
+    r_add = recipient.add_parser("add", help="add a recipient and print its profile JSON")
+    r_add.add_argument("name")
+    r_add.add_argument("--share", action="append", required=True, help="share the recipient may read (repeatable)")
+    r_add.add_argument("--expires", type=int, default=None, help="token lifetime in days")
+    r_add.add_argument("--endpoint", default=None)
+    r_add.set_defaults(handler=cmd_recipient_add)
+    r_list = recipient.add_parser("list", help="list recipients (never token values)")
+    r_list.set_defaults(handler=cmd_recipient_list)
+    r_revoke = recipient.add_parser("revoke", help="revoke every token of a recipient")
+    r_revoke.add_argument("name")
+    r_revoke.set_defaults(handler=cmd_recipient_revoke)
+    r_rotate = recipient.add_parser("rotate", help="issue a new token, revoke the old ones, print the profile")
+    r_rotate.add_argument("name")
+    r_rotate.add_argument("--endpoint", default=None)
+    r_rotate.set_defaults(handler=cmd_recipient_rotate)
 
     demo = sub.add_parser("demo", help="demo municipality").add_subparsers(dest="action", required=True)
     d_drop = demo.add_parser("dropzone", help="write the demo drop-zone files for a date")

@@ -3,13 +3,17 @@
 Implements, under the prefix ``/delta-sharing``, the REST API of the Delta Sharing
 protocol that the official clients use (PROTOCOL.md "REST APIs"): list shares, get
 share, list schemas, list tables, list all tables, table version, table metadata and
-query table, in ``parquet`` response format and in ``delta`` response format. Data
-files are served by this server itself through signed, expiring URLs under
-``/delta-sharing/files/`` (see :mod:`sharing_server.signing`).
+query table (with partition pruning by ``jsonPredicateHints``, :mod:`sharing_server.predicates`)
+and the change data feed of history-shared tables with ``delta.enableChangeDataFeed``, in
+``parquet`` response format and in ``delta`` response format. Data files, including the
+feed's ``cdf`` and ``remove`` files, are served by this server itself through signed,
+expiring URLs under ``/delta-sharing/files/`` (see :mod:`sharing_server.signing`).
+Every request is appended to the audit log (:mod:`sharing_server.audit`).
 
 Access control: every API call needs ``Authorization: Bearer <token>`` of a recipient
 (:mod:`sharing_server.recipients`); a recipient sees only the shares it is entitled to
-in ``config/shares.yaml``. A share that does not exist and a share that exists but is
+in ``config/shares.yaml`` (or, for recipients added by the CLI, in the state file;
+see :mod:`sharing_server.recipients`). A share that does not exist and a share that exists but is
 not shared with the caller produce the same 404 answer, so a recipient cannot probe
 for other recipients' shares.
 """
@@ -35,9 +39,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ggm_lakehouse import config as ggm_config
 
-from sharing_server import delta_tables
+from sharing_server import audit, delta_tables, predicates
 from sharing_server.delta_tables import TableSnapshot
-from sharing_server.recipients import TokenRecord, TokenStore
+from sharing_server.recipients import TokenRecord, TokenStore, find_recipient
 from sharing_server.shares_config import (
     InvalidNameError,
     Recipient,
@@ -216,7 +220,8 @@ class SharingService:
         record = self.tokens.authenticate(token.strip())
         if record is None:
             raise _unauthenticated("the bearer token is invalid, expired or revoked")
-        recipient = self.shares.recipient(record.recipient)
+        audit.annotate(request, recipient=record.recipient)
+        recipient = find_recipient(self.shares, self.tokens, record.recipient)
         if recipient is None:
             raise _unauthenticated("the bearer token belongs to a recipient that no longer exists")
         return Caller(recipient=recipient, token=record)
@@ -271,16 +276,29 @@ class SharingService:
         except delta_tables.VersionNotFoundError as exc:
             raise _invalid(str(exc)) from None
 
-    def file_url(self, request: Request, table: SharedTable, snapshot: TableSnapshot, path: str, caller: Caller, expires_ms: int) -> str:
+    def file_url(
+        self,
+        request: Request,
+        table: SharedTable,
+        snapshot: TableSnapshot,
+        path: str,
+        caller: Caller,
+        expires_ms: int,
+        *,
+        kind: str = "add",
+        version: int | None = None,
+    ) -> str:
+        """A signed URL for one file; ``kind``/``version`` name a change data feed action's commit."""
         claims = FileClaims(
             share=table.share,
             schema=table.schema,
             table=table.name,
             table_id=snapshot.table_id,
-            version=snapshot.version,
+            version=snapshot.version if version is None else version,
             path=path,
             expires_ms=expires_ms,
             token_id=caller.token.token_id,
+            kind=kind,
         )
         base = str(request.base_url).rstrip("/")
         return f"{base}{PREFIX}/files/{self.signer.sign(claims)}"
@@ -295,12 +313,20 @@ class SharingService:
 
 
 @functools.lru_cache(maxsize=64)
-def _files_of_version(location: str, table_id: str, version: int) -> frozenset[str]:
-    """Data file paths of one (immutable) table version; cached because every file fetch asks."""
-    snapshot = delta_tables.load_snapshot(Path(location), version)
+def _files_of_version(location: str, table_id: str, version: int, kind: str = "add") -> frozenset[str]:
+    """Paths a signed URL of ``kind`` may serve for one (immutable) table version.
+
+    ``add``: the active data files of the version; ``cdf``/``remove``: the files named by
+    those actions in the commit of the version. Cached because every file fetch asks.
+    """
+    snapshot = delta_tables.load_snapshot(Path(location), version, with_files=kind == "add")
     if snapshot.table_id != table_id:
         return frozenset()
-    return frozenset(f.path for f in snapshot.files)
+    if kind == "add":
+        return frozenset(f.path for f in snapshot.files)
+    if kind in ("cdf", "remove"):
+        return delta_tables.commit_file_paths(Path(location), version, kind)
+    return frozenset()
 
 
 # --------------------------------------------------------------------------- response formats
@@ -398,13 +424,109 @@ def _apply_limit_hint(files: tuple[delta_tables.DataFile, ...], limit_hint: int 
     return chosen
 
 
+def _cdf_bound(raw: str | None, name: str) -> int | None:
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _invalid(f"{name} must be an integer") from None
+    if value < 0:
+        raise _invalid(f"{name} must be non-negative")
+    return value
+
+
+def _cdf_range(
+    location: Path,
+    latest: int,
+    starting_version: str | None,
+    ending_version: str | None,
+    starting_timestamp: str | None,
+    ending_timestamp: str | None,
+) -> tuple[int, int]:
+    """The inclusive version range of a change data feed request (PROTOCOL.md "Read Change Data Feed").
+
+    As in Delta, an ending bound beyond the latest version means "up to the latest";
+    a start beyond it, or a start after the end, is an error.
+    """
+    if starting_version is not None and starting_timestamp is not None:
+        raise _invalid("startingVersion and startingTimestamp are mutually exclusive")
+    if ending_version is not None and ending_timestamp is not None:
+        raise _invalid("endingVersion and endingTimestamp are mutually exclusive")
+    try:
+        if starting_timestamp is not None:
+            start = delta_tables.version_at_or_after(location, _parse_timestamp(starting_timestamp, "startingTimestamp"))
+        else:
+            parsed_start = _cdf_bound(starting_version, "startingVersion")
+            if parsed_start is None:
+                raise _invalid("startingVersion or startingTimestamp is required")
+            start = parsed_start
+        if ending_timestamp is not None:
+            end = delta_tables.version_as_of(location, _parse_timestamp(ending_timestamp, "endingTimestamp"))
+        else:
+            parsed_end = _cdf_bound(ending_version, "endingVersion")
+            end = latest if parsed_end is None else min(parsed_end, latest)
+    except delta_tables.VersionNotFoundError as exc:
+        raise _invalid(str(exc)) from None
+    if start > latest:
+        raise _invalid(f"startingVersion {start} is after the latest table version {latest}")
+    if start > end:
+        raise _invalid(f"the starting version {start} is after the ending version {end}")
+    return start, end
+
+
+def _change_line(change: delta_tables.ChangeFile, url: str, file_id: str, expires_ms: int, response_format: str) -> dict:
+    """One ``add``/``cdf``/``remove`` line (parquet format) or wrapped Delta action (delta format)."""
+    if response_format == "parquet":
+        entry: dict[str, Any] = {
+            "url": url,
+            "id": file_id,
+            "partitionValues": change.partition_values,
+            "size": change.size,
+            "timestamp": change.timestamp,
+            "version": change.version,
+            "expirationTimestamp": expires_ms,
+        }
+        if change.stats is not None:
+            entry["stats"] = change.stats
+        return {change.kind: entry}
+    action: dict[str, Any] = {"path": url, "partitionValues": change.partition_values, "size": change.size}
+    if change.kind == "add":
+        action.update(modificationTime=change.timestamp, dataChange=True)
+        if change.stats is not None:
+            action["stats"] = change.stats
+        name = "add"
+    elif change.kind == "cdf":
+        action["dataChange"] = False
+        name = "cdc"
+    else:
+        action.update(deletionTimestamp=change.timestamp, dataChange=True, extendedFileMetadata=True)
+        name = "remove"
+    return {
+        "file": {
+            "id": file_id,
+            "deltaSingleAction": {name: action},
+            "version": change.version,
+            "timestamp": change.timestamp,
+            "expirationTimestamp": expires_ms,
+        }
+    }
+
+
 # --------------------------------------------------------------------------- app
-def create_app(config_path: Path | str | None = None, *, state_path: Path | str | None = None, url_key: bytes | None = None) -> FastAPI:
+def create_app(
+    config_path: Path | str | None = None,
+    *,
+    state_path: Path | str | None = None,
+    url_key: bytes | None = None,
+    audit_dir: Path | str | None = None,
+) -> FastAPI:
     """Build the Delta Sharing server application.
 
     ``config_path`` defaults to ``GGM_SHARES_CONFIG`` / ``config/shares.yaml``;
     ``state_path`` to ``<sharing root>/recipients.json``; ``url_key`` (for signing file
-    URLs) to secret ``ggm_sharing_url_key`` or a random per-process key.
+    URLs) to secret ``ggm_sharing_url_key`` or a random per-process key; ``audit_dir``
+    (request audit log, :mod:`sharing_server.audit`) to ``<sharing root>/audit``.
     """
     service = SharingService(
         ReloadingSharesConfig(config_path),
@@ -418,6 +540,7 @@ def create_app(config_path: Path | str | None = None, *, state_path: Path | str 
         openapi_url=None,
     )
     app.state.sharing = service
+    app.add_middleware(audit.AuditMiddleware, audit_dir=audit_dir)
 
     @app.exception_handler(SharingError)
     async def _sharing_error(_: Request, exc: SharingError) -> JSONResponse:
@@ -567,7 +690,14 @@ def create_app(config_path: Path | str | None = None, *, state_path: Path | str 
             _protocol_line(snapshot, response_format),
             _metadata_line(snapshot, response_format, time_travel=time_travel, with_size=False),
         ]
-        chosen = _apply_limit_hint(snapshot.files, limit_hint)
+        # Partition pruning first, then the limit: limitHint counts rows that may match.
+        candidates = predicates.prune_files(
+            snapshot.files,
+            predicates.parse_hints(body.get("jsonPredicateHints")),
+            snapshot.partition_columns,
+            lambda f: f.partition_values,
+        )
+        chosen = _apply_limit_hint(tuple(candidates), limit_hint)
         for data_file in chosen:
             url = service.file_url(request, shared, snapshot, data_file.path, caller, expires_ms)
             travel_fields: dict[str, Any] = {}
@@ -614,26 +744,77 @@ def create_app(config_path: Path | str | None = None, *, state_path: Path | str 
             "query recipient=%s table=%s version=%s files=%d format=%s",
             caller.recipient.name, shared.qualified_name, snapshot.version, len(chosen), response_format,
         )
+        audit.annotate(request, version=snapshot.version, files=len(chosen))
         return _ndjson(lines, headers)
 
     @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/changes")
-    def table_changes(request: Request, share: str, schema: str, table: str) -> Response:
+    def table_changes(
+        request: Request,
+        share: str,
+        schema: str,
+        table: str,
+        startingVersion: str | None = None,
+        endingVersion: str | None = None,
+        startingTimestamp: str | None = None,
+        endingTimestamp: str | None = None,
+    ) -> Response:
         caller = service.authenticate(request)
         _, shared = service.table_for(caller, share, schema, table)
-        raise _unsupported(f"the change data feed of table {shared.qualified_name} is not shared")
+        if not shared.history_shared:
+            raise _invalid(f"table {shared.qualified_name} is shared without history: its change data feed is not shared")
+        location = service.location(shared)
+        latest = service.snapshot(shared, None, with_files=False)
+        start, end = _cdf_range(location, latest.version, startingVersion, endingVersion, startingTimestamp, endingTimestamp)
+        try:
+            changes = delta_tables.change_files(location, start, end)
+        except delta_tables.ChangeDataFeedDisabledError as exc:
+            raise _invalid(f"table {shared.qualified_name}: {exc} (delta.enableChangeDataFeed)") from None
+        except delta_tables.VersionNotFoundError as exc:
+            raise _invalid(str(exc)) from None
+        snapshot = service.snapshot(shared, end, with_files=False)
+        response_format = _choose_format(request, snapshot)
+        expires_ms = service.url_expiry_ms(caller)
+        scheme = (request.headers.get(FILE_ID_HASH_HEADER) or response_format).strip().lower()
+        if scheme not in ("parquet", "delta"):
+            raise _invalid("fileidhash must be 'parquet' or 'delta'")
+        lines: list[dict] = [
+            _protocol_line(snapshot, response_format),
+            _metadata_line(snapshot, response_format, time_travel=False, with_size=False),
+        ]
+        for change in changes:
+            url = service.file_url(request, shared, snapshot, change.path, caller, expires_ms, kind=change.kind, version=change.version)
+            lines.append(_change_line(change, url, _file_id(change.path, scheme), expires_ms, response_format))
+        headers = _format_headers(request, start, response_format)
+        if FILE_ID_HASH_HEADER in request.headers:
+            headers[FILE_ID_HASH_HEADER] = scheme
+        access_log.info(
+            "changes recipient=%s table=%s versions=%d..%d files=%d format=%s",
+            caller.recipient.name, shared.qualified_name, start, end, len(changes), response_format,
+        )
+        audit.annotate(request, version=start, files=len(changes))
+        return _ndjson(lines, headers)
 
     # -- signed data file URLs ------------------------------------------------------
     @app.api_route(f"{PREFIX}/files/{{opaque}}", methods=["GET", "HEAD"])
-    def data_file(opaque: str) -> Response:
+    def data_file(request: Request, opaque: str) -> Response:
         try:
             claims = service.signer.verify(opaque)
         except InvalidSignedUrl as exc:
             raise _forbidden(str(exc)) from None
         shares = service.shares
+        record = service.tokens.records().get(claims.token_id)
+        audit.annotate(
+            request,
+            recipient=record.recipient if record else None,
+            share=claims.share,
+            schema=claims.schema,
+            table=claims.table,
+            version=claims.version,
+            files=1,
+        )
         if not service.tokens.is_active(claims.token_id):
             raise _forbidden("the token that obtained this URL has been revoked or has expired")
-        record = service.tokens.records().get(claims.token_id)
-        recipient = shares.recipient(record.recipient) if record else None
+        recipient = find_recipient(shares, service.tokens, record.recipient) if record else None
         share = shares.share(claims.share)
         if recipient is None or share is None or not recipient.may_read(share.name):
             raise _forbidden("this URL is no longer valid")
@@ -643,7 +824,7 @@ def create_app(config_path: Path | str | None = None, *, state_path: Path | str 
             raise _forbidden("this URL is no longer valid")
         location = service.location(shared)
         try:
-            allowed = _files_of_version(str(location), claims.table_id, claims.version)
+            allowed = _files_of_version(str(location), claims.table_id, claims.version, claims.kind)
         except (delta_tables.TableUnavailableError, delta_tables.VersionNotFoundError):
             raise _forbidden("this URL is no longer valid") from None
         if claims.path not in allowed:

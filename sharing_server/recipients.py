@@ -1,11 +1,19 @@
-"""Recipient bearer tokens: issue, verify, revoke.
+"""Recipients and their bearer tokens: add, list, issue, rotate, verify, revoke.
+
+Recipients come from two places, both read on every request:
+
+* ``recipients:`` in ``config/shares.yaml`` - declared and reviewed by the operator;
+* ``recipients`` in the state file ``<sharing root>/recipients.json`` - added by
+  :func:`add_recipient` (the CLI), so the CLI never rewrites the commented YAML.
+
+A name lives in one of the two; if both define it, shares.yaml wins.
 
 A token handed to a partner looks like ``<token id>.<secret>``. Only the token id,
 a per-token salt and ``HMAC-SHA256(salt, secret)`` are stored, in
 ``<sharing root>/recipients.json``; a leaked state file therefore does not leak
 access. The id makes verification a single lookup plus one constant-time compare.
 
-Every change (issue, revoke) is a read-modify-write under an exclusive file lock,
+Every change (add, issue, revoke) is a read-modify-write under an exclusive file lock,
 written to a temporary file and renamed into place, so the CLI can issue tokens
 while the server runs. The server notices the new file by its modification stamp
 and re-reads it: no restart needed.
@@ -29,8 +37,11 @@ from ggm_lakehouse import config as ggm_config
 
 from sharing_server.shares_config import (
     DEFAULT_TOKEN_LIFETIME_DAYS,
+    InvalidNameError,
+    Recipient,
     SharesConfig,
     load_shares_config,
+    validate_name,
 )
 
 STATE_FILE_NAME = "recipients.json"
@@ -72,6 +83,35 @@ def _hash_secret(salt: str, secret: str) -> str:
     return hmac.new(bytes.fromhex(salt), secret.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+class RecipientExistsError(ValueError):
+    """A recipient of that name already exists (in shares.yaml or the state file)."""
+
+
+class UnknownShareError(ValueError):
+    """A recipient was to be entitled to a share the configuration does not declare."""
+
+
+@dataclass(frozen=True)
+class StateRecipient:
+    """A recipient added through :func:`add_recipient`, stored in the state file."""
+
+    name: str
+    shares: list[str]
+    created_at: str
+    token_lifetime_days: int | None = None
+    comment: str | None = None
+
+    def as_recipient(self, config: SharesConfig) -> Recipient:
+        """The entitlement view; shares since removed from shares.yaml grant nothing."""
+        known = {s.name.lower() for s in config.shares}
+        return Recipient(
+            name=self.name,
+            shares=tuple(s.lower() for s in self.shares if s.lower() in known),
+            token_lifetime_days=self.token_lifetime_days,
+            comment=self.comment,
+        )
+
+
 @dataclass(frozen=True)
 class TokenRecord:
     """One issued token as stored (never the secret itself)."""
@@ -103,6 +143,7 @@ class TokenStore:
         self._cache_lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._records: dict[str, TokenRecord] = {}
+        self._recipients: dict[str, StateRecipient] = {}
 
     # -- reading -------------------------------------------------------------
     def _file_stamp(self) -> tuple[int, int] | None:
@@ -112,22 +153,34 @@ class TokenStore:
             return None
         return (st.st_mtime_ns, st.st_size)
 
-    def _read_file(self) -> dict[str, TokenRecord]:
+    def _read_state(self) -> dict:
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            return json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        return {r["token_id"]: TokenRecord(**r) for r in raw.get("tokens", [])}
 
-    def records(self) -> dict[str, TokenRecord]:
-        """All token records, re-read from disk when the file changed."""
+    def _read_file(self) -> dict[str, TokenRecord]:
+        return {r["token_id"]: TokenRecord(**r) for r in self._read_state().get("tokens", [])}
+
+    def _refresh(self) -> None:
         stamp = self._file_stamp()
         if stamp != self._stamp:
             with self._cache_lock:
                 if stamp != self._stamp:
-                    self._records = self._read_file()
+                    state = self._read_state()
+                    self._records = {r["token_id"]: TokenRecord(**r) for r in state.get("tokens", [])}
+                    self._recipients = {r["name"]: StateRecipient(**r) for r in state.get("recipients", [])}
                     self._stamp = stamp
+
+    def records(self) -> dict[str, TokenRecord]:
+        """All token records, re-read from disk when the file changed."""
+        self._refresh()
         return self._records
+
+    def recipients(self) -> dict[str, "StateRecipient"]:
+        """Recipients added with :func:`add_recipient` (not those of shares.yaml), by name."""
+        self._refresh()
+        return self._recipients
 
     def authenticate(self, bearer_token: str) -> TokenRecord | None:
         """The active record for ``bearer_token``, or None if unknown, expired or revoked."""
@@ -159,9 +212,13 @@ class TokenStore:
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
-    def _write_file(self, records: dict[str, TokenRecord]) -> None:
+    def _write_file(self, records: dict[str, TokenRecord], recipients: dict[str, "StateRecipient"] | None = None) -> None:
+        """Replace the state file; ``recipients`` None keeps the stored recipients (call under the lock)."""
+        if recipients is None:
+            recipients = {r["name"]: StateRecipient(**r) for r in self._read_state().get("recipients", [])}
         payload = {
             "format_version": _STATE_FORMAT_VERSION,
+            "recipients": [asdict(r) for r in sorted(recipients.values(), key=lambda r: r.name)],
             "tokens": [asdict(r) for r in sorted(records.values(), key=lambda r: r.created_at)],
         }
         fd, tmp = tempfile.mkstemp(prefix=".recipients-", suffix=".tmp", dir=self.path.parent)
@@ -203,14 +260,24 @@ class TokenStore:
             self._audit("token_issued", recipient=recipient, token_id=token_id, expires_at=record.expires_at)
         return f"{token_id}.{secret}", record
 
-    def revoke(self, recipient: str) -> int:
-        """Revoke every active token of ``recipient``; returns how many were revoked."""
+    def add_recipient(self, entry: "StateRecipient") -> None:
+        """Store a new recipient; raises :class:`RecipientExistsError` if the name is taken."""
+        with self._locked():
+            recipients = {r["name"]: StateRecipient(**r) for r in self._read_state().get("recipients", [])}
+            if entry.name in recipients:
+                raise RecipientExistsError(f"recipient {entry.name!r} already exists in {self.path}")
+            recipients[entry.name] = entry
+            self._write_file(self._read_file(), recipients)
+            self._audit("recipient_added", recipient=entry.name, shares=list(entry.shares))
+
+    def revoke(self, recipient: str, keep: frozenset[str] = frozenset()) -> int:
+        """Revoke every active token of ``recipient`` except the ids in ``keep``; returns how many."""
         revoked_at = _iso(_now())
         with self._locked():
             records = self._read_file()
             count = 0
             for token_id, record in list(records.items()):
-                if record.recipient == recipient and record.revoked_at is None:
+                if record.recipient == recipient and record.revoked_at is None and token_id not in keep:
                     records[token_id] = TokenRecord(**{**asdict(record), "revoked_at": revoked_at})
                     count += 1
             if count:
@@ -240,16 +307,22 @@ def issue_profile(
     Raises :class:`UnknownRecipientError` if the recipient is not in the shares configuration.
     """
     shares = load_shares_config(config_path)
-    entry = shares.recipient(recipient)
+    store = TokenStore(state_path)
+    entry = find_recipient(shares, store, recipient)
     if entry is None:
-        known = ", ".join(r.name for r in shares.recipients) or "none"
+        known = ", ".join(all_recipient_names(shares, store)) or "none"
         raise UnknownRecipientError(
-            f"unknown recipient {recipient!r}: declare it under 'recipients' in {shares.source} (known: {known})"
+            f"unknown recipient {recipient!r}: declare it under 'recipients' in {shares.source} "
+            f"or add it with add_recipient (known: {known})"
         )
+    return _issue(store, entry, endpoint, expires_days)[0]
+
+
+def _issue(store: TokenStore, entry: Recipient, endpoint: str | None, expires_days: int | None) -> tuple[dict, TokenRecord]:
     days = expires_days if expires_days is not None else (entry.token_lifetime_days or DEFAULT_TOKEN_LIFETIME_DAYS)
-    if not isinstance(days, int) or days < 1:
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise ValueError("expires_days must be a positive number of days")
-    bearer_token, record = TokenStore(state_path).issue(recipient, timedelta(days=days))
+    bearer_token, record = store.issue(entry.name, timedelta(days=days))
     profile = {
         "shareCredentialsVersion": 1,
         "endpoint": (endpoint or default_endpoint()).rstrip("/"),
@@ -257,7 +330,7 @@ def issue_profile(
     }
     if record.expires_at is not None:
         profile["expirationTime"] = record.expires_at
-    return profile
+    return profile, record
 
 
 def profile_json(recipient: str, endpoint: str | None = None, expires_days: int | None = None) -> str:
@@ -284,7 +357,131 @@ def revoke(
         shares = load_shares_config(config_path)
     except Exception:  # noqa: BLE001 - revocation must work even with a broken config
         shares = None
-    known_in_config = shares is not None and shares.recipient(recipient) is not None
+    known_in_config = shares is not None and find_recipient(shares, store, recipient) is not None
     if not known_in_config and not any(r.recipient == recipient for r in store.records().values()):
         raise UnknownRecipientError(f"unknown recipient {recipient!r}: no configuration entry and no tokens")
     return store.revoke(recipient)
+
+
+# --------------------------------------------------------------------------- recipient management
+def find_recipient(config: SharesConfig, store: TokenStore, name: str) -> Recipient | None:
+    """The recipient ``name`` from shares.yaml, else from the state file, else None.
+
+    shares.yaml wins: an operator's declaration there overrides an entry made by the CLI.
+    """
+    declared = config.recipient(name)
+    if declared is not None:
+        return declared
+    added = store.recipients().get(name)
+    return added.as_recipient(config) if added is not None else None
+
+
+def all_recipient_names(config: SharesConfig, store: TokenStore) -> list[str]:
+    """Names of all recipients: shares.yaml first (in file order), then the state file's (sorted)."""
+    names = [r.name for r in config.recipients]
+    names += [n for n in sorted(store.recipients()) if config.recipient(n) is None]
+    return names
+
+
+def add_recipient(
+    name: str,
+    shares: list[str] | tuple[str, ...],
+    expires_days: int | None = None,
+    *,
+    endpoint: str | None = None,
+    comment: str | None = None,
+    config_path: Path | str | None = None,
+    state_path: Path | str | None = None,
+) -> dict:
+    """Add a recipient entitled to ``shares`` and issue its first profile (``ggm sharing add-recipient``).
+
+    The recipient is stored in the state file (``<sharing root>/recipients.json``), not in
+    shares.yaml: the YAML stays the operator's reviewed, commented document, while the CLI
+    changes machine-managed state under a file lock. Both sources are read by the server
+    and by every function here; a name may exist in only one of them.
+
+    ``expires_days`` is the lifetime of this and later tokens of the recipient (default
+    90 days). Returns ``{"name", "shares", "profile"}`` where ``profile`` is the Delta
+    Sharing profile file content to hand over to the partner.
+
+    Raises :class:`RecipientExistsError`, :class:`UnknownShareError`, or ``ValueError``
+    for an invalid name or lifetime.
+    """
+    try:
+        validate_name(name, "recipient")
+    except InvalidNameError as exc:
+        raise ValueError(str(exc)) from None
+    if expires_days is not None and (isinstance(expires_days, bool) or not isinstance(expires_days, int) or expires_days < 1):
+        raise ValueError("expires_days must be a positive number of days")
+    config = load_shares_config(config_path)
+    store = TokenStore(state_path)
+    if config.recipient(name) is not None:
+        raise RecipientExistsError(f"recipient {name!r} is already declared in {config.source}")
+    if not shares:
+        raise UnknownShareError("a recipient needs at least one share")
+    entitled: list[str] = []
+    for share_name in shares:
+        share = config.share(share_name)
+        if share is None:
+            known = ", ".join(s.name for s in config.shares) or "none"
+            raise UnknownShareError(f"unknown share {share_name!r} (known: {known})")
+        if share.name not in entitled:
+            entitled.append(share.name)
+    entry = StateRecipient(
+        name=name, shares=entitled, created_at=_iso(_now()), token_lifetime_days=expires_days, comment=comment
+    )
+    store.add_recipient(entry)
+    profile, _ = _issue(store, entry.as_recipient(config), endpoint, expires_days)
+    return {"name": name, "shares": entitled, "profile": profile}
+
+
+def list_recipients(*, config_path: Path | str | None = None, state_path: Path | str | None = None) -> list[dict]:
+    """All recipients with their entitlements and token status, never token values.
+
+    Each item: ``name``, ``shares`` (share names), ``source`` (``shares.yaml`` or
+    ``state``), ``active_tokens`` (unexpired, unrevoked) and ``earliest_expiry`` (ISO 8601
+    of the active token expiring first, or None).
+    """
+    config = load_shares_config(config_path)
+    store = TokenStore(state_path)
+    share_names = {s.name.lower(): s.name for s in config.shares}
+    now = _now()
+    result = []
+    for name in all_recipient_names(config, store):
+        recipient = find_recipient(config, store, name)
+        active = [r for r in store.records().values() if r.recipient == name and r.is_active(now)]
+        expiries = [r.expires() for r in active if r.expires() is not None]
+        result.append(
+            {
+                "name": name,
+                "shares": [share_names.get(s, s) for s in recipient.shares],
+                "source": "shares.yaml" if config.recipient(name) is not None else "state",
+                "active_tokens": len(active),
+                "earliest_expiry": _iso(min(expiries)) if expiries else None,
+            }
+        )
+    return result
+
+
+def rotate(
+    name: str,
+    *,
+    endpoint: str | None = None,
+    expires_days: int | None = None,
+    config_path: Path | str | None = None,
+    state_path: Path | str | None = None,
+) -> dict:
+    """Issue a fresh profile for ``name`` and revoke all its other tokens (``ggm sharing rotate``).
+
+    The new token is stored before the old ones are revoked, so there is no moment
+    without a valid token. Returns ``{"name", "profile", "revoked_tokens"}``.
+    Raises :class:`UnknownRecipientError` for an unknown recipient.
+    """
+    config = load_shares_config(config_path)
+    store = TokenStore(state_path)
+    entry = find_recipient(config, store, name)
+    if entry is None:
+        raise UnknownRecipientError(f"unknown recipient {name!r}")
+    profile, record = _issue(store, entry, endpoint, expires_days)
+    revoked = store.revoke(name, keep=frozenset({record.token_id}))
+    return {"name": name, "profile": profile, "revoked_tokens": revoked}

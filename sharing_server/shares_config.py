@@ -1,8 +1,10 @@
 """The declarative sharing configuration: shares → schemas → tables, and recipients.
 
 The file (``config/shares.yaml`` by default, ``GGM_SHARES_CONFIG`` to move it) is the
-single source of truth for *what* is shared with *whom*. Tokens are not in it: they
-live hashed in the sharing state (see :mod:`sharing_server.recipients`).
+single source of truth for *what* is shared, and declares recipients reviewed by the
+operator. Recipients added with the CLI (``add_recipient``) live in the sharing state
+file instead and are read alongside; tokens are never in this file: they live hashed in
+the sharing state (see :mod:`sharing_server.recipients`).
 
 Example::
 

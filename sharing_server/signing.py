@@ -45,9 +45,12 @@ class FileClaims:
     path: str  # the add action's path, exactly as in the Delta log
     expires_ms: int
     token_id: str
+    # Which action of the log names the file: "add" (active data file of ``version``),
+    # or, for the change data feed, "cdf" / "remove" of the commit ``version``.
+    kind: str = "add"
 
     def to_json(self) -> dict:
-        return {
+        claims = {
             "s": self.share,
             "c": self.schema,
             "t": self.table,
@@ -57,6 +60,9 @@ class FileClaims:
             "e": self.expires_ms,
             "k": self.token_id,
         }
+        if self.kind != "add":
+            claims["a"] = self.kind
+        return claims
 
     @staticmethod
     def from_json(raw: dict) -> "FileClaims":
@@ -69,6 +75,7 @@ class FileClaims:
             path=str(raw["p"]),
             expires_ms=int(raw["e"]),
             token_id=str(raw["k"]),
+            kind=str(raw.get("a", "add")),
         )
 
 
