@@ -83,8 +83,16 @@ def spark_stage_task(stage: str, task_id: str | None = None, **operator_kwargs):
         )
         task = {"spark_python_task": {"python_file": entrypoint, "parameters": application_args}}
         if cluster.get("existing_cluster_id"):
+            # An existing cluster must carry GGM_* settings and the pseudonym key in its own configuration.
             task["existing_cluster_id"] = cluster["existing_cluster_id"]
         elif cluster:
+            # Job clusters get the lake settings and the pseudonym key as a Databricks secret reference,
+            # resolved by Databricks at cluster start; the key never passes through Airflow.
+            scope = _setting("GGM_DATABRICKS_SECRET_SCOPE", "ggm_databricks_secret_scope", "ggm")
+            env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ and name != "GGM_PROJECT_ROOT"}
+            # The operator renders its JSON with Jinja, so the braces of Databricks' secret syntax are escaped.
+            env["GGM_PSEUDONYM_KEY"] = "{{ '{{' }}secrets/" + scope + "/ggm_pseudonym_key{{ '}}' }}"
+            cluster = {**cluster, "spark_env_vars": {**env, **cluster.get("spark_env_vars", {})}}
             task["new_cluster"] = cluster
         return DatabricksSubmitRunOperator(
             task_id=task_id,

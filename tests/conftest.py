@@ -1,6 +1,7 @@
 """Shared fixtures: a session-wide SparkSession with Delta, and an isolated data root per test module."""
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import tempfile
@@ -11,6 +12,8 @@ import pytest
 # Airflow reads its home at import time: keep tests away from ~/airflow and the checkout's own home.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="ggm-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# py4j logs "Closing down clientserver connection" from __del__ after pytest closed its streams.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
