@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Mapping
 
-from ggm_lakehouse.config import data_root, landing_root, table_path
+from ggm_lakehouse.config import data_root, landing_root
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from datetime import date, datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any, Callable, Protocol
 
+import uvicorn
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -354,3 +355,36 @@ def admin_router(state: RegistryState) -> APIRouter:
         return {"pending": 0}
 
     return router
+
+
+_STARTUP_TIMEOUT_SECONDS = 15.0
+
+
+class ThreadedUvicorn:
+    """One uvicorn server on a background thread; port 0 means "any free port"."""
+
+    def __init__(self, app, host: str, port: int, name: str = "standin") -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                lifespan="off", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.name = name
+        self.thread = threading.Thread(target=self.server.run, name=f"{name}-{port}", daemon=True)
+        self.port: int | None = None
+
+    def start(self) -> int:
+        """Start serving; returns the bound port once the server accepts connections."""
+        self.thread.start()
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"{self.name} server thread exited during startup (port in use?)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} server did not start in time")
+            time.sleep(0.01)
+        sockets = [s for server in self.server.servers for s in server.sockets]
+        self.port = int(sockets[0].getsockname()[1])
+        return self.port
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -29,12 +29,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from standins.common import ThreadedUvicorn
+
 API_PREFIX = "/api/2.2/jobs"
-_STARTUP_TIMEOUT_SECONDS = 15.0
 
 
 class RunOutcome(str, enum.Enum):
@@ -104,8 +104,7 @@ class DatabricksJobsStandin:
         self._runs: dict[int, _Run] = {}
         self._next_id = 1000
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedUvicorn | None = None
         self.port: int | None = None
         self.app = self._build_app()
 
@@ -132,28 +131,14 @@ class DatabricksJobsStandin:
 
     def start(self) -> "DatabricksJobsStandin":
         """Serve on a background thread; returns once the port is bound."""
-        config = uvicorn.Config(self.app, host=self.host, port=0, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="databricks-standin", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("Databricks stand-in thread exited during startup")
-            if time.monotonic() > deadline:
-                raise RuntimeError("Databricks stand-in did not start in time")
-            time.sleep(0.01)
-        sockets = [s for server in self._server.servers for s in server.sockets]
-        self.port = int(sockets[0].getsockname()[1])
+        self._server = ThreadedUvicorn(self.app, self.host, 0, name="databricks-standin")
+        self.port = self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop the server thread."""
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._server.stop()
 
     def __enter__(self) -> "DatabricksJobsStandin":
         return self.start()

@@ -14,50 +14,16 @@ import secrets
 import signal
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-import uvicorn
-from fastapi import FastAPI
 
 from standins.bag import DEFAULT_PATH_PREFIX as BAG_PREFIX
 from standins.bag import create_bag_app
 from standins.brp import DEFAULT_PATH_PREFIX as BRP_PREFIX
 from standins.brp import create_brp_app
-from standins.common import FaultInjector, RegistryState, TokenBucketRateLimiter, WorldLike, WorldSource
-
-_STARTUP_TIMEOUT_SECONDS = 15.0
-
-
-class _ThreadedUvicorn:
-    """One uvicorn server on a background thread; port 0 means "any free port"."""
-
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name=f"standin-{port}", daemon=True)
-        self.port: int | None = None
-
-    def start(self) -> int:
-        self.thread.start()
-        deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("stand-in server thread exited during startup (port in use?)")
-            if time.monotonic() > deadline:
-                raise RuntimeError("stand-in server did not start in time")
-            time.sleep(0.01)
-        sockets = [s for server in self.server.servers for s in server.sockets]
-        self.port = int(sockets[0].getsockname()[1])
-        return self.port
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
+from standins.common import FaultInjector, RegistryState, ThreadedUvicorn, TokenBucketRateLimiter, WorldLike, WorldSource
 
 @dataclass
 class Registry:
@@ -136,7 +102,7 @@ class StandinServers:
         self.brp = Registry("brp", state("brp"), BRP_PREFIX, host)
         self.bag = Registry("bag", state("bag"), BAG_PREFIX, host)
         self._apps = {"brp": create_brp_app(self.brp.state), "bag": create_bag_app(self.bag.state, strict_crs=strict_crs)}
-        self._servers: list[_ThreadedUvicorn] = []
+        self._servers: list[ThreadedUvicorn] = []
 
     def start(self) -> "StandinServers":
         """Start both servers and wait until they accept connections."""
@@ -145,7 +111,7 @@ class StandinServers:
         try:
             for offset, registry in enumerate((self.brp, self.bag)):
                 port = 0 if self.port_base is None else self.port_base + offset
-                server = _ThreadedUvicorn(self._apps[registry.name], self.host, port)
+                server = ThreadedUvicorn(self._apps[registry.name], self.host, port)
                 self._servers.append(server)
                 registry.port = server.start()
         except Exception:

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from datetime import date
-from pathlib import Path
 
 import pytest
 

@@ -6,7 +6,6 @@ Responses are validated with ``jsonschema`` against the OpenAPI documents in
 from __future__ import annotations
 
 import email.utils
-import time
 from datetime import date
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
