@@ -256,6 +256,13 @@ def _shares_by_location() -> dict[str, list[dict]]:
 # --------------------------------------------------------------------------- catalog entries
 
 
+def _bsn_fields(mapping) -> set[str]:
+    """Mapping fields that hold a BSN: read from a ``burgerservicenummer`` path or checked with the elfproef."""
+    fields = {name for name, path in mapping.fields.items() if path.lower().endswith("burgerservicenummer")}
+    fields |= {r.target for r in mapping.quality if r.rule == "elfproef" and r.target in mapping.fields}
+    return fields
+
+
 def _silver_entry(mapping, ggm: dict, report: tuple[str, dict] | None, shares: dict) -> dict:
     ggm_table = ggm.get(mapping.target, {})
     ggm_columns = ggm_table.get("columns", {})
@@ -276,14 +283,22 @@ def _silver_entry(mapping, ggm: dict, report: tuple[str, dict] | None, shares: d
         entry.update(extra)
         return entry
 
+    bsn_fields = _bsn_fields(mapping)
+    # Surrogate keys are an unkeyed hash of their fields (jobs.silver.surrogate_key_expr): one built
+    # from a BSN can be reversed by hashing every possible BSN, so it is classified bsn-derived.
+    own_key_from_bsn = bool(bsn_fields & set(mapping.business_key))
     columns = [
-        column(mapping.surrogate_key, "bigint", "Surrogate key derived from the business key.", "key",
+        column(mapping.surrogate_key, "bigint", "Surrogate key derived from the business key.",
+               "bsn-derived" if own_key_from_bsn else "key", key_role="primary",
                business_key=list(mapping.business_key))
     ]
     for spec in mapping.columns:
         if spec.key_of:
-            columns.append(column(spec.name, spec.type, spec.description, spec.sensitivity or "reference",
-                                  references=spec.key_of))
+            # Key parts may be expressions over fields (``concat('BU', gebied.buurt)``).
+            from_bsn = any(re.search(rf"\b{re.escape(f)}\b", part) for f in bsn_fields for part in spec.key_fields)
+            columns.append(column(spec.name, spec.type, spec.description,
+                                  spec.sensitivity or ("bsn-derived" if from_bsn else "reference"),
+                                  key_role="reference", references=spec.key_of))
         else:
             sensitivity = spec.sensitivity or ("bsn-derived" if spec.pseudonymise else "")
             columns.append(column(spec.name, spec.type, spec.description, sensitivity,
@@ -443,7 +458,7 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _page(title: str, body: str, css_prefix: str = "") -> str:
+def _page(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"nl\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

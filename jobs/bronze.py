@@ -132,6 +132,18 @@ def batch_rows(batch: LandedBatch, ingested_at: datetime) -> list[tuple]:
     return rows
 
 
+BRONZE_COLUMNS = [part.split()[0] for part in BRONZE_SCHEMA_DDL.split(", ")]
+
+
+def _to_spark(spark, rows: list[tuple]):
+    """Rows → DataFrame through Arrow, so a large batch is shipped in columnar chunks, not one huge task."""
+    import pandas as pd
+
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    frame = pd.DataFrame.from_records(rows, columns=BRONZE_COLUMNS)
+    return spark.createDataFrame(frame, schema=BRONZE_SCHEMA_DDL)
+
+
 def _already_landed(spark, path: Path, batch: LandedBatch) -> bool:
     if not (path / "_delta_log").is_dir():
         return False
@@ -167,7 +179,7 @@ def run(spark, logical_date: date, run_id: str | None = None) -> dict:
             entry["skipped_batches"] += 1
             continue
         rows = batch_rows(batch, ingested_at)
-        frame = spark.createDataFrame(rows, schema=BRONZE_SCHEMA_DDL)
+        frame = _to_spark(spark, rows)
         frame.write.format("delta").mode("append").partitionBy("_logical_date").save(str(path))
         entry["batches"] += 1
         entry["rows"] += len(rows)
