@@ -7,6 +7,7 @@
     ggm sharing revoke RECIPIENT
     ggm sharing recipient add|list|revoke|rotate
     ggm sharing audit [--since D]
+    ggm catalog build [--out DIR]      data catalog: catalog.json + one HTML page per table
     ggm demo dropzone --date D         write the demo municipality's drop-zone files
 """
 from __future__ import annotations
@@ -130,6 +131,15 @@ def cmd_airflow_init(args: argparse.Namespace) -> int:  # noqa: ARG001 - uniform
     return subprocess.call([sys.executable, "-m", "airflow", "db", "migrate"], env=airflow_environment())
 
 
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from ggm_lakehouse import catalog
+
+    argv = ["build"] + (["--out", args.out] if args.out else [])
+    if args.ggm_descriptions:
+        argv += ["--ggm-descriptions", args.ggm_descriptions]
+    return catalog.main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ggm", description="GGM Lakehouse: the municipal data platform.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     d_drop.add_argument("--population", type=int, default=DEFAULT_POPULATION)
     d_drop.add_argument("--seed", type=int, default=DEFAULT_SEED)
     d_drop.set_defaults(handler=cmd_demo_dropzone)
+
+    catalog = sub.add_parser("catalog", help="data catalog").add_subparsers(dest="action", required=True)
+    c_build = catalog.add_parser("build", help="write catalog.json and a static HTML site, one page per table")
+    c_build.add_argument("--out", default=None, help="output folder (default: <data root>/catalog)")
+    c_build.add_argument("--ggm-descriptions", default=None, help="GGM JSON-schema folder or ggm_tables.json for descriptions")
+    c_build.set_defaults(handler=cmd_catalog)
 
     airflow = sub.add_parser("airflow-init", help="create the embedded Airflow home and metadata DB")
     airflow.set_defaults(handler=cmd_airflow_init)

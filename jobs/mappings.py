@@ -8,6 +8,8 @@ A mapping says, in terms a municipal data analyst can review:
 * ``fields``: named values taken from each source record with a JSON path;
 * ``lookups`` (optional): other bronze tables joined (``match``) on named fields;
 * ``business_key``: the fields that identify one real-world object;
+* ``pseudonymised_fields``: fields holding a BSN; quality rules see the clear value, but every
+  key and column built on them uses the keyed pseudonym, so no key can be traced back to a BSN;
 * ``columns``: every GGM column with a Spark SQL expression over the fields and
   its type; ``key: TABLE`` makes a deterministic surrogate key of another GGM table
   (so foreign keys need no lookups), ``pseudonymise: true`` replaces a BSN by its
@@ -80,6 +82,7 @@ class Mapping:
     owner: str = ""
     depends_on: tuple[str, ...] = ()
     surrogate_key_column: str = ""
+    pseudonymised_fields: tuple[str, ...] = ()
 
     @property
     def surrogate_key(self) -> str:
@@ -193,6 +196,13 @@ def load_mapping(path: Path) -> Mapping:
             except re.error as exc:
                 raise _fail(path, f"pattern rule on {target_name}: invalid regex ({exc})") from exc
         rules.append(QualityRule(rule, target_name, params, raw.get("description", "")))
+    pseudonymised_fields = tuple(doc.get("pseudonymised_fields") or ())
+    for name in pseudonymised_fields:
+        if name not in fields:
+            raise _fail(path, f"pseudonymised field {name!r} is not declared under 'fields'")
+    for column in columns:
+        if column.pseudonymise and column.expr in fields and column.expr not in pseudonymised_fields:
+            raise _fail(path, f"column {column.name} pseudonymises field {column.expr!r}; list it under pseudonymised_fields")
     load = doc.get("load", "snapshot")
     if load not in {"snapshot", "incremental"}:
         raise _fail(path, f"load must be snapshot or incremental, got {load!r}")
@@ -212,6 +222,7 @@ def load_mapping(path: Path) -> Mapping:
         owner=str(doc.get("owner", "")),
         depends_on=tuple(sorted(depends)),
         surrogate_key_column=surrogate,
+        pseudonymised_fields=pseudonymised_fields,
     )
 
 

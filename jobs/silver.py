@@ -79,7 +79,10 @@ def surrogate_key_expr(table: str, parts: list):
 
 
 def surrogate_key_value(table: str, *parts: str) -> int:
-    """The same key as :func:`surrogate_key_expr`, computed in Python (for tests and tools)."""
+    """The same key as :func:`surrogate_key_expr`, computed in Python (for tests and tools).
+
+    For a key built on a pseudonymised field (a BSN), pass the pseudonym, not the BSN.
+    """
     import hashlib
 
     digest = hashlib.sha256("|".join([table, *parts]).encode("utf-8")).hexdigest()
@@ -223,13 +226,25 @@ def conform_frame(ctx: ConformContext, mapping: Mapping, bronze):
 
     frame = _extract_fields(bronze, mapping.fields)
     frame = _apply_lookups(ctx, frame, mapping)
+    # Keys built on a BSN are built on its keyed pseudonym: an unkeyed hash of a BSN could be
+    # reversed by hashing every possible BSN.
+    for name in mapping.pseudonymised_fields:
+        frame = frame.withColumn(f"__pseudonym_{name}", pseudonymise_column(F.col(name), ctx.pseudonym_key))
+
+    def key_part(expression: str):
+        if expression in mapping.pseudonymised_fields:
+            return F.col(f"__pseudonym_{expression}")
+        return F.expr(expression)
+
     frame = frame.withColumn(
-        mapping.surrogate_key, surrogate_key_expr(mapping.target, [F.col(k) for k in mapping.business_key])
+        mapping.surrogate_key, surrogate_key_expr(mapping.target, [key_part(k) for k in mapping.business_key])
     )
     frame = frame.withColumn("__bk", F.concat_ws("|", *[F.col(k) for k in mapping.business_key]))
     for column in mapping.columns:
         if column.key_of:
-            value = surrogate_key_expr(column.key_of, [F.expr(e) for e in column.key_fields])
+            value = surrogate_key_expr(column.key_of, [key_part(e) for e in column.key_fields])
+        elif column.pseudonymise and column.expr in mapping.pseudonymised_fields:
+            value = F.col(f"__pseudonym_{column.expr}")
         else:
             value = F.expr(column.expr).cast(column.type)
         frame = frame.withColumn(column.name, value)
@@ -273,7 +288,7 @@ def conform_frame(ctx: ConformContext, mapping: Mapping, bronze):
     )
     conformed = ranked.where(F.col("__rank") == 1)
     for column in mapping.columns:
-        if column.pseudonymise:
+        if column.pseudonymise and column.expr not in mapping.pseudonymised_fields:
             conformed = conformed.withColumn(column.name, pseudonymise_column(F.col(column.name), ctx.pseudonym_key))
     conformed = conformed.select(mapping.surrogate_key, *[c.name for c in mapping.columns], "__bk")
 

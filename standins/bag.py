@@ -82,7 +82,7 @@ class BagProblem(Exception):
         self.headers = headers
 
     def response(self, request: Request) -> Response:
-        body: dict[str, Any] = {"status": self.status, "title": self.title, "type": _RFC + self.type_suffix,
+        body: dict[str, Any] = {"status": self.status, "title": self.title, "type": _RFC + self.type_suffix.split(" ")[0],
                                 "detail": self.detail, "instance": request_instance(request), "code": self.code}
         if self.invalid_params:
             body["invalid-params"] = self.invalid_params

@@ -612,14 +612,16 @@ def create_brp_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_PREFIX)
             return problem_response({
                 "type": "https://www.w3.org/Protocols/rfc2616/rfc2616-sec10.html#sec10.4.7",
                 "title": "Gevraagde contenttype wordt niet ondersteund.", "status": 406,
-                "detail": "Only application/json is available", "instance": request.url.path,
+                "detail": ("The resource identified by the request is only capable of generating response entities which "
+                           "have content characteristics not acceptable according to the accept headers sent in the request"), "instance": request.url.path,
                 "code": "notAcceptable"})
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
             return problem_response({
                 "type": "https://www.w3.org/Protocols/rfc2616/rfc2616-sec10.html#sec10.4.16",
                 "title": "Unsupported Media Type", "status": 415,
-                "detail": "The request body must be application/json", "instance": request.url.path,
+                "detail": ("The server is refusing the request because the entity of the request is in a format not "
+                           "supported by the requested resource for the requested method."), "instance": request.url.path,
                 "code": "unsupported"})
         raw = await request.body()
         try:

@@ -72,3 +72,13 @@ def test_standins_serve_prints_one_json_line_per_registry(env):
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0
+
+
+def test_catalog_build_writes_json_and_one_page_per_table(env, tmp_path):
+    out = tmp_path / "catalog"
+    result = _ggm("catalog", "build", "--out", str(out), env=env)
+    assert result.returncode == 0, result.stderr
+    catalog = json.loads((out / "catalog.json").read_text())
+    names = {t["ggm_name"] or t["name"] for t in catalog["tables"]}
+    assert {"NATUURLIJKPERSOON", "BUURT"} <= names and "inwoners_per_buurt" in {t["name"] for t in catalog["tables"]}
+    assert len(list((out / "tables").rglob("*.html"))) == len(catalog["tables"])

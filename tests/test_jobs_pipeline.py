@@ -17,6 +17,7 @@ from demo_gemeente.dropzone import write_dropzone
 from demo_gemeente.generator import DemoWorld
 from ggm_lakehouse.config import dropzone_root, landing_root, table_path
 from jobs import bronze, gold, silver
+from ggm_lakehouse.pseudonym import load_key, pseudonymise
 from jobs.silver import surrogate_key_value
 from standins.server import StandinServers
 
@@ -92,10 +93,12 @@ def test_silver_tables_have_ggm_names_history_columns_and_no_clear_bsn(spark, da
     stored = {r["BURGERSERVICENUMMER"] for r in persons.select("BURGERSERVICENUMMER").collect()}
     assert not stored & set(residents), "a clear BSN reached silver"
     assert all(len(p) == 64 for p in stored)
-    # Deterministic surrogate keys: computable from the business key alone.
+    # Deterministic surrogate keys, built on the keyed pseudonym: without the key, hashing every
+    # possible BSN does not find a person's key.
     some_bsn = sorted(residents)[0]
     keys = {r["NATUURLIJKPERSOON_ID"] for r in persons.select("NATUURLIJKPERSOON_ID").collect()}
-    assert surrogate_key_value("NATUURLIJKPERSOON", some_bsn) in keys
+    assert surrogate_key_value("NATUURLIJKPERSOON", pseudonymise(some_bsn, load_key())) in keys
+    assert surrogate_key_value("NATUURLIJKPERSOON", some_bsn) not in keys
     assert _silver(spark, "BUURT").count() == len(world.at(DAY1).buurten)
     assert _silver(spark, "NUMMERAANDUIDING").where("LIGT_IN_BUURT_ID IS NULL").count() == 0
 
@@ -166,7 +169,7 @@ def test_next_day_applies_changes_as_new_versions_on_that_date(spark, day1, worl
     people = _silver(spark, "INGESCHREVENPERSOON")
     assert moved
     if moved:
-        key = surrogate_key_value("INGESCHREVENPERSOON", moved[0])
+        key = surrogate_key_value("INGESCHREVENPERSOON", pseudonymise(moved[0], load_key()))
         history = people.where(f"INGESCHREVENPERSOON_ID = {key}").orderBy("DWH_DATUMTIJDGELDIGVANAF").collect()
         assert len(history) == 2
         assert history[0]["DWH_DATUMTIJDGELDIGTOTMET"].date() == DAY2

@@ -43,9 +43,14 @@ def test_references_are_ordered_before_their_users():
 
 
 def test_bsn_columns_are_pseudonymised():
-    person = {m.target: m for m in load_all()}["NATUURLIJKPERSOON"]
+    mappings = {m.target: m for m in load_all()}
+    person = mappings["NATUURLIJKPERSOON"]
     bsn = next(c for c in person.columns if c.name == "BURGERSERVICENUMMER")
     assert bsn.pseudonymise and bsn.sensitivity == "bsn-derived"
+    # Every mapping keyed on a BSN keys on its pseudonym.
+    for mapping in mappings.values():
+        if "bsn" in mapping.business_key:
+            assert "bsn" in mapping.pseudonymised_fields, mapping.target
 
 
 @pytest.mark.parametrize(
@@ -60,6 +65,11 @@ def test_bsn_columns_are_pseudonymised():
             "quality rule 'shiny'",
         ),
         ("target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {DWH_BRONSYSTEEM: a}\n", "DWH_"),
+        (
+            "target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\n"
+            "columns: {WIJKCODE: {expr: a, pseudonymise: true}}\n",
+            "list it under pseudonymised_fields",
+        ),
     ],
 )
 def test_invalid_mapping_names_file_and_problem(tmp_path: Path, body, message):
