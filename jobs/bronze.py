@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from ggm_lakehouse.config import landing_root, table_path
+from ggm_lakehouse.config import landing_root
+from ggm_lakehouse.lake import LakeTable
 
 MANIFEST_NAME = "_MANIFEST.json"
 
@@ -144,15 +145,14 @@ def _to_spark(spark, rows: list[tuple]):
     return spark.createDataFrame(frame, schema=BRONZE_SCHEMA_DDL)
 
 
-def _already_landed(spark, path: Path, batch: LandedBatch) -> bool:
-    if not (path / "_delta_log").is_dir():
+def _already_landed(spark, target: LakeTable, batch: LandedBatch) -> bool:
+    if not target.exists(spark):
         return False
     from pyspark.sql import functions as F
 
     m = batch.manifest
     existing = (
-        spark.read.format("delta")
-        .load(str(path))
+        target.read(spark)
         .where(
             (F.col("_logical_date") == F.lit(m["logical_date"]).cast("date"))
             & (F.col("_run_id") == m["run_id"])
@@ -174,13 +174,13 @@ def run(spark, logical_date: date, run_id: str | None = None) -> dict:
     for batch in find_batches(logical_date, run_id):
         table = batch.bronze_table
         entry = report.setdefault(table, {"batches": 0, "rows": 0, "skipped_batches": 0})
-        path = table_path("bronze", table)
-        if _already_landed(spark, path, batch):
+        target = LakeTable("bronze", table)
+        if _already_landed(spark, target, batch):
             entry["skipped_batches"] += 1
             continue
         rows = batch_rows(batch, ingested_at)
         frame = _to_spark(spark, rows)
-        frame.write.format("delta").mode("append").partitionBy("_logical_date").save(str(path))
+        target.save(spark, frame.write.format("delta").mode("append").partitionBy("_logical_date"))
         entry["batches"] += 1
         entry["rows"] += len(rows)
     return {"stage": "bronze", "logical_date": logical_date.isoformat(), "tables": report}

@@ -14,7 +14,7 @@ import os
 from datetime import date, datetime, time
 from typing import Callable
 
-from ggm_lakehouse.config import table_path
+from ggm_lakehouse.lake import LakeTable
 
 DEFAULT_SUPPRESSION_THRESHOLD = 5
 AGE_BANDS = ((0, 14, "0-14"), (15, 24, "15-24"), (25, 44, "25-44"), (45, 64, "45-64"), (65, 200, "65+"))
@@ -36,11 +36,11 @@ def silver_as_of(spark, table: str, peildatum: date):
     """The versions of a silver table valid on ``peildatum`` (one row per object)."""
     from pyspark.sql import functions as F
 
-    path = table_path("silver", table)
-    if not (path / "_delta_log").is_dir():
-        raise GoldError(f"silver table {table} does not exist at {path}")
+    source = LakeTable("silver", table)
+    if not source.exists(spark):
+        raise GoldError(f"silver table {table} does not exist at {source.location}")
     moment = F.lit(datetime.combine(peildatum, time.min)).cast("timestamp")
-    frame = spark.read.format("delta").load(str(path))
+    frame = source.read(spark)
     return frame.where(
         (F.col("DWH_DATUMTIJDGELDIGVANAF") <= moment)
         & (F.col("DWH_DATUMTIJDGELDIGTOTMET").isNull() | (F.col("DWH_DATUMTIJDGELDIGTOTMET") > moment))
@@ -166,23 +166,24 @@ def _content_hash(frame) -> str:
 
 def write_mart_partition(spark, name: str, frame, peildatum: date) -> bool:
     """Replace the ``peildatum`` partition of gold table ``name`` if its content changed."""
-    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    path = str(table_path("gold", name))
+    target = LakeTable("gold", name)
     frame = frame.cache()
-    if DeltaTable.isDeltaTable(spark, path):
-        existing = spark.read.format("delta").load(path).where(F.col("peildatum") == F.lit(peildatum))
+    if target.exists(spark):
+        existing = target.read(spark).where(F.col("peildatum") == F.lit(peildatum))
         if existing.columns == frame.columns and _content_hash(existing) == _content_hash(frame):
             return False
-        (
+        target.save(
+            spark,
             frame.write.format("delta")
             .mode("overwrite")
-            .option("replaceWhere", f"peildatum = DATE'{peildatum.isoformat()}'")
-            .save(path)
+            .option("replaceWhere", f"peildatum = DATE'{peildatum.isoformat()}'"),
         )
     else:
-        frame.write.format("delta").partitionBy("peildatum").option("delta.enableChangeDataFeed", "true").save(path)
+        target.save(
+            spark, frame.write.format("delta").partitionBy("peildatum").option("delta.enableChangeDataFeed", "true")
+        )
     return True
 
 
@@ -194,7 +195,7 @@ def run(spark, logical_date: date, marts: list[str] | None = None) -> dict:
             continue
         frame = builder(spark, logical_date)
         written = write_mart_partition(spark, name, frame, logical_date)
-        rows = spark.read.format("delta").load(str(table_path("gold", name))).where(f"peildatum = DATE'{logical_date}'")
+        rows = LakeTable("gold", name).read(spark).where(f"peildatum = DATE'{logical_date}'")
         report[name] = {
             "rows": rows.count(),
             "suppressed_cells": rows.where("onderdrukt").count(),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd  # module level: pandas_udf resolves its type hints in this module's globals
 
-from ggm_lakehouse.config import table_path
+from ggm_lakehouse.lake import LakeTable
 from jobs.mappings import Mapping, load_all
 
 DWH_COLUMNS = (
@@ -106,10 +106,10 @@ def latest_batch(spark, source: str, logical_date: date):
     """Rows of the newest complete bronze batch of ``source`` for ``logical_date``."""
     from pyspark.sql import functions as F
 
-    path = table_path("bronze", source)
-    if not (path / "_delta_log").is_dir():
-        raise SilverError(f"bronze table {source!r} does not exist at {path}; did the extract and bronze steps run?")
-    rows = spark.read.format("delta").load(str(path)).where(F.col("_logical_date") == F.lit(logical_date))
+    bronze = LakeTable("bronze", source)
+    if not bronze.exists(spark):
+        raise SilverError(f"bronze table {source!r} does not exist at {bronze.location}; did the extract and bronze steps run?")
+    rows = bronze.read(spark).where(F.col("_logical_date") == F.lit(logical_date))
     newest = rows.groupBy("_run_id").agg(F.max("_ingested_at").alias("t")).orderBy(F.desc("t")).limit(1).collect()
     if not newest:
         raise SilverError(f"bronze table {source!r} has no batch for {logical_date}; nothing is conformed on a partial day")
@@ -155,15 +155,10 @@ def _apply_lookups(ctx: ConformContext, frame, mapping: Mapping):
 
 
 def _current_keys(spark, target: str):
-    path = table_path("silver", target)
-    if not (path / "_delta_log").is_dir():
+    table = LakeTable("silver", target)
+    if not table.exists(spark):
         return None
-    return (
-        spark.read.format("delta")
-        .load(str(path))
-        .where("DWH_DATUMTIJDGELDIGTOTMET IS NULL")
-        .select(f"{target}_ID")
-    )
+    return table.read(spark).where("DWH_DATUMTIJDGELDIGTOTMET IS NULL").select(f"{target}_ID")
 
 
 def _rule_failures(ctx: ConformContext, frame, mapping: Mapping):
@@ -321,11 +316,10 @@ def _attribute_hash(columns: list[str]):
 
 def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) -> dict:
     """Merge a conformed snapshot into the silver table as SCD2 history; returns counts."""
-    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     spark = ctx.spark
-    path = str(table_path("silver", mapping.target))
+    table = LakeTable("silver", mapping.target)
     key = mapping.surrogate_key
     attributes = [c.name for c in mapping.columns]
     valid_from = F.lit(ctx.valid_from).cast("timestamp")
@@ -335,15 +329,15 @@ def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) 
         "DWH_DATUMTIJDGELDIGVANAF": valid_from,
         "DWH_DATUMTIJDGELDIGTOTMET": F.lit(None).cast("timestamp"),
     }
-    if not DeltaTable.isDeltaTable(spark, path):
+    if not table.exists(spark):
         # First load: every record opens its first version; one write creates the table.
         first = conformed.select(key, *attributes)
         for name, value in dwh.items():
             first = first.withColumn(name, value)
-        first.select(*[F.col(c) for c in [key, *attributes, *DWH_COLUMNS]]).write.format("delta").save(path)
-        n_new = spark.read.format("delta").load(path).count()
+        table.save(spark, first.select(*[F.col(c) for c in [key, *attributes, *DWH_COLUMNS]]).write.format("delta"))
+        n_new = table.read(spark).count()
         return {"new_or_changed": n_new, "closed": 0, "written": True}
-    target = DeltaTable.forPath(spark, path)
+    target = table.delta(spark)
     existing = target.toDF()
 
     later = existing.where(F.col("DWH_DATUMTIJDGELDIGVANAF") > F.lit(ctx.valid_from)).limit(1).count()
@@ -417,14 +411,13 @@ def write_quarantine(ctx: ConformContext, targets: list[str], rejects: list) -> 
 
     One delete and one append per run, so reruns never duplicate rejected records.
     """
-    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     spark = ctx.spark
-    path = str(table_path("quarantine", QUARANTINE_TABLE))
-    exists = DeltaTable.isDeltaTable(spark, path)
+    quarantine = LakeTable("quarantine", QUARANTINE_TABLE)
+    exists = quarantine.exists(spark)
     if exists:
-        DeltaTable.forPath(spark, path).delete(
+        quarantine.delta(spark).delete(
             F.col("target_table").isin(targets) & (F.col("logical_date") == F.lit(ctx.logical_date))
         )
     combined = None
@@ -432,7 +425,7 @@ def write_quarantine(ctx: ConformContext, targets: list[str], rejects: list) -> 
         combined = frame if combined is None else combined.unionByName(frame)
     if combined is not None and (not exists or not combined.isEmpty()):
         # Partitioned so that replacing one target's day touches only that partition.
-        combined.write.format("delta").mode("append").partitionBy("target_table", "logical_date").save(path)
+        quarantine.save(spark, combined.write.format("delta").mode("append").partitionBy("target_table", "logical_date"))
 
 
 def conform(ctx: ConformContext, mapping: Mapping) -> tuple[dict, object]:
@@ -447,7 +440,7 @@ def conform(ctx: ConformContext, mapping: Mapping) -> tuple[dict, object]:
     rejects = rejects.cache()
     quarantined = {r["rule"]: r["count"] for r in rejects.groupBy("rule").count().collect()}
     counts = merge_scd2(ctx, mapping, conformed, rejected_keys)
-    silver = ctx.spark.read.format("delta").load(str(table_path("silver", mapping.target)))
+    silver = LakeTable("silver", mapping.target).read(ctx.spark)
     sizes = silver.agg(
         F.count(F.lit(1)).alias("total"),
         F.sum(F.col("DWH_DATUMTIJDGELDIGTOTMET").isNull().cast("int")).alias("current"),

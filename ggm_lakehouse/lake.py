@@ -1,0 +1,69 @@
+"""How jobs address lake tables: by path on the embedded default, by catalog name when configured.
+
+* Default: a Delta table directory at ``<lake root>/<layer>/<table>`` (``ggm_lakehouse.config``).
+* ``GGM_TABLE_NAMESPACE=<catalog>``: the table ``<catalog>.<layer>.<table>``, e.g. Unity Catalog
+  ``gemeente.silver.natuurlijkpersoon`` on Databricks, or ``spark_catalog.silver.…`` on any Spark
+  with a metastore. Schemas (one per layer) are created on first write.
+
+Jobs only use :class:`LakeTable`, so the same job code runs on both by configuration.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ggm_lakehouse.config import table_path
+
+
+def table_namespace() -> str | None:
+    """The catalog that holds the layers as schemas, or None for path-addressed tables."""
+    return os.environ.get("GGM_TABLE_NAMESPACE") or None
+
+
+@dataclass(frozen=True)
+class LakeTable:
+    """One table of the lake, addressed by path or by catalog name according to configuration."""
+
+    layer: str
+    table: str
+
+    @property
+    def name(self) -> str | None:
+        namespace = table_namespace()
+        return f"{namespace}.{self.layer}.{self.table.lower()}" if namespace else None
+
+    @property
+    def location(self) -> str:
+        """Human-readable address: the catalog name or the filesystem path."""
+        return self.name or str(table_path(self.layer, self.table))
+
+    def exists(self, spark) -> bool:
+        """True when the table exists (and, for paths, is a Delta table)."""
+        if self.name:
+            return spark.catalog.tableExists(self.name)
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(spark, str(table_path(self.layer, self.table)))
+
+    def read(self, spark):
+        """The table as a DataFrame."""
+        if self.name:
+            return spark.table(self.name)
+        return spark.read.format("delta").load(str(table_path(self.layer, self.table)))
+
+    def delta(self, spark):
+        """The table as a ``DeltaTable`` (merge, delete, history)."""
+        from delta.tables import DeltaTable
+
+        if self.name:
+            return DeltaTable.forName(spark, self.name)
+        return DeltaTable.forPath(spark, str(table_path(self.layer, self.table)))
+
+    def save(self, spark, writer) -> None:
+        """Finish a ``DataFrame.write.format("delta")…`` chain into this table."""
+        if self.name:
+            namespace, schema, _ = self.name.split(".")
+            spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{namespace}`.`{schema}`")
+            writer.saveAsTable(self.name)
+        else:
+            writer.save(str(table_path(self.layer, self.table)))

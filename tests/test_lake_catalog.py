@@ -1,0 +1,61 @@
+"""The same job code against catalog names (as on Unity Catalog) instead of paths, by configuration only."""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date
+
+import pytest
+
+from connectors import ExtractWindow
+from connectors.landing import BatchWriter
+from ggm_lakehouse.config import landing_root, table_path
+from ggm_lakehouse.lake import LakeTable
+from jobs import bronze, silver
+
+DAY = date(2026, 4, 1)
+NAMESPACE = "spark_catalog"
+LAYERS = ("bronze", "silver", "quarantine")
+
+INDELING = (
+    "buurtcode;buurtnaam;wijkcode;wijknaam;gemeentecode;gemeentenaam;geometrie_wkt\n"
+    "BU99990101;Centrum-Noord;WK999901;Centrum;9999;Demodam;POLYGON((0 0,1 0,1 1,0 1,0 0))\n"
+    "BU99990102;Centrum-Zuid;WK999901;Centrum;9999;Demodam;POLYGON((1 0,2 0,2 1,1 1,1 0))\n"
+    "BU9999;Kapot;WK999901;Centrum;9999;Demodam;\n"
+)
+
+
+def _drop_schemas(spark):
+    for layer in LAYERS:
+        spark.sql(f"DROP SCHEMA IF EXISTS {NAMESPACE}.{layer} CASCADE")
+
+
+@pytest.fixture
+def catalog_mode(spark, data_root, monkeypatch):
+    _drop_schemas(spark)
+    warehouse = spark.conf.get("spark.sql.warehouse.dir").removeprefix("file:")
+    for layer in LAYERS:  # leftovers of an interrupted earlier run would block managed tables
+        shutil.rmtree(f"{warehouse}/{layer}.db", ignore_errors=True)
+    monkeypatch.setenv("GGM_TABLE_NAMESPACE", NAMESPACE)
+    yield
+    _drop_schemas(spark)
+
+
+def test_bronze_and_silver_write_catalog_tables_when_a_namespace_is_configured(spark, catalog_mode):
+    window = ExtractWindow.for_day(DAY, "catalog-run")
+    with BatchWriter(landing_root(), "gebieden", "wijkbuurtindeling", window, endpoint="file", record_path="csv",
+                     content_type="text/csv", extension="csv") as writer:
+        writer.add_part(INDELING.encode("utf-8"), request={"method": "FILE", "url": "wijkbuurtindeling.csv"})
+
+    assert bronze.run(spark, DAY, "catalog-run")["tables"]["gebieden_wijkbuurtindeling"]["rows"] == 3
+    report = silver.run(spark, DAY, "catalog-run", tables=["WIJK", "BUURT"])
+
+    assert LakeTable("silver", "BUURT").name == "spark_catalog.silver.buurt"
+    buurten = {r["CODE"] for r in spark.table("spark_catalog.silver.buurt").collect()}
+    assert buurten == {"BU99990101", "BU99990102"}
+    assert spark.table("spark_catalog.silver.wijk").count() == 1
+    assert report["tables"]["BUURT"]["quarantined"] == {"pattern": 1}
+    rejects = spark.table("spark_catalog.quarantine.silver_rejects").collect()
+    assert [json.loads(r["payload"])["buurtcode"] for r in rejects] == ["BU9999"]
+    # Nothing was written to the path-addressed lake.
+    assert not table_path("silver", "BUURT").exists() and not table_path("bronze", "gebieden_wijkbuurtindeling").exists()
