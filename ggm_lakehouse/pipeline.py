@@ -93,7 +93,7 @@ def publish_share(logical_date: date) -> dict:
         "logical_date": logical_date.isoformat(),
         "tables": tables,
         "recipients": sorted(r.name for r in config.recipients),
-        "how_to_read": "ggm sharing profile demo-partner > demo-partner.share; "
+        "how_to_read": "ggm sharing serve &  ggm sharing profile demo-partner > demo-partner.share; "
         "python -c \"import delta_sharing; print(delta_sharing.load_as_pandas("
         "'demo-partner.share#gemeente_gold.demografie.inwoners_per_buurt'))\"",
     }
