@@ -97,12 +97,12 @@ def count_records(content: bytes, record_path: str) -> int:
     """Number of records in one raw part: JSON list at ``record_path`` or CSV data rows (``"csv"``)."""
     if record_path == "csv":
         text = content.decode("utf-8-sig")
-        rows = [row for row in csv.reader(io.StringIO(text), delimiter=_sniff_delimiter(text)) if row]
+        rows = [row for row in csv.reader(io.StringIO(text), delimiter=sniff_delimiter(text)) if row]
         return max(0, len(rows) - 1)
     return len(records_at(json.loads(content), record_path))
 
 
-def _sniff_delimiter(text: str) -> str:
+def sniff_delimiter(text: str) -> str:
     """Dutch exports use ``;`` as often as ``,``; decide on the header line."""
     header = text.split("\n", 1)[0]
     return ";" if header.count(";") > header.count(",") else ","

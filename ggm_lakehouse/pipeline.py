@@ -6,13 +6,12 @@ call them too. Spark stages live in ``jobs/`` and are started through
 """
 from __future__ import annotations
 
-import json
 import logging
 from datetime import date
-from pathlib import Path
 from typing import Any, Mapping
 
-from ggm_lakehouse.config import data_root, landing_root
+from ggm_lakehouse.config import landing_root
+from ggm_lakehouse.reports import read_reports, write_report
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +61,8 @@ def extract(source: str, context: Mapping[str, Any]) -> dict:
         "run_id": window.run_id,
         "batches": {r.dataset: {"records": r.record_count, "checksum": r.checksum, "path": str(r.path)} for r in results},
     }
-    _write_report(window.logical_date, f"extract_{source}", summary)
+    write_report(window.logical_date, f"extract_{source}", summary)
     return summary
-
-
-def _write_report(logical_date: date, name: str, report: dict) -> Path:
-    path = data_root() / "runs" / logical_date.isoformat() / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 def publish_share(logical_date: date) -> dict:
@@ -97,14 +87,13 @@ def publish_share(logical_date: date) -> dict:
         "python -c \"import delta_sharing; print(delta_sharing.load_as_pandas("
         "'demo-partner.share#gemeente_gold.demografie.inwoners_per_buurt'))\"",
     }
-    _write_report(logical_date, "share", report)
+    write_report(logical_date, "share", report)
     return report
 
 
 def run_summary(logical_date: date) -> dict:
     """Everything the run of ``logical_date`` reported, combined into one summary."""
-    folder = data_root() / "runs" / logical_date.isoformat()
-    reports = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))}
+    reports = read_reports(logical_date)
     silver = reports.get("silver", {}).get("tables", {})
     quarantined = {t: r.get("quarantined", {}) for t, r in silver.items() if r.get("quarantined")}
     return {

@@ -57,6 +57,8 @@ def _base_builder(app_name: str, master: str | None):
         # Delta reads its log with 50 partitions by default; municipal tables have small logs.
         "spark.databricks.delta.snapshotPartitions": os.environ.get("GGM_DELTA_SNAPSHOT_PARTITIONS", "2"),
         "spark.ui.enabled": "false",
+        # Bronze hands batches to Spark as pandas frames; Arrow ships them in columnar chunks.
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.driver.memory": os.environ.get("GGM_SPARK_DRIVER_MEMORY", "3g"),

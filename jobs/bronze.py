@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+from connectors.landing import find_complete_batches, read_manifest, records_at, sniff_delimiter
 from ggm_lakehouse.config import landing_root
 from ggm_lakehouse.lake import LakeTable
 
-MANIFEST_NAME = "_MANIFEST.json"
 
 BRONZE_SCHEMA_DDL = (
     "payload STRING, _source STRING, _dataset STRING, _logical_date DATE, _run_id STRING, "
@@ -52,24 +52,13 @@ def find_batches(logical_date: date, run_id: str | None = None, root: Path | Non
     """Complete batches of ``logical_date`` (optionally of one run), newest run last per dataset."""
     root = root or landing_root()
     batches = []
-    for manifest_path in sorted(root.glob(f"*/*/logical_date={logical_date.isoformat()}/*/{MANIFEST_NAME}")):
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("status") != "complete":
-            continue
-        if run_id is not None and manifest.get("run_id") != run_id:
-            continue
-        batches.append(LandedBatch(manifest_path.parent, manifest))
-    batches.sort(key=lambda b: (b.bronze_table, b.manifest.get("completed_at", "")))
+    for dataset_dir in sorted(p for p in root.glob("*/*") if p.is_dir()):
+        source, dataset = dataset_dir.parent.name, dataset_dir.name
+        for batch_dir in find_complete_batches(root, source, dataset, logical_date):
+            manifest = read_manifest(batch_dir)
+            if run_id is None or manifest.get("run_id") == run_id:
+                batches.append(LandedBatch(batch_dir, manifest))
     return batches
-
-
-def _walk(document: object, dotted_path: str) -> object:
-    node = document
-    for step in [s for s in dotted_path.split(".") if s]:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(step)
-    return node
 
 
 def _decode_text(raw: bytes, file: Path) -> str:
@@ -85,24 +74,16 @@ def parse_part(raw: bytes, record_path: str, file: Path) -> list[dict]:
     """Split one landed part into its records according to the manifest's ``record_path``."""
     if record_path == "csv":
         text = _decode_text(raw, file)
-        sample = text[:4096]
-        delimiter = ";" if sample.count(";") >= sample.count(",") else ","
-        reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+        reader = csv.DictReader(io.StringIO(text), delimiter=sniff_delimiter(text))
         if not reader.fieldnames:
             raise LandingFormatError(f"{file}: CSV without a header row")
         return [dict(row) for row in reader]
     try:
-        document = json.loads(raw)
+        return records_at(json.loads(raw), record_path)
     except json.JSONDecodeError as exc:
         raise LandingFormatError(f"{file}: not valid JSON ({exc})") from exc
-    if not record_path:
-        return [document]
-    records = _walk(document, record_path)
-    if records is None:
-        return []  # an empty page: HAL omits _embedded when there is nothing to embed
-    if not isinstance(records, list):
-        raise LandingFormatError(f"{file}: record_path {record_path!r} is not a list")
-    return records
+    except ValueError as exc:
+        raise LandingFormatError(f"{file}: {exc}") from exc
 
 
 def batch_rows(batch: LandedBatch, ingested_at: datetime) -> list[tuple]:
@@ -137,10 +118,9 @@ BRONZE_COLUMNS = [part.split()[0] for part in BRONZE_SCHEMA_DDL.split(", ")]
 
 
 def _to_spark(spark, rows: list[tuple]):
-    """Rows → DataFrame through Arrow, so a large batch is shipped in columnar chunks, not one huge task."""
+    """Rows → DataFrame through Arrow (enabled in ``ggm_lakehouse.spark``): columnar chunks, not one huge task."""
     import pandas as pd
 
-    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     frame = pd.DataFrame.from_records(rows, columns=BRONZE_COLUMNS)
     return spark.createDataFrame(frame, schema=BRONZE_SCHEMA_DDL)
 

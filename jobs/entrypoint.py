@@ -17,14 +17,9 @@ from pathlib import Path
 # spark-submit runs this file as a script; make the checkout importable when it is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ggm_lakehouse.config import data_root  # noqa: E402
+from ggm_lakehouse.reports import write_report  # noqa: E402
 
 STAGES = ("bronze", "silver", "gold")
-
-
-def report_path(logical_date: date, stage: str) -> Path:
-    """Where a stage's report for a logical date is kept."""
-    return data_root() / "runs" / logical_date.isoformat() / f"{stage}.json"
 
 
 def run_stage(spark, stage: str, logical_date: date, run_id: str) -> dict:
@@ -44,11 +39,7 @@ def run_stage(spark, stage: str, logical_date: date, run_id: str) -> dict:
     else:
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
     report["run_id"] = run_id
-    path = report_path(logical_date, stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    tmp.replace(path)
+    write_report(logical_date, stage, report)
     return report
 
 

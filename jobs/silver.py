@@ -212,10 +212,11 @@ def _rule_failures(ctx: ConformContext, frame, mapping: Mapping):
 
 
 def conform_frame(ctx: ConformContext, mapping: Mapping, bronze):
-    """Apply fields, lookups, columns and rules; return ``(conformed, rejects)`` DataFrames.
+    """Apply fields, lookups, columns and rules; return ``(conformed, rejects, rejected_keys)``.
 
     ``conformed`` has the surrogate key, the mapped GGM columns (BSNs pseudonymised)
-    and the business key in ``__bk``; ``rejects`` has the quarantine columns.
+    and the business key in ``__bk``; ``rejects`` has the quarantine columns;
+    ``rejected_keys`` the surrogate keys whose record was rejected (their silver version stays open).
     """
     from pyspark.sql import functions as F
 

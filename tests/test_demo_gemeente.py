@@ -168,7 +168,7 @@ def test_households_share_one_dwelling_and_have_realistic_compositions(base):
     assert set(kinds) == {"single", "couple", "couple_with_children", "single_with_children"}
     assert 0.30 < kinds["single"] / len(members) < 0.46
     persons_per_household = POPULATION / len(members)
-    assert 1.9 < persons_per_household < 2.4
+    assert persons_per_household > 1.9 and persons_per_household < 2.4
 
 
 def test_age_and_sex_distribution_look_like_a_dutch_town(base):
