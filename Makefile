@@ -22,8 +22,9 @@ $(STAMP_INSTALL): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $@
 
-# Delta Lake JARs from Maven Central into a project-local cache (resolved once).
-$(STAMP_JARS): $(STAMP_INSTALL)
+# Delta Lake and OpenLineage-Spark JARs from Maven Central into a project-local cache (resolved once;
+# again when ggm_lakehouse/spark.py changes the pinned versions).
+$(STAMP_JARS): $(STAMP_INSTALL) ggm_lakehouse/spark.py
 	$(BIN)/python -m ggm_lakehouse.spark --fetch-jars
 	touch $@
 
@@ -35,8 +36,9 @@ $(AIRFLOW_DB): $(STAMP_INSTALL)
 run: setup
 	$(BIN)/ggm run --date $(DATE) --population $(POPULATION)
 
-## The whole test suite.
+## The whole test suite (installs Debian's chromium and docker-compose for the tests that drive them, when run as root).
 test: setup
+	scripts/ensure_test_tools.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## The Airflow UI with every DAG loaded (prints URL and login).

@@ -13,13 +13,17 @@ from __future__ import annotations
 from connectors.bag import BagConnector
 from connectors.base import Connector, ExtractWindow, HttpConnector
 from connectors.brp import BrpPersonenConnector
+from connectors.cbs import CbsStatlineConnector
 from connectors.files import FileDropConnector, GebiedenConnector
+from connectors.kvk import KvkConnector
 from connectors.landing import BatchResult, BatchWriter, find_complete_batches, read_manifest
 
 CONNECTORS: dict[str, type[Connector]] = {
     BrpPersonenConnector.name: BrpPersonenConnector,
     BagConnector.name: BagConnector,
     GebiedenConnector.name: GebiedenConnector,
+    CbsStatlineConnector.name: CbsStatlineConnector,
+    KvkConnector.name: KvkConnector,
 }
 
 
@@ -37,11 +41,13 @@ __all__ = [
     "BatchResult",
     "BatchWriter",
     "BrpPersonenConnector",
+    "CbsStatlineConnector",
     "Connector",
     "ExtractWindow",
     "FileDropConnector",
     "GebiedenConnector",
     "HttpConnector",
+    "KvkConnector",
     "find_complete_batches",
     "get_connector",
     "read_manifest",

@@ -9,21 +9,32 @@ A connector (in the spirit of a Singer/Meltano tap) is a small class that declar
 and implements :meth:`Connector.extract`, which writes one landing batch per dataset
 for an :class:`ExtractWindow`. Configuration comes from a plain dict (tests, CLI)
 or from an Airflow connection (:meth:`Connector.from_airflow_connection`).
+
+HTTP connectors authenticate with an API key, OAuth2 client credentials or a
+client certificate, chosen by the config key ``auth`` (see :mod:`connectors.auth`).
 """
 from __future__ import annotations
 
 import copy
 import logging
+import time as _time
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import jsonschema
 
+from connectors.auth import (
+    AUTH_CONFIG_PROPERTIES,
+    AUTH_SECRET_KEYS,
+    ClientTls,
+    auth_schema_rules,
+    build_auth,
+)
 from connectors.errors import SourceConfigError
-from connectors.http import ApiKeyHeaderAuth, HttpSource, RetryPolicy
+from connectors.http import HttpSource, RetryPolicy, RetryRecord
 from connectors.landing import BatchResult
 
 log = logging.getLogger(__name__)
@@ -111,10 +122,11 @@ class Connector:
                 resolved[key] = copy.deepcopy(spec["default"])
         validator = jsonschema.Draft202012Validator(cls.config_schema)
         problems = []
+        secret_keys = cls.secret_keys()
         for error in sorted(validator.iter_errors(resolved), key=lambda e: list(e.absolute_path)):
             location = ".".join(str(p) for p in error.absolute_path) or "(config)"
             top = str(error.absolute_path[0]) if error.absolute_path else None
-            if top in cls.secrets:
+            if top in secret_keys:
                 problems.append(f"{location}: invalid value (secret, not shown): {error.validator} violated")
             else:
                 problems.append(f"{location}: {error.message}")
@@ -122,9 +134,19 @@ class Connector:
             raise SourceConfigError(cls.name or cls.__name__, "invalid configuration: " + "; ".join(problems))
         return resolved
 
+    @classmethod
+    def secret_keys(cls) -> frozenset[str]:
+        """Config keys whose values are credentials: the class's ``secrets`` plus every auth secret.
+
+        The auth secrets are always included so a connector that lists only
+        ``api_key`` still masks an OAuth2 client secret or a private key.
+        """
+        return frozenset(cls.secrets) | frozenset(AUTH_SECRET_KEYS)
+
     def public_config(self) -> dict[str, Any]:
         """The configuration with secret values masked (safe for logs)."""
-        return {k: ("***" if k in self.secrets and v else v) for k, v in self.config.items()}
+        secret_keys = self.secret_keys()
+        return {k: ("***" if k in secret_keys and v else v) for k, v in self.config.items()}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.public_config()!r})"
@@ -134,8 +156,18 @@ class Connector:
         """Build the connector from Airflow connection ``conn_id`` (plus keyword overrides).
 
         Mapping: ``host`` (may hold scheme, port and path) with ``port``/``schema``
-        → ``base_url``; ``password`` → ``api_key``; every key of the ``extra`` JSON
-        → the config key of the same name. Overrides win over the connection.
+        → ``base_url``; every key of the ``extra`` JSON → the config key of the
+        same name; ``login``/``password`` depend on the extra's ``auth``:
+
+        * ``oauth2``: ``login`` → ``client_id``, ``password`` → ``client_secret``;
+        * ``mtls`` and ``none``: not used (the certificate is the credential);
+        * ``api_key`` or absent: ``password`` → ``api_key``.
+
+        Overrides win over the connection. Examples (``AIRFLOW_CONN_BRP_API``)::
+
+            http://:proef-key@127.0.0.1:5010/haalcentraal%2Fapi%2Fbrp
+            https://my-client:s3cret@brp.example.nl/haalcentraal%2Fapi%2Fbrp?auth=oauth2&token_url=https%3A%2F%2Fauth.example.nl%2Foauth2%2Ftoken&scope=brp.personen
+            https://brp.example.nl/haalcentraal%2Fapi%2Fbrp?auth=mtls&client_cert=%2Fcerts%2Fclient.pem&client_key=%2Fcerts%2Fclient.key&ca_bundle=%2Fcerts%2Fpkio-private-root.pem
         """
         from airflow.sdk import Connection  # lazy: connectors also run outside Airflow
 
@@ -148,7 +180,13 @@ class Connector:
         base_url = _base_url_from_connection(conn.conn_type, conn.host, conn.port, conn.schema)
         if base_url:
             config["base_url"] = base_url
-        if conn.password:
+        mode = overrides.get("auth", config.get("auth"))
+        if mode == "oauth2":
+            if conn.login:
+                config["client_id"] = conn.login
+            if conn.password:
+                config["client_secret"] = conn.password
+        elif mode not in ("mtls", "none") and conn.password:
             config["api_key"] = conn.password
         config.update(overrides)
         return cls(config)
@@ -191,46 +229,80 @@ HTTP_CONFIG_PROPERTIES: dict[str, Any] = {
     "backoff_base": {"type": "number", "minimum": 0, "default": 0.5},
     "backoff_max": {"type": "number", "minimum": 0, "default": 30},
     "max_retry_after": {"type": "number", "minimum": 0, "default": 120},
+    **AUTH_CONFIG_PROPERTIES,
 }
 
 
 class HttpConnector(Connector):
-    """A connector that talks to one HTTP API with an API key header."""
+    """A connector that talks to one HTTP API with an API key, OAuth2 client credentials or mTLS.
 
-    secrets: ClassVar[tuple[str, ...]] = ("api_key",)
+    ``sleep`` replaces ``time.sleep`` for retry and rate-limit waits (tests pass a
+    recorder); ``retry_log`` collects a :class:`~connectors.http.RetryRecord` for
+    every retry of every :meth:`http` source of this connector.
+    """
+
+    secrets: ClassVar[tuple[str, ...]] = AUTH_SECRET_KEYS
     api_key_header: ClassVar[str] = "X-API-KEY"
     default_requests_per_second: ClassVar[float | None] = None
 
-    def http(self) -> HttpSource:
-        """A configured :class:`HttpSource` for this connector (close it when done)."""
-        cfg = self.config
-        header = cfg.get("api_key_header", self.api_key_header)
-        auth = ApiKeyHeaderAuth(header, cfg["api_key"]) if cfg.get("api_key") else None
-        return HttpSource(
-            self.name,
-            cfg["base_url"],
-            auth=auth,
-            connect_timeout=float(cfg["connect_timeout"]),
-            read_timeout=float(cfg["read_timeout"]),
-            retry=RetryPolicy(
-                max_attempts=int(cfg["max_attempts"]),
-                backoff_base=float(cfg["backoff_base"]),
-                backoff_max=float(cfg["backoff_max"]),
-                max_retry_after=float(cfg["max_retry_after"]),
-            ),
-            requests_per_second=cfg.get("requests_per_second", self.default_requests_per_second),
-        )
+    def __init__(self, config: Mapping[str, Any] | None = None, *, sleep: Callable[[float], None] | None = None) -> None:
+        super().__init__(config)
+        self.sleep: Callable[[float], None] = sleep or _time.sleep
+        self.retry_log: list[RetryRecord] = []
+
+    def http(self, base_url: str | None = None, **config_overrides: Any) -> HttpSource:
+        """A configured :class:`HttpSource` for this connector (close it when done).
+
+        ``base_url`` and ``config_overrides`` serve a second API of the same source
+        (e.g. the BRP Update API next to BRP Personen) with the same auth, TLS,
+        retry policy, ``sleep`` and ``retry_log``; e.g.
+        ``self.http(cfg["update_base_url"], api_key=cfg["update_api_key"])``.
+        """
+        cfg = {**self.config, **config_overrides}
+        if base_url is not None:
+            cfg["base_url"] = base_url
+        tls = ClientTls.from_config(cfg, self.name)
+        try:
+            auth = build_auth(cfg, self.name, api_key_header=self.api_key_header, tls=tls)
+            return HttpSource(
+                self.name,
+                cfg["base_url"],
+                auth=auth,
+                tls=tls,
+                connect_timeout=float(cfg["connect_timeout"]),
+                read_timeout=float(cfg["read_timeout"]),
+                retry=RetryPolicy(
+                    max_attempts=int(cfg["max_attempts"]),
+                    backoff_base=float(cfg["backoff_base"]),
+                    backoff_max=float(cfg["backoff_max"]),
+                    max_retry_after=float(cfg["max_retry_after"]),
+                ),
+                requests_per_second=cfg.get("requests_per_second", self.default_requests_per_second),
+                sleep=self.sleep,
+                retry_log=self.retry_log,
+            )
+        except BaseException:
+            if tls is not None:
+                tls.close()
+            raise
 
 
 def http_config_schema(properties: Mapping[str, Any], required: list[str]) -> dict[str, Any]:
-    """JSON Schema of an HTTP connector: the shared HTTP keys plus ``properties``."""
+    """JSON Schema of an HTTP connector: the shared HTTP and auth keys plus ``properties``.
+
+    Listing ``api_key`` in ``required`` means "this source always needs a
+    credential": ``auth`` then defaults to ``api_key`` (and requires the key) but
+    may be ``oauth2`` or ``mtls`` instead; ``none`` is refused.
+    """
+    credentials_required = "api_key" in required
     merged = {**HTTP_CONFIG_PROPERTIES, **properties}
+    if credentials_required:
+        merged["auth"] = {**merged["auth"], "enum": [m for m in merged["auth"]["enum"] if m != "none"]}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
         "properties": merged,
-        "required": ["base_url", *required],
+        "required": ["base_url", *[key for key in required if key != "api_key"]],
+        "allOf": auth_schema_rules(credentials_required),
         "additionalProperties": False,
     }
-
-

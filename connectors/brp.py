@@ -1,10 +1,9 @@
-"""BRP Personen v2 (Haal Centraal "BRP API Personen") connector.
+"""BRP Personen v2 (Haal Centraal "BRP API Personen") connector, with the BRP Update API.
 
 Why a follow list
 -----------------
-The BRP API has no bulk or change endpoint: the only way in is ``POST /personen``
-with a query type. The realistic daily pattern for a municipality is to re-read the
-persons it *follows*, at most 20 per request::
+The BRP API has no bulk endpoint: the only way in is ``POST /personen`` with a query
+type. A municipality re-reads the persons it *follows*, at most 20 per request::
 
     {"type": "RaadpleegMetBurgerservicenummer",
      "burgerservicenummer": ["999993653", ...],      # 1..20
@@ -14,9 +13,52 @@ Which BSNs are followed comes from the municipality's burgerzaken application: i
 exports the *volglijst* daily into the drop zone as
 ``<dropzone>/brp-volglijst/volglijst_<YYYYMMDD>.csv`` with header
 ``burgerservicenummer``. For a logical date the newest volglijst dated on or before
-that date is used, so a re-run asks the same question. In a later iteration (issue 3)
-the volglijst is replaced by BRP Update API ``volgindicaties`` and
-``GET /wijzigingen?vanaf=...`` (only changed BSNs are re-queried).
+that date is used, so a re-run asks the same question.
+
+Only what changed: the BRP Update API
+-------------------------------------
+With ``update_base_url`` configured the connector follows the procedure of the Haal
+Centraal BRP Update API 1.0.0 (``/volgindicaties``, ``/wijzigingen``):
+
+1. **reconcile volgindicaties with the volglijst**: ``GET /volgindicaties``; every
+   followed BSN without an active volgindicatie gets ``PUT /volgindicaties/{bsn}``
+   with ``{}`` (this also clears a pending einddatum); every active volgindicatie no
+   longer on the volglijst is ended with ``{"einddatum": <window end date>}`` (the
+   first day the person is no longer followed);
+2. **first run** (no complete ``personen`` batch of an earlier logical date, or one
+   made with other ``fields``): query every followed BSN, at most 20 per POST;
+3. **later runs**: ``GET /wijzigingen?vanaf=<logical date of that previous batch>``
+   (``vanaf`` is inclusive, so a change late on the previous day is never missed),
+   landed as dataset ``wijzigingen`` (bronze ``brp_wijzigingen``, record_path ``""``:
+   one record per call). Only the BSNs that changed are re-queried, at most 20 per
+   POST - plus the BSNs whose volgindicatie began after the previous batch's date
+   (newly followed persons, or all of them when the Update API is switched on later):
+   ``/wijzigingen`` only reports changes while a volgindicatie is active, so it cannot
+   vouch for them.
+
+The ``personen`` batch stays a **full-state snapshot** on every day, so silver's
+``load: snapshot`` mappings keep working (persons dropped from the volglijst are
+closed, a day without changes is a normal day): after the POST responses (raw,
+byte for byte) the batch holds one *carried-forward part* with the records of every
+other followed person copied unchanged from the previous complete batch. Its
+manifest entry has an empty ``request`` and a ``carried_forward`` object naming the
+batch it came from; the records are the previous JSON objects, so their bronze
+``_record_hash`` and silver attribute hash are unchanged and silver writes no new
+version for them. The previous batch's part checksums are verified before reuse.
+
+Configuration (one Airflow connection ``ggm_brp``)
+--------------------------------------------------
+``host``/``password`` are the BRP Personen API root and key; the Update API goes in
+the extras: ``update_base_url`` (required to enable it), ``update_api_key`` (secret;
+default: the BRP key) and ``update_api_key_header`` (default ``X-API-KEY``)::
+
+    AIRFLOW_CONN_GGM_BRP='{"conn_type": "http",
+        "host": "https://brp.example.nl/haalcentraal/api/brp", "password": "<BRP key>",
+        "extra": {"update_base_url": "https://brp.example.nl/haalcentraal/api/brpupdate",
+                  "update_api_key": "<Update API key>"}}'
+
+Without ``update_base_url`` every run queries the whole volglijst (the original
+behaviour).
 
 Spec notes (BRP API Personen 2.7.0, ``specificatie/resolved/openapi.yaml``):
 
@@ -35,15 +77,26 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import re
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 from connectors.base import ExtractWindow, HttpConnector, http_config_schema
 from connectors.errors import SourceDataError
 from connectors.files import newest_delivery
-from connectors.landing import BatchResult, BatchWriter
+from connectors.http import ApiKeyHeaderAuth, HttpSource, RetryPolicy
+from connectors.landing import (
+    BatchResult,
+    BatchWriter,
+    find_complete_batches,
+    load_batch,
+    read_manifest,
+    records_at,
+)
 from ggm_lakehouse import config as ggm_config
 
 log = logging.getLogger(__name__)
@@ -52,6 +105,8 @@ MAX_BSNS_PER_REQUEST = 20  # RaadpleegMetBurgerservicenummer.burgerservicenummer
 VOLGLIJST_PATTERN = "volglijst_*.csv"
 VOLGLIJST_COLUMN = "burgerservicenummer"
 _BSN_PATTERN = re.compile(r"^[0-9]{9}$")  # the spec's Burgerservicenummer pattern
+RAADPLEEG_TYPE = "RaadpleegMetBurgerservicenummer"
+UPDATE_ACCEPT = {"Accept": "application/json, application/hal+json"}
 
 DEFAULT_FIELDS = [
     "burgerservicenummer",
@@ -103,14 +158,48 @@ def chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
+@dataclass(frozen=True)
+class PreviousState:
+    """The newest complete ``personen`` batch before the run's logical date, as records by BSN."""
+
+    logical_date: date
+    run_id: str
+    path: Path
+    records: dict[str, dict[str, Any]]
+
+
+@dataclass
+class VolgindicatieReconciliation:
+    """What reconciling the volgindicaties with the volglijst did."""
+
+    registered: list[str] = field(default_factory=list)  # newly placed (or re-placed after an end)
+    reactivated: list[str] = field(default_factory=list)  # active, but a pending einddatum was cleared
+    ended: list[str] = field(default_factory=list)  # no longer on the volglijst
+    begindatum: dict[str, date | None] = field(default_factory=dict)  # per followed BSN, as the registry says
+
+    def begun_after(self, day: date) -> set[str]:
+        """Followed BSNs whose volgindicatie began after ``day`` (or whose begin is unknown).
+
+        ``/wijzigingen`` only reports changes while a volgindicatie is active, so for these
+        persons it cannot cover the time since ``day``: they must be queried in full.
+        """
+        return {bsn for bsn, begin in self.begindatum.items() if begin is None or begin > day}
+
+    def summary(self) -> dict[str, int]:
+        return {"registered": len(self.registered), "reactivated": len(self.reactivated), "ended": len(self.ended)}
+
+
 class BrpPersonenConnector(HttpConnector):
     """Reads the followed persons from BRP API Personen v2, at most 20 BSNs per request.
 
-    ``base_url`` is the API root, e.g. ``http://127.0.0.1:5010/haalcentraal/api/brp``.
+    ``base_url`` is the API root, e.g. ``http://127.0.0.1:5010/haalcentraal/api/brp``;
+    ``update_base_url`` (optional) the BRP Update API root, e.g.
+    ``http://127.0.0.1:5012/haalcentraal/api/brpupdate``. See the module docstring.
     """
 
     name: ClassVar[str] = "brp"
-    datasets: ClassVar[tuple[str, ...]] = ("personen",)
+    datasets: ClassVar[tuple[str, ...]] = ("personen", "wijzigingen")
+    secrets: ClassVar[tuple[str, ...]] = ("api_key", "update_api_key")
     api_key_header: ClassVar[str] = "X-API-KEY"
     config_schema: ClassVar[dict[str, Any]] = http_config_schema(
         {
@@ -126,6 +215,13 @@ class BrpPersonenConnector(HttpConnector):
             },
             "batch_size": {"type": "integer", "minimum": 1, "maximum": MAX_BSNS_PER_REQUEST, "default": 20},
             "requests_per_second": {"type": "number", "exclusiveMinimum": 0},
+            "update_base_url": {
+                "type": "string",
+                "pattern": "^https?://",
+                "description": "Root URL of the BRP Update API; enables volgindicaties + wijzigingen.",
+            },
+            "update_api_key": {"type": "string", "minLength": 1, "description": "Update API key (secret); default api_key."},
+            "update_api_key_header": {"type": "string", "default": "X-API-KEY"},
         },
         required=["api_key"],
     )
@@ -136,25 +232,106 @@ class BrpPersonenConnector(HttpConnector):
         configured = self.config.get("volglijst_dir")
         return Path(configured) if configured else ggm_config.dropzone_root() / "brp-volglijst"
 
+    @property
+    def uses_update_api(self) -> bool:
+        """True when the BRP Update API is configured (only changed persons are re-queried)."""
+        return bool(self.config.get("update_base_url"))
+
     def followed_bsns(self, window: ExtractWindow) -> tuple[Path, list[str], list[str]]:
         """The volglijst used for ``window`` and its (valid, rejected) BSNs."""
         _, path = newest_delivery(self.name, self.volglijst_dir, VOLGLIJST_PATTERN, window.logical_date)
         valid, rejected = read_volglijst(self.name, path)
         return path, valid, rejected
 
+    def update_http(self) -> HttpSource:
+        """A configured :class:`HttpSource` for the BRP Update API (close it when done)."""
+        cfg = self.config
+        if not cfg.get("update_base_url"):
+            raise RuntimeError("update_base_url is not configured")
+        return HttpSource(
+            f"{self.name}-update",
+            cfg["update_base_url"],
+            auth=ApiKeyHeaderAuth(cfg["update_api_key_header"], cfg.get("update_api_key") or cfg["api_key"]),
+            connect_timeout=float(cfg["connect_timeout"]),
+            read_timeout=float(cfg["read_timeout"]),
+            retry=RetryPolicy(
+                max_attempts=int(cfg["max_attempts"]),
+                backoff_base=float(cfg["backoff_base"]),
+                backoff_max=float(cfg["backoff_max"]),
+                max_retry_after=float(cfg["max_retry_after"]),
+            ),
+            requests_per_second=cfg.get("requests_per_second"),
+        )
+
+    # -- extraction
+
     def extract(self, window: ExtractWindow, landing_root: Path) -> list[BatchResult]:
-        """Land dataset ``personen``: one part per POST of at most ``batch_size`` BSNs."""
+        """Land ``personen`` (a full-state snapshot) and, on later Update API runs, ``wijzigingen``."""
         volglijst, bsns, rejected = self.followed_bsns(window)
         fields = list(self.config["fields"])
         log.info("%s: %d followed BSNs from %s", self.name, len(bsns), volglijst)
-        extra = {
+        extra: dict[str, Any] = {
             "volglijst": {
                 "file": volglijst.name,
                 "sha256": hashlib.sha256(volglijst.read_bytes()).hexdigest(),
                 "bsn_count": len(bsns),
                 "rejected_count": len(rejected),
-            }
+            },
+            "fields": fields,
         }
+        if not self.uses_update_api:
+            extra["mode"] = "full"
+            return [self._land_personen(window, landing_root, bsns, extra, previous=None, carried=[])]
+
+        results: list[BatchResult] = []
+        with self.update_http() as update:
+            reconciliation = self.reconcile_volgindicaties(update, bsns, window)
+            previous = self.previous_state(landing_root, window, fields)
+            followed = set(bsns)
+            if previous is None:
+                requery = bsns
+                extra["mode"] = "full"
+                update_info: dict[str, Any] = {"previous_batch": None}
+            else:
+                wijzigingen, changed = self._land_wijzigingen(update, window, landing_root, previous.logical_date)
+                results.append(wijzigingen)
+                # Persons followed only since after the previous batch (new on the volglijst, or a first
+                # registration that an earlier failed attempt already made) and persons the previous
+                # state lacks are not covered by wijzigingen: query them in full.
+                unknown = {b for b in followed if b not in previous.records}
+                late = reconciliation.begun_after(previous.logical_date)
+                requery = sorted((set(changed) & followed) | (late & followed) | unknown)
+                extra["mode"] = "changes"
+                update_info = {
+                    "previous_batch": {"logical_date": previous.logical_date.isoformat(), "run_id": previous.run_id},
+                    "vanaf": previous.logical_date.isoformat(),
+                    "changed_count": len(changed),
+                }
+            update_info["volgindicaties"] = reconciliation.summary()
+            update_info["requeried_count"] = len(requery)
+            extra["update_api"] = update_info
+        carried: list[dict[str, Any]] = []
+        if previous is not None:
+            requeried = set(requery)
+            carried = [previous.records[b] for b in bsns if b not in requeried and b in previous.records]
+        extra["update_api"]["carried_count"] = len(carried)
+        log.info(
+            "%s: %s run, %d BSNs re-queried, %d records carried forward; volgindicaties %s",
+            self.name, extra["mode"], len(requery), len(carried), reconciliation.summary(),
+        )
+        results.insert(0, self._land_personen(window, landing_root, requery, extra, previous, carried))
+        return results
+
+    def _land_personen(
+        self,
+        window: ExtractWindow,
+        landing_root: Path,
+        bsns: list[str],
+        extra: dict[str, Any],
+        previous: PreviousState | None,
+        carried: list[dict[str, Any]],
+    ) -> BatchResult:
+        fields = list(self.config["fields"])
         with self.http() as http, BatchWriter(
             landing_root,
             self.name,
@@ -165,7 +342,132 @@ class BrpPersonenConnector(HttpConnector):
             extra=extra,
         ) as batch:
             for group in chunks(bsns, int(self.config["batch_size"])):
-                body = {"type": "RaadpleegMetBurgerservicenummer", "burgerservicenummer": group, "fields": fields}
+                body = {"type": RAADPLEEG_TYPE, "burgerservicenummer": group, "fields": fields}
                 response = http.post("/personen", json_body=body)
                 batch.add_response(response)
-        return [batch.completed()]
+            if previous is not None and carried:
+                content = json.dumps(
+                    {"type": RAADPLEEG_TYPE, "personen": carried}, ensure_ascii=False, separators=(",", ":")
+                ).encode("utf-8")
+                batch.add_part(
+                    content,
+                    request={},
+                    status=None,
+                    extra={
+                        "carried_forward": {
+                            "logical_date": previous.logical_date.isoformat(),
+                            "run_id": previous.run_id,
+                            "batch": str(previous.path.relative_to(Path(landing_root))),
+                        }
+                    },
+                )
+        return batch.completed()
+
+    def _land_wijzigingen(
+        self, update: HttpSource, window: ExtractWindow, landing_root: Path, vanaf: date
+    ) -> tuple[BatchResult, list[str]]:
+        with BatchWriter(
+            landing_root,
+            self.name,
+            "wijzigingen",
+            window,
+            endpoint="GET /wijzigingen",
+            record_path="",
+            content_type="application/hal+json",
+            extra={"vanaf": vanaf.isoformat()},
+        ) as batch:
+            response = update.get("/wijzigingen", params={"vanaf": vanaf.isoformat()}, headers=UPDATE_ACCEPT)
+            batch.add_response(response)
+            changed = _changed_bsns(response, self.name)
+        return batch.completed(), changed
+
+    # -- Update API steps
+
+    def reconcile_volgindicaties(
+        self, update: HttpSource, bsns: list[str], window: ExtractWindow
+    ) -> VolgindicatieReconciliation:
+        """Make the active volgindicaties equal to the volglijst (see the module docstring)."""
+        response = update.get("/volgindicaties", headers=UPDATE_ACCEPT)
+        try:
+            active = {
+                str(v["burgerservicenummer"]): v for v in response.json().get("volgindicaties", []) or []
+            }
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
+            raise SourceDataError(self.name, f"GET {response.url} did not return a VolgindicatieCollectie: {exc!r}") from exc
+        followed = set(bsns)
+        done = VolgindicatieReconciliation()
+        for bsn in bsns:
+            current = active.get(bsn)
+            if current is None or current.get("einddatum"):
+                # {} places the volgindicatie, or clears an einddatum still in the future.
+                placed = update.request("PUT", f"/volgindicaties/{bsn}", json_body={}, headers=UPDATE_ACCEPT)
+                (done.registered if current is None else done.reactivated).append(bsn)
+                current = _json_object(placed, self.name)
+            done.begindatum[bsn] = _date_or_none(current.get("begindatum"))
+        einddatum = window.end.date().isoformat()
+        for bsn in sorted(set(active) - followed):
+            if active[bsn].get("einddatum") == einddatum:
+                continue  # already ended by an earlier attempt of this window
+            update.request("PUT", f"/volgindicaties/{bsn}", json_body={"einddatum": einddatum}, headers=UPDATE_ACCEPT)
+            done.ended.append(bsn)
+        return done
+
+    def previous_state(self, landing_root: Path, window: ExtractWindow, fields: list[str]) -> PreviousState | None:
+        """The newest complete ``personen`` batch of an earlier logical date, usable as a base.
+
+        None on a first run, and when that batch was made with other ``fields`` (its
+        records could not stand in for today's answers).
+        """
+        earlier = [
+            path
+            for path in find_complete_batches(landing_root, self.name, "personen")
+            if date.fromisoformat(read_manifest(path)["logical_date"]) < window.logical_date
+        ]
+        if not earlier:
+            return None
+        batch = load_batch(earlier[-1])
+        if (batch.manifest.get("extra") or {}).get("fields") != fields:
+            log.warning(
+                "%s: previous batch %s was made with other fields; querying every followed person", self.name, batch.path
+            )
+            return None
+        records: dict[str, dict[str, Any]] = {}
+        for part in batch.manifest["parts"]:
+            file = batch.path / part["file"]
+            raw = file.read_bytes()
+            if hashlib.sha256(raw).hexdigest() != part["sha256"]:
+                raise SourceDataError(self.name, f"{file}: checksum differs from its manifest; the landing zone was altered")
+            for record in records_at(json.loads(raw), batch.manifest["record_path"]):
+                bsn = record.get("burgerservicenummer") if isinstance(record, dict) else None
+                if bsn:
+                    records[bsn] = record
+        return PreviousState(batch.logical_date, batch.run_id, batch.path, records)
+
+
+def _json_object(response: Any, source: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise SourceDataError(source, f"{response.method} {response.url} did not return JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise SourceDataError(source, f"{response.method} {response.url} did not return a JSON object")
+    return body
+
+
+def _date_or_none(value: Any) -> date | None:
+    """A ``format: date`` value; None when absent or unreadable (treated as "begin unknown")."""
+    try:
+        return date.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _changed_bsns(response: Any, source: str) -> list[str]:
+    """``burgerservicenummers`` of a GewijzigdePersonenHalCollectie (absent = none)."""
+    try:
+        values = response.json().get("burgerservicenummers") or []
+    except (ValueError, AttributeError) as exc:
+        raise SourceDataError(source, f"GET {response.url} did not return a GewijzigdePersonenHalCollectie: {exc!r}") from exc
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise SourceDataError(source, f"GET {response.url}: burgerservicenummers is not a list of strings")
+    return sorted(set(values))

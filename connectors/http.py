@@ -3,12 +3,16 @@
 :class:`HttpSource` wraps one :class:`requests.Session` per source and adds what
 every registry call needs:
 
-* pluggable authentication (:class:`SourceAuth`; :class:`ApiKeyHeaderAuth` today,
-  OAuth2 client-credentials or PKIoverheid mTLS later by subclassing);
+* pluggable authentication (:class:`SourceAuth`: :class:`ApiKeyHeaderAuth` here,
+  OAuth2 client credentials in :mod:`connectors.auth`) and TLS client settings
+  (PKIoverheid-style mutual TLS and a private CA bundle, :class:`connectors.auth.ClientTls`);
 * separate connect and read timeouts;
 * retries with exponential backoff and jitter for 429/500/502/503/504 and for
   transport failures, honouring ``Retry-After`` (delta-seconds or HTTP-date) up to
-  a cap; authentication failures and other 4xx are never retried;
+  a cap; authentication failures, TLS failures and other 4xx are never retried
+  (a 401 only makes a token-based auth fetch a fresh token once, see
+  :meth:`SourceAuth.refresh_after_unauthorized`); every retry is recorded in
+  :attr:`HttpSource.retry_log` so callers can see what was waited for;
 * an optional client-side rate limiter, so a crawl stays under a registry's
   per-key limit (BAG: 50 requests/second);
 * paging helpers: a generic page iterator and HAL ``_links.next.href`` following;
@@ -26,11 +30,12 @@ import email.utils
 import json
 import logging
 import random
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -38,12 +43,18 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from connectors.errors import (
+    SourceAuthError,
+    SourceClientError,
     SourceDataError,
     SourceHTTPError,
+    SourceRequestError,
     SourceTimeoutError,
     SourceUnavailableError,
     http_error_class,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from connectors.auth import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +70,26 @@ ALWAYS_SECRET_HEADERS = frozenset(
 # --------------------------------------------------------------------------- auth
 
 
+class SourceTlsError(SourceRequestError):
+    """The TLS handshake failed: server certificate not trusted, client certificate missing or rejected.
+
+    Never retried: a certificate problem does not go away by asking again; it
+    needs the operator to fix the CA bundle or the client certificate.
+    """
+
+
 class SourceAuth(requests.auth.AuthBase):
     """Base of pluggable authentication.
 
     Subclasses implement :meth:`__call__` (per-request, e.g. a header or a bearer
-    token) and/or override :meth:`configure_session` (per-session, e.g. a client
-    certificate for mTLS). ``secret_headers`` names headers to redact.
+    token) and/or override :meth:`configure_session` (per-session). Transport
+    settings such as client certificates are not auth classes but
+    :class:`connectors.auth.ClientTls`, so they combine with any auth.
+    ``secret_headers`` names headers to redact.
+
+    :meth:`__call__` may raise a :class:`~connectors.errors.SourceRequestError`
+    (a token endpoint that is down or refuses the client); :class:`HttpSource`
+    retries the transient ones and never the auth errors.
     """
 
     secret_headers: frozenset[str] = frozenset()
@@ -72,6 +97,17 @@ class SourceAuth(requests.auth.AuthBase):
     def configure_session(self, session: requests.Session) -> None:
         """Install the auth on ``session``; the default attaches ``self`` as ``session.auth``."""
         session.auth = self
+
+    def refresh_after_unauthorized(self, response: requests.Response) -> bool:
+        """Called on a 401; return True when fresh credentials make one more try worthwhile.
+
+        Static credentials (an API key) cannot get better by retrying, so the
+        default is False and the 401 is raised at once.
+        """
+        return False
+
+    def close(self) -> None:
+        """Release what the auth holds (token sessions, temporary files)."""
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:  # pragma: no cover
         return request
@@ -133,6 +169,23 @@ class RetryPolicy:
         """Seconds to wait before retry number ``retry_number`` (1-based) without a Retry-After."""
         ceiling = min(self.backoff_max, self.backoff_base * (2 ** (retry_number - 1)))
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+@dataclass(frozen=True)
+class RetryRecord:
+    """One retry :class:`HttpSource` decided to make: what failed and how long it waited.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds (None when absent);
+    ``wait`` is what was passed to ``sleep`` (equal to ``retry_after`` when present).
+    """
+
+    method: str
+    url: str
+    attempt: int
+    status: int | None
+    error: str
+    retry_after: float | None
+    wait: float
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -270,6 +323,12 @@ class HttpSource:
     :meth:`request` are appended to ``base_url``; absolute URLs are used as they are
     but must stay on the same scheme and host (credentials must never be sent to a
     host the operator did not configure, e.g. via a crafted ``next`` link).
+
+    ``tls`` (a :class:`connectors.auth.ClientTls`) adds a client certificate and/or
+    a CA bundle; they are passed with every request rather than set on the session
+    because requests lets ``REQUESTS_CA_BUNDLE`` override a session's ``verify``.
+    ``retry_log`` (a list) receives one :class:`RetryRecord` per retry; pass a
+    shared list to see the retries of several sources.
     """
 
     def __init__(
@@ -278,6 +337,7 @@ class HttpSource:
         base_url: str,
         *,
         auth: SourceAuth | None = None,
+        tls: "ClientTls | None" = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         retry: RetryPolicy | None = None,
@@ -286,6 +346,7 @@ class HttpSource:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         user_agent: str = "ggm-lakehouse-connector/0.1",
+        retry_log: list[RetryRecord] | None = None,
     ) -> None:
         self.source = source
         self.base_url = base_url.rstrip("/")
@@ -294,6 +355,10 @@ class HttpSource:
             raise ValueError(f"{source}: base_url must be an absolute http(s) URL, got {base_url!r}")
         self._origin = (base.scheme, base.netloc)
         self.auth = auth or NoAuth()
+        self.tls = tls
+        self._verify: bool | str = tls.requests_verify() if tls is not None else True
+        self._cert: str | tuple[str, str] | None = tls.requests_cert() if tls is not None else None
+        self.retry_log: list[RetryRecord] = retry_log if retry_log is not None else []
         self.timeout = (connect_timeout, read_timeout)
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
@@ -312,8 +377,11 @@ class HttpSource:
     # -- lifecycle
 
     def close(self) -> None:
-        """Release pooled connections."""
+        """Release pooled connections, the auth's resources and temporary TLS files."""
         self.session.close()
+        self.auth.close()
+        if self.tls is not None:
+            self.tls.close()
 
     def __enter__(self) -> "HttpSource":
         return self
@@ -367,10 +435,12 @@ class HttpSource:
                 headers["Content-Type"] = "application/json; charset=utf-8"
         policy = self.retry
         attempt = 0
+        refreshed_credentials = False
         while True:
             attempt += 1
             if self.rate_limiter is not None:
                 self.rate_limiter.acquire()
+            retry_after: float | None = None
             try:
                 response = self.session.request(
                     method,
@@ -380,7 +450,23 @@ class HttpSource:
                     headers=headers or None,
                     timeout=self.timeout,
                     allow_redirects=False,
+                    verify=self._verify,
+                    cert=self._cert,
                 )
+            except (SourceAuthError, SourceClientError, SourceTlsError):
+                # Raised by the auth itself (token endpoint refused the client): retrying cannot help.
+                raise
+            except SourceRequestError as exc:
+                # The auth's token endpoint had a transient problem; same policy as the source itself.
+                error = exc
+                retry_after = getattr(exc, "retry_after", None)
+                if retry_after is not None and retry_after > policy.max_retry_after:
+                    raise
+                wait = retry_after
+            except requests.exceptions.SSLError as exc:
+                raise SourceTlsError(
+                    self.source, method, url, f"in the TLS handshake ({tls_failure_reason(exc)})", attempt
+                ) from exc
             except requests.Timeout as exc:
                 error: Exception = SourceTimeoutError(
                     self.source, method, url, f"with a timeout ({exc.__class__.__name__})", attempt
@@ -408,6 +494,17 @@ class HttpSource:
                         final_url=response.url,
                         attempts=attempt,
                     )
+                if (
+                    response.status_code == 401
+                    and not refreshed_credentials
+                    and self.auth.refresh_after_unauthorized(response)
+                ):
+                    # An expired or revoked token: fetch a new one and try once more, at once.
+                    # A second 401 with fresh credentials is a real authorisation failure.
+                    refreshed_credentials = True
+                    log.info("%s: %s %s answered 401; retrying once with fresh credentials", self.source, method, url)
+                    response.close()
+                    continue
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 problem, detail = _problem_and_detail(response)
                 error_class = http_error_class(response.status_code)
@@ -435,6 +532,17 @@ class HttpSource:
             if wait is None:
                 wait = policy.backoff(attempt, self._rng)
             log.warning("%s; retrying in %.2f s (attempt %d of %d)", error, wait, attempt + 1, policy.max_attempts)
+            self.retry_log.append(
+                RetryRecord(
+                    method=method,
+                    url=url,
+                    attempt=attempt,
+                    status=getattr(error, "status", None),
+                    error=type(error).__name__,
+                    retry_after=retry_after,
+                    wait=wait,
+                )
+            )
             self.sleep(wait)
 
     def get(self, path_or_url: str, **kwargs: Any) -> RawResponse:
@@ -506,6 +614,34 @@ def hal_next_href(page: RawResponse, source: str = "http") -> str | None:
     return href or None
 
 
+def tls_failure_reason(exc: BaseException) -> str:
+    """The OpenSSL reason of a TLS failure, e.g. 'CERTIFICATE_VERIFY_FAILED' or 'TLSV13_ALERT_CERTIFICATE_REQUIRED'."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            reason = getattr(current, "reason", None)
+            verify = getattr(current, "verify_message", None)
+            if reason and verify:
+                return f"{reason}: {verify}"
+            if isinstance(current, ssl.SSLEOFError) or (reason and "EOF" in str(reason)):
+                return (
+                    f"{reason or 'EOF'}: the server closed the connection during the handshake, typically because "
+                    "it requires a client certificate or does not trust the one sent"
+                )
+            return str(reason or current)
+        stack.extend(a for a in current.args if isinstance(a, BaseException))
+        for linked in (current.__cause__, current.__context__, getattr(current, "reason", None)):
+            if isinstance(linked, BaseException):
+                stack.append(linked)
+    text = str(exc)
+    return text[:200] + ("…" if len(text) > 200 else "")
+
+
 def _short(exc: BaseException) -> str:
     """The innermost useful reason of a requests/urllib3 exception, e.g. 'Connection refused'."""
     text = str(exc)
@@ -523,9 +659,12 @@ __all__ = [
     "RateLimiter",
     "RawResponse",
     "RetryPolicy",
+    "RetryRecord",
     "SourceAuth",
     "SourceHTTPError",
+    "SourceTlsError",
     "hal_next_href",
     "parse_retry_after",
     "redact_headers",
+    "tls_failure_reason",
 ]

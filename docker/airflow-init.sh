@@ -6,7 +6,8 @@
 #   2. the folders of the shared ggm-data volume exist and belong to the runtime user
 #      (uid 50000, gid 0 in both images), also on a volume created by an older image;
 #   3. the official image's entrypoint migrates the metadata database and creates the
-#      admin user (_AIRFLOW_DB_MIGRATE, _AIRFLOW_WWW_USER_CREATE set by the compose file).
+#      admin user (_AIRFLOW_DB_MIGRATE, _AIRFLOW_WWW_USER_CREATE set by the compose file),
+#      then the pools that bound each registry's concurrency are created or resized.
 #
 # Every step is idempotent, so `docker compose up` may run this on every start.
 set -euo pipefail
@@ -30,4 +31,6 @@ done
 chmod 2770 "${GGM_DATA_ROOT}/sharing"
 
 echo "Airflow version and database migration:"
-exec /entrypoint airflow version
+/entrypoint airflow version
+echo "Pools:"
+exec /entrypoint python -c "from ggm_lakehouse.orchestration import ensure_pools; print(ensure_pools())"

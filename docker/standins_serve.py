@@ -1,4 +1,4 @@
-"""The demo municipality for the compose stack: BRP and BAG stand-ins plus its daily deliveries.
+"""The demo municipality for the compose stack: BRP, BAG, KvK and CBS stand-ins plus its daily deliveries.
 
     python /opt/ggm/docker/standins_serve.py --host 0.0.0.0 --port-base 8801
 
@@ -8,7 +8,8 @@ a terminal. In the compose stack Airflow's connections (``AIRFLOW_CONN_GGM_BRP``
 point takes them from the environment (filled from ``.env``):
 
 * ``GGM_STANDIN_BRP_API_KEY``: the ``X-API-KEY`` the BRP stand-in accepts;
-* ``GGM_STANDIN_BAG_API_KEY``: the ``X-Api-Key`` the BAG stand-in accepts.
+* ``GGM_STANDIN_BAG_API_KEY``: the ``X-Api-Key`` the BAG stand-in accepts;
+* ``GGM_STANDIN_KVK_API_KEY``: the ``apikey`` the KvK stand-in accepts (CBS open data needs none).
 
 It also plays the municipality's own systems: for the day it serves it delivers the
 BRP *volglijst* and the wijk- en buurtindeling into the shared drop zone, and it moves
@@ -39,7 +40,7 @@ from typing import Any
 # How often the clock is checked for a new day; a delivery a minute late is harmless
 # because the DAG's extract tasks retry.
 CLOCK_CHECK_SECONDS = 60.0
-API_KEY_ENV = {"brp": "GGM_STANDIN_BRP_API_KEY", "bag": "GGM_STANDIN_BAG_API_KEY"}
+API_KEY_ENV = {"brp": "GGM_STANDIN_BRP_API_KEY", "bag": "GGM_STANDIN_BAG_API_KEY", "kvk": "GGM_STANDIN_KVK_API_KEY"}
 MIN_API_KEY_LENGTH = 16
 
 log = logging.getLogger("ggm.standins")
@@ -83,11 +84,18 @@ def serve(host: str, port_base: int) -> None:
     from ggm_lakehouse.cli import DEFAULT_POPULATION, DEFAULT_SEED
     from standins.server import StandinServers
 
+    from ggm_lakehouse.config import data_root
+
     keys = api_keys_from_environment()
+    # The BRP Update API is the same afnemer's second BRP service: it accepts the BRP key.
+    keys["brp_update"] = keys["brp"]
     world = DemoWorld(DEFAULT_POPULATION, DEFAULT_SEED)
     day = served_day()
     deliver(world, day)
-    servers = StandinServers(world, host=host, port_base=port_base, api_keys=keys, as_of=day)
+    volgindicaties = data_root() / "standins" / "brp_update_volgindicaties.json"
+    volgindicaties.parent.mkdir(parents=True, exist_ok=True)
+    servers = StandinServers(world, host=host, port_base=port_base, api_keys=keys, as_of=day,
+                             volgindicaties_file=volgindicaties)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal API
@@ -98,7 +106,7 @@ def serve(host: str, port_base: int) -> None:
     servers.start()
     try:
         # URLs only: the keys are secrets from .env and stay out of the logs.
-        for registry in (servers.brp, servers.bag):
+        for registry in (servers.brp, servers.bag, servers.kvk):
             log.info("%s stand-in serving %s on %s", registry.name, day, registry.url)
         while not stop.wait(CLOCK_CHECK_SECONDS):
             next_day = served_day()
@@ -114,7 +122,8 @@ def serve(host: str, port_base: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="BRP and BAG stand-ins of the demo municipality (compose stack).")
     parser.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 inside a container)")
-    parser.add_argument("--port-base", type=int, default=8801, help="BRP on N, BAG on N+1 (default 8801)")
+    parser.add_argument("--port-base", type=int, default=8801,
+                        help="BRP on N, BAG on N+1, KvK on N+2, CBS on N+3, BRP Update API on N+4 (default 8801)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -35,6 +35,17 @@ def airflow_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
             "AIRFLOW_CONN_GGM_SPARK": env.get("AIRFLOW_CONN_GGM_SPARK", '{"conn_type": "spark", "host": "local[2]"}'),
         }
     )
+    # DAG files import the orchestration module (mappings, shares); on a busy 2-core machine that
+    # can take longer than Airflow's 30-second default, which would mark the DAGs as broken.
+    env.setdefault("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "120")
+    # Lineage is on for the embedded default: Airflow's OpenLineage provider and the Spark listener
+    # write events to <data root>/lineage, which `ggm lineage TABLE` reads (GGM_OPENLINEAGE_TRANSPORT
+    # =http with GGM_OPENLINEAGE_URL sends them to Marquez or another backend instead).
+    from ggm_lakehouse.lineage import airflow_openlineage_env
+
+    env.setdefault("GGM_OPENLINEAGE_TRANSPORT", "file")
+    env.update(airflow_openlineage_env({**env, **(extra or {})}))
+    env.setdefault("AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT", "180")
     env.update(extra or {})
     return env
 
@@ -72,6 +83,12 @@ def standalone() -> None:
         }
     )
     env.pop("AIRFLOW__CORE__EXECUTOR", None)
+    # The DAGs' tasks run in pools that must exist before the scheduler will queue them.
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-c", "from ggm_lakehouse.orchestration import ensure_pools; ensure_pools()"],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
     if not passwords.exists():
         passwords.write_text(json.dumps({"admin": secrets.token_urlsafe(12)}), encoding="utf-8")
         passwords.chmod(0o600)

@@ -1,41 +1,79 @@
-"""Run the daily DAG for one logical date in-process (``dag.test``), as ``make run`` and ``ggm run`` do.
+"""Run one day of the platform through Airflow in-process (``dag.test``), as ``make run`` and ``ggm run`` do.
 
-Started as a subprocess with the embedded Airflow environment; exits 0 only when
-the DAG run succeeded.
+The scheduler chains the DAGs through Assets; without a scheduler this runner walks the
+same chain for one logical date: every ingest DAG, then the silver DAGs whose sources all
+succeeded, then the gold DAGs whose silver tables are all fresh, then the share DAG. A
+failed source therefore skips only what depends on it, as in production. Started as a
+subprocess with the embedded Airflow environment; exits 0 only when every DAG succeeded.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date, datetime, timezone
 
-DAG_ID = "ggm_daily"
+
+def _run(dag, logical: datetime) -> bool:
+    run = dag.test(logical_date=logical)
+    state = str(getattr(run, "state", "unknown"))
+    print(f"DAG run {dag.dag_id} {logical.date()}: {state}", flush=True)
+    return state.endswith("success")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--date", required=True, type=date.fromisoformat)
-    parser.add_argument("--dag-id", default=DAG_ID)
+    parser.add_argument("--dag-id", help="run only this DAG")
     args = parser.parse_args(argv)
+    # dag.test cannot evaluate deadline alerts (see orchestration.daily_deadline); the scheduler does.
+    os.environ["GGM_DEADLINE_HOURS"] = "off"
 
     from airflow.dag_processing.dagbag import DagBag
 
     from ggm_lakehouse.config import project_root
+    from ggm_lakehouse.orchestration import SOURCES, ensure_pools, gold_marts, silver_groups
 
     bag = DagBag(dag_folder=str(project_root() / "dags"))
     if bag.import_errors:
         for path, error in bag.import_errors.items():
             print(f"DAG import error in {path}:\n{error}", file=sys.stderr)
         return 2
-    dag = bag.get_dag(args.dag_id)
-    if dag is None:
-        print(f"DAG {args.dag_id!r} not found", file=sys.stderr)
-        return 2
+    ensure_pools()
     logical = datetime(args.date.year, args.date.month, args.date.day, tzinfo=timezone.utc)
-    run = dag.test(logical_date=logical)
-    state = str(getattr(run, "state", "unknown"))
-    print(f"DAG run {args.dag_id} {args.date}: {state}")
-    return 0 if state.endswith("success") else 1
+    if args.dag_id:
+        dag = bag.get_dag(args.dag_id)
+        if dag is None:
+            print(f"DAG {args.dag_id!r} not found", file=sys.stderr)
+            return 2
+        return 0 if _run(dag, logical) else 1
+
+    ok_sources = {s for s, spec in SOURCES.items() if _run(bag.get_dag(spec.dag_id), logical)}
+    fresh_tables: set[str] = set()
+    all_ok = len(ok_sources) == len(SOURCES)
+    for group in silver_groups():
+        missing = sorted((set(group.needs) - ok_sources) | (set(group.references) - fresh_tables))
+        if missing:
+            print(f"skipped {group.dag_id}: waits for {missing}", flush=True)
+            all_ok = False
+            continue
+        if _run(bag.get_dag(group.dag_id), logical):
+            fresh_tables.update(group.tables)
+        else:
+            all_ok = False
+    built = 0
+    for mart, inputs in gold_marts().items():
+        if not set(inputs) <= fresh_tables:
+            print(f"skipped ggm_gold_{mart}: waits for {sorted(set(inputs) - fresh_tables)}", flush=True)
+            all_ok = False
+            continue
+        if _run(bag.get_dag(f"ggm_gold_{mart}"), logical):
+            built += 1
+        else:
+            all_ok = False
+    if built:
+        all_ok = _run(bag.get_dag("ggm_share"), logical) and all_ok
+    return 0 if all_ok else 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@
     ggm sharing audit [--since D]
     ggm catalog build [--out DIR]      data catalog: catalog.json + one HTML page per table
     ggm demo dropzone --date D         write the demo municipality's drop-zone files
+    ggm lineage TABLE [--json]         upstream (source endpoint …) and downstream (… partner) of a table
+    ggm processing-log [--date D]      verwerkingslog summary per processing activity
+    ggm access plan|apply [--local]    access roles per layer: Unity Catalog grants or folder modes
+    ggm sharing unity-catalog plan|apply   shares.yaml as Unity Catalog shares, recipients and grants
 """
 from __future__ import annotations
 
@@ -128,7 +132,14 @@ def cmd_airflow_init(args: argparse.Namespace) -> int:  # noqa: ARG001 - uniform
     from ggm_lakehouse.airflow_env import airflow_environment, airflow_home
 
     airflow_home().mkdir(parents=True, exist_ok=True)
-    return subprocess.call([sys.executable, "-m", "airflow", "db", "migrate"], env=airflow_environment())
+    env = airflow_environment()
+    status = subprocess.call([sys.executable, "-m", "airflow", "db", "migrate"], env=env)
+    if status:
+        return status
+    # Pools bound concurrency against each registry's rate limit; the scheduler needs them to exist.
+    return subprocess.call(
+        [sys.executable, "-c", "from ggm_lakehouse.orchestration import ensure_pools; print(ensure_pools())"], env=env
+    )
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
@@ -138,6 +149,81 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     if args.ggm_descriptions:
         argv += ["--ggm-descriptions", args.ggm_descriptions]
     return catalog.main(argv)
+
+
+def cmd_access(args: argparse.Namespace) -> int:
+    from ggm_lakehouse import access
+    from ggm_lakehouse.secrets import MissingSecretError
+    from sharing_server.shares_config import SharesConfigError
+
+    try:
+        config = access.load_access_config(args.config)
+        if args.local:
+            plan = access.apply_local(config, args.lake_root, dry_run=args.action == "plan")
+        else:
+            plan = access.apply_grants(access.workspace_client(args.conn_id), config, args.catalog,
+                                       dry_run=args.action == "plan")
+    except (access.AccessConfigError, SharesConfigError, MissingSecretError) as exc:
+        print(f"ggm access {args.action}: {exc}", file=sys.stderr)
+        return 2
+    except access.AccessApplyError as exc:
+        print(f"ggm access {args.action}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(plan.as_dict(), indent=2))
+    return 0
+
+
+def cmd_sharing_unity_catalog(args: argparse.Namespace) -> int:
+    from ggm_lakehouse.access import workspace_client
+    from ggm_lakehouse.secrets import MissingSecretError
+    from sharing_server.shares_config import SharesConfigError
+    from sharing_server.unity_catalog import UnityCatalogSharingError, apply_unity_catalog
+
+    try:
+        plan = apply_unity_catalog(workspace_client(args.conn_id), args.config, args.catalog,
+                                   dry_run=args.uc_action == "plan")
+    except (SharesConfigError, MissingSecretError) as exc:
+        print(f"ggm sharing unity-catalog {args.uc_action}: {exc}", file=sys.stderr)
+        return 2
+    except UnityCatalogSharingError as exc:
+        print(f"ggm sharing unity-catalog {args.uc_action}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(plan.as_dict(), indent=2))
+    return 1 if plan.conflicts else 0
+
+
+def _add_access_commands(sub, sharing) -> None:
+    """``ggm access plan|apply`` and ``ggm sharing unity-catalog plan|apply``."""
+    access = sub.add_parser("access", help="access roles per lake layer").add_subparsers(dest="action", required=True)
+    for action, help_text in (("plan", "show the changes without making them"), ("apply", "make the changes")):
+        a = access.add_parser(action, help=help_text)
+        a.add_argument("--local", action="store_true", help="POSIX group/mode on the layer folders (embedded default)")
+        a.add_argument("--config", default=None, help="access.yaml (default: GGM_ACCESS_CONFIG or config/access.yaml)")
+        a.add_argument("--catalog", default=None, help="Unity Catalog catalog (default: access.yaml, GGM_TABLE_NAMESPACE)")
+        a.add_argument("--conn-id", default="ggm_databricks", help="Airflow connection of the workspace")
+        a.add_argument("--lake-root", default=None, help="with --local: lake root (default: GGM_LAKE_ROOT)")
+        a.set_defaults(handler=cmd_access)
+    uc = sharing.add_parser("unity-catalog", help="apply shares.yaml to Unity Catalog (Databricks)")
+    uc_actions = uc.add_subparsers(dest="uc_action", required=True)
+    for action, help_text in (("plan", "show the changes without making them"), ("apply", "make the changes")):
+        u = uc_actions.add_parser(action, help=help_text)
+        u.add_argument("--config", default=None, help="shares.yaml (default: GGM_SHARES_CONFIG or config/shares.yaml)")
+        u.add_argument("--catalog", default=None, help="catalog of the lake tables (default: GGM_TABLE_NAMESPACE)")
+        u.add_argument("--conn-id", default="ggm_databricks", help="Airflow connection of the workspace")
+        u.set_defaults(handler=cmd_sharing_unity_catalog)
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from ggm_lakehouse import lineage
+
+    return lineage.main([args.table] + (["--json"] if args.json else []))
+
+
+def cmd_processing_log(args: argparse.Namespace) -> int:
+    from ggm_lakehouse.processing_log import summarise
+
+    print(json.dumps(summarise(args.date), indent=2, sort_keys=True, default=str))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
     c_build.add_argument("--out", default=None, help="output folder (default: <data root>/catalog)")
     c_build.add_argument("--ggm-descriptions", default=None, help="GGM JSON-schema folder or ggm_tables.json for descriptions")
     c_build.set_defaults(handler=cmd_catalog)
+
+    _add_access_commands(sub, sharing)
+    lineage = sub.add_parser("lineage", help="upstream and downstream of a table, from source endpoint to partner")
+    lineage.add_argument("table", help="any layer's name: NATUURLIJKPERSOON, silver.natuurlijkpersoon, inwoners_per_buurt, …")
+    lineage.add_argument("--json", action="store_true", help="machine-readable output")
+    lineage.set_defaults(handler=cmd_lineage)
+
+    plog = sub.add_parser("processing-log", help="summary of the verwerkingslog (Logboek Dataverwerkingen)")
+    plog.add_argument("--date", type=date.fromisoformat, default=None, help="one logical date (default: all)")
+    plog.set_defaults(handler=cmd_processing_log)
 
     airflow = sub.add_parser("airflow-init", help="create the embedded Airflow home and metadata DB")
     airflow.set_defaults(handler=cmd_airflow_init)

@@ -4,9 +4,10 @@
 
 1. the demo municipality's state at the end of D is generated (seeded);
 2. its departmental exports (BRP volglijst, wijk- en buurtindeling) land in the drop zones;
-3. BRP and BAG stand-ins serve that state on loopback, and the Airflow connections
-   ``ggm_brp``/``ggm_bag`` point at them (through ``AIRFLOW_CONN_*`` variables);
-4. the ``ggm_daily`` DAG runs for D through Airflow (``dag.test``) with Spark in local mode;
+3. BRP, BAG and CBS stand-ins serve that state on loopback, and the Airflow connections
+   ``ggm_brp``/``ggm_bag``/``ggm_cbs`` point at them (through ``AIRFLOW_CONN_*`` variables);
+4. the DAGs run for D through Airflow (``dag.test``, see ``ggm_lakehouse.airflow_runner``): every
+   ingest DAG, then the silver, gold and share DAGs their Assets chain, with Spark in local mode;
 5. the run summary is assembled from the stage reports.
 """
 from __future__ import annotations
@@ -26,11 +27,29 @@ def _ensure_airflow_db(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
+def _standin_api_keys(path) -> dict[str, str]:
+    """Stable demo API keys per stand-in (the Update API's volgindicaties belong to the key that set them)."""
+    import secrets as token_source
+
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    keys = {name: token_source.token_urlsafe(24) for name in ("brp", "bag", "kvk", "brp_update")}
+    path.write_text(json.dumps(keys), encoding="utf-8")
+    path.chmod(0o600)
+    return keys
+
+
 def connection_env(servers, muni) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` variables that point the connectors at running stand-ins."""
     return {
         "AIRFLOW_CONN_GGM_BRP": json.dumps(
-            {"conn_type": "http", "host": servers.brp.url, "password": servers.brp.api_key}
+            {
+                "conn_type": "http",
+                "host": servers.brp.url,
+                "password": servers.brp.api_key,
+                # Daily changes through the BRP Update API (volgindicaties + wijzigingen).
+                "extra": {"update_base_url": servers.brp_update.url, "update_api_key": servers.brp_update.api_key},
+            }
         ),
         "AIRFLOW_CONN_GGM_BAG": json.dumps(
             {
@@ -38,6 +57,23 @@ def connection_env(servers, muni) -> dict[str, str]:
                 "host": servers.bag.url,
                 "password": servers.bag.api_key,
                 "extra": {"woonplaats_ids": sorted(muni.woonplaatsen)},
+            }
+        ),
+        "AIRFLOW_CONN_GGM_KVK": json.dumps(
+            {
+                "conn_type": "http",
+                "host": servers.kvk.url,
+                "password": servers.kvk.api_key,
+                "extra": {"plaatsen": sorted(w.naam for w in muni.woonplaatsen.values())},
+            }
+        ),
+        # The newest Kerncijfers table CBS had published about the demo municipality by that day.
+        "AIRFLOW_CONN_GGM_CBS": json.dumps(
+            {
+                "conn_type": "http",
+                "host": servers.cbs.url,
+                "extra": {"table_id": servers.cbs.kerncijfers.table_ids(servers.cbs.as_of)[-1],
+                          "gemeentecode": muni.gemeentecode, "api_flavour": "v3-feed"},
             }
         ),
     }
@@ -54,7 +90,13 @@ def run_demo_day(logical_date: date, population: int = 3000, seed: int = 42, ext
     world = DemoWorld(population, seed)
     muni = world.at(logical_date)
     write_dropzone(muni, dropzone_root())
-    with StandinServers(world, as_of=logical_date) as servers:
+    from ggm_lakehouse.config import data_root
+
+    # The stand-in registries keep the municipality's volgindicaties across daily runs.
+    volgindicaties = data_root() / "standins" / "brp_update_volgindicaties.json"
+    volgindicaties.parent.mkdir(parents=True, exist_ok=True)
+    keys = _standin_api_keys(data_root() / "standins" / "api_keys.json")
+    with StandinServers(world, as_of=logical_date, api_keys=keys, volgindicaties_file=volgindicaties) as servers:
         env = airflow_environment(
             {**connection_env(servers, muni), "GGM_PSEUDONYM_KEY": demo_pseudonym_key(), **(extra_env or {})}
         )

@@ -67,3 +67,59 @@ class LakeTable:
             writer.saveAsTable(self.name)
         else:
             writer.save(str(table_path(self.layer, self.table)))
+
+
+# Delta's optimistic-concurrency failures (io.delta.exceptions.* / their error classes).
+_CONFLICT_CLASSES = (
+    "ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+    "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
+    "ProtocolChangedException",
+)
+_CONFLICT_ERROR_CLASSES = ("DELTA_CONCURRENT_", "DELTA_PROTOCOL_CHANGED", "DELTA_METADATA_CHANGED")
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """True when ``exc`` is a lost Delta commit race, whether PySpark converted it or not.
+
+    Under spark-submit PySpark often surfaces these as a plain ``Py4JJavaError``; the Java
+    class (or its error class in the message) tells what happened.
+    """
+    from delta.exceptions import DeltaConcurrentModificationException
+
+    if isinstance(exc, DeltaConcurrentModificationException):
+        return True
+    java = getattr(exc, "java_exception", None)
+    while java is not None:
+        name = java.getClass().getName()
+        if name.rsplit(".", 1)[-1] in _CONFLICT_CLASSES:
+            return True
+        java = java.getCause()
+    text = str(exc)
+    return any(code in text for code in _CONFLICT_ERROR_CLASSES)
+
+
+def retry_on_write_conflict(action, what: str, attempts: int = 5, first_wait: float = 1.0):
+    """Run ``action()`` again when a concurrent writer won the Delta commit race.
+
+    Runs of the same stage may overlap (a backfill next to the scheduled run, two sources
+    writing the shared quarantine table). Delta's optimistic concurrency then rejects one
+    commit; since every write here first checks what is already there, repeating the whole
+    action is safe. Any other error, or a conflict that persists, is raised.
+    """
+    import logging
+    import random
+    import time
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - filtered to Delta commit conflicts right below
+            if not is_write_conflict(exc) or attempt == attempts:
+                raise
+            wait = first_wait * 2 ** (attempt - 1) * (1 + random.random())
+            logging.getLogger(__name__).warning(
+                "%s: concurrent Delta commit (%s); retrying in %.1f s (attempt %d of %d)",
+                what, type(exc).__name__, wait, attempt + 1, attempts,
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable")

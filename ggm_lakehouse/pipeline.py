@@ -11,12 +11,14 @@ from datetime import date
 from typing import Any, Mapping
 
 from ggm_lakehouse.config import landing_root
+from ggm_lakehouse.orchestration import SOURCES as SOURCE_SPECS
+from ggm_lakehouse.processing_log import processing_operation, record_landed_batches, record_published_share
 from ggm_lakehouse.reports import read_reports, write_report
 
 log = logging.getLogger(__name__)
 
 # Sources of the daily pipeline and the Airflow connection each one reads its endpoint and secret from.
-SOURCES = {"brp": "ggm_brp", "bag": "ggm_bag", "gebieden": "ggm_gebieden"}
+SOURCES = {name: spec.conn_id for name, spec in SOURCE_SPECS.items()}
 GOLD_SHARE_TABLES = ("inwoners_per_buurt",)
 
 
@@ -54,7 +56,10 @@ def extract(source: str, context: Mapping[str, Any]) -> dict:
     window = ExtractWindow.from_airflow_context(context)
     connector = build_connector(source)
     log.info("extracting %s for %s (%s → %s), run %s", source, window.logical_date, window.start, window.end, window.run_id)
-    results = connector.extract(window, landing_root())
+    # Logboek dataverwerkingen: what this extract read (the source) and landed, under which activity.
+    with processing_operation(f"extract_{source}", logical_date=window.logical_date, run_id=window.run_id) as op:
+        results = connector.extract(window, landing_root())
+        record_landed_batches(op, results)
     summary = {
         "source": source,
         "logical_date": window.logical_date.isoformat(),
@@ -65,7 +70,7 @@ def extract(source: str, context: Mapping[str, Any]) -> dict:
     return summary
 
 
-def publish_share(logical_date: date) -> dict:
+def publish_share(logical_date: date, run_id: str | None = None) -> dict:
     """Check that the shared gold tables exist and have the day's data; report how partners read them."""
     from deltalake import DeltaTable
 
@@ -87,6 +92,8 @@ def publish_share(logical_date: date) -> dict:
         "python -c \"import delta_sharing; print(delta_sharing.load_as_pandas("
         "'demo-partner.share#gemeente_gold.demografie.inwoners_per_buurt'))\"",
     }
+    with processing_operation("publish_share", logical_date=logical_date, run_id=run_id) as op:
+        record_published_share(op, report)
     write_report(logical_date, "share", report)
     return report
 
@@ -94,12 +101,21 @@ def publish_share(logical_date: date) -> dict:
 def run_summary(logical_date: date) -> dict:
     """Everything the run of ``logical_date`` reported, combined into one summary."""
     reports = read_reports(logical_date)
-    silver = reports.get("silver", {}).get("tables", {})
+
+    def stage_tables(stage: str) -> dict:
+        # Stages report per source or mart ("silver_brp", "gold_inwoners_per_buurt") or as a whole ("silver").
+        tables: dict = {}
+        for name, report in sorted(reports.items()):
+            if name == stage or name.startswith(stage + "_"):
+                tables.update(report.get("tables", {}))
+        return tables
+
+    silver = stage_tables("silver")
     quarantined = {t: r.get("quarantined", {}) for t, r in silver.items() if r.get("quarantined")}
     return {
         "logical_date": logical_date.isoformat(),
         "extracted": {k[len("extract_"):]: v.get("batches", {}) for k, v in reports.items() if k.startswith("extract_")},
-        "bronze": reports.get("bronze", {}).get("tables", {}),
+        "bronze": stage_tables("bronze"),
         "silver": {
             t: {
                 "current_rows": r["current_rows"],
@@ -109,8 +125,10 @@ def run_summary(logical_date: date) -> dict:
                 "quarantined": sum(r.get("quarantined", {}).values()),
             }
             for t, r in silver.items()
+            if "skipped" not in r
         },
+        "silver_unchanged": {t: r["skipped"] for t, r in silver.items() if "skipped" in r},
         "quarantined_rows_per_rule": quarantined,
-        "gold": reports.get("gold", {}).get("tables", {}),
+        "gold": stage_tables("gold"),
         "share": reports.get("share", {}),
     }

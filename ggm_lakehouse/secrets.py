@@ -55,3 +55,25 @@ def get_secret(name: str) -> str:
     raise MissingSecretError(
         f"secret {name!r} not found: set environment variable {name.upper()} or Airflow connection {name!r}"
     )
+
+
+def get_connection(conn_id: str):
+    """The Airflow connection ``conn_id`` (``conn_type``, ``host``, ``login``, ``password``, ``extra_dejson``), or None.
+
+    ``AIRFLOW_CONN_<ID>`` in JSON or URI form is read directly so that this also works in
+    processes without a task supervisor (callbacks, spark drivers, the CLI).
+    """
+    env_value = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if env_value:
+        from airflow.models.connection import Connection as StoredConnection
+
+        env_value = env_value.strip()
+        if env_value.startswith("{"):
+            return StoredConnection.from_json(env_value, conn_id=conn_id)
+        return StoredConnection(conn_id=conn_id, uri=env_value)
+    try:
+        from airflow.sdk import Connection
+
+        return Connection.get(conn_id)
+    except Exception:  # noqa: BLE001 - "not configured" surfaces in several exception types
+        return None

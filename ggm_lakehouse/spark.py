@@ -7,6 +7,12 @@ and a laptop without network still starts Spark.
 
 On a Spark cluster or Databricks the session already exists and already has Delta;
 :func:`get_spark` then only returns it.
+
+OpenLineage: the ``openlineage-spark`` listener JAR is fetched into the same cache. When
+lineage is configured (``GGM_OPENLINEAGE_TRANSPORT``, see :mod:`ggm_lakehouse.lineage`) a
+session started here attaches the listener, which reports every Delta read and write as an
+OpenLineage run event. Under spark-submit the submitter passes the same settings
+(:func:`ggm_lakehouse.lineage.spark_openlineage_conf` and :func:`session_jars`).
 """
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ from ggm_lakehouse.config import project_root
 
 DELTA_VERSION = "4.4.0"
 SCALA_VERSION = "2.13"
+# The newest openlineage-spark on Maven Central; its Scala 2.13 build supports Spark 4.x.
+OPENLINEAGE_SPARK_VERSION = "1.53.0"
 
 
 def delta_maven_coordinates() -> list[str]:
@@ -27,6 +35,11 @@ def delta_maven_coordinates() -> list[str]:
 
     spark_minor = ".".join(pyspark.__version__.split(".")[:2])
     return [f"io.delta:delta-spark_{spark_minor}_{SCALA_VERSION}:{DELTA_VERSION}"]
+
+
+def openlineage_maven_coordinates() -> list[str]:
+    """Maven coordinates of the OpenLineage Spark listener (a shaded JAR without dependencies)."""
+    return [f"io.openlineage:openlineage-spark_{SCALA_VERSION}:{OPENLINEAGE_SPARK_VERSION}"]
 
 
 def ivy_cache_dir() -> Path:
@@ -40,6 +53,19 @@ def cached_delta_jars() -> list[Path]:
     if not jar_dir.is_dir():
         return []
     return sorted(p for p in jar_dir.glob("*.jar") if p.name.startswith(("io.delta_", "io.unitycatalog_")))
+
+
+def cached_openlineage_jars() -> list[Path]:
+    """The OpenLineage Spark listener JAR of the pinned version in the project cache (empty until fetched)."""
+    jar = ivy_cache_dir() / "jars" / f"io.openlineage_openlineage-spark_{SCALA_VERSION}-{OPENLINEAGE_SPARK_VERSION}.jar"
+    return [jar] if jar.is_file() else []
+
+
+def session_jars() -> list[Path]:
+    """JARs a session needs on its class path: Delta always, the OpenLineage listener when lineage is on."""
+    from ggm_lakehouse.lineage import openlineage_transport
+
+    return cached_delta_jars() + (cached_openlineage_jars() if openlineage_transport() else [])
 
 
 def _base_builder(app_name: str, master: str | None):
@@ -86,40 +112,50 @@ def get_spark(app_name: str = "ggm-lakehouse", master: str | None = None):
     builder = _base_builder(app_name, master)
     if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         return builder.getOrCreate()
-    jars = cached_delta_jars()
-    if jars:
+    from ggm_lakehouse.lineage import spark_openlineage_conf
+
+    # Under spark-submit the JVM already runs: a listener JAR added now would not reach the
+    # driver's class path, so there the submitter passes the lineage settings instead.
+    lineage_conf = {} if launched_by_spark else spark_openlineage_conf()
+    for key, value in lineage_conf.items():
+        builder = builder.config(key, value)
+    packages = delta_maven_coordinates() + (openlineage_maven_coordinates() if lineage_conf else [])
+    jars = cached_delta_jars() + (cached_openlineage_jars() if lineage_conf else [])
+    if cached_delta_jars() and (not lineage_conf or cached_openlineage_jars()):
         builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
     else:
         # First use without `make`: resolve into the project cache so the next run is offline.
-        builder = builder.config("spark.jars.packages", ",".join(delta_maven_coordinates()))
+        builder = builder.config("spark.jars.packages", ",".join(packages))
         builder = builder.config("spark.jars.ivy", str(ivy_cache_dir()))
     return builder.getOrCreate()
 
 
 def fetch_jars() -> list[Path]:
-    """Resolve the Delta JARs from Maven Central into the project cache (idempotent)."""
-    if cached_delta_jars():
-        return cached_delta_jars()
+    """Resolve the Delta and OpenLineage JARs from Maven Central into the project cache (idempotent)."""
+    if cached_delta_jars() and cached_openlineage_jars():
+        return cached_delta_jars() + cached_openlineage_jars()
     from pyspark.sql import SparkSession
 
+    # Ivy resolves only what is missing; the Delta artefacts already cached are not downloaded again.
     spark = (
         _base_builder("ggm-fetch-jars", "local[1]")
-        .config("spark.jars.packages", ",".join(delta_maven_coordinates()))
+        .config("spark.jars.packages", ",".join(delta_maven_coordinates() + openlineage_maven_coordinates()))
         .config("spark.jars.ivy", str(ivy_cache_dir()))
         .getOrCreate()
     )
     spark.range(1).count()
     spark.stop()
     SparkSession._instantiatedSession = None
-    jars = cached_delta_jars()
-    if not jars:
+    if not cached_delta_jars():
         raise RuntimeError(f"Delta JARs were not resolved into {ivy_cache_dir()}")
-    return jars
+    if not cached_openlineage_jars():
+        raise RuntimeError(f"the OpenLineage Spark JAR was not resolved into {ivy_cache_dir()}")
+    return cached_delta_jars() + cached_openlineage_jars()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fetch-jars", action="store_true", help="resolve Delta JARs into the project cache")
+    parser.add_argument("--fetch-jars", action="store_true", help="resolve Delta and OpenLineage JARs into the project cache")
     args = parser.parse_args(argv)
     if args.fetch_jars:
         for jar in fetch_jars():

@@ -23,7 +23,9 @@ import sys
 from ggm_lakehouse.config import project_root
 
 TARGETS = ("local", "cluster", "databricks")
-STAGE_ARGS = ["--logical-date", "{{ ds }}", "--run-id", "{{ run_id }}"]
+# Scheduled runs process their own logical date; Asset-triggered runs pass the dates of their
+# triggering events (see ggm_lakehouse.orchestration.run_dates) through ``dates_template``.
+DEFAULT_DATES_TEMPLATE = "{{ ds }}"
 
 # Environment the Spark driver needs on the embedded default: where the lake is, and nothing secret.
 _FORWARDED_ENV = (
@@ -36,6 +38,7 @@ _FORWARDED_ENV = (
     "GGM_SUPPRESSION_THRESHOLD",
     "GGM_SPARK_DRIVER_MEMORY",
     "GGM_SPARK_SHUFFLE_PARTITIONS",
+    "GGM_VERWERKINGSACTIVITEITEN",
 )
 
 
@@ -69,11 +72,28 @@ def delta_spark_conf() -> dict[str, str]:
     }
 
 
-def spark_stage_task(stage: str, task_id: str | None = None, **operator_kwargs):
-    """An Airflow operator that runs ``jobs/entrypoint.py <stage>`` on the configured target."""
+def stage_arguments(stage: str, dates_template: str = DEFAULT_DATES_TEMPLATE, source: str | None = None,
+                    mart: str | None = None) -> list[str]:
+    """Command-line arguments of ``jobs/entrypoint.py`` for one stage run."""
+    args = [stage, "--logical-date", dates_template, "--run-id", "{{ run_id }}"]
+    if source:
+        args += ["--source", source]
+    if mart:
+        args += ["--mart", mart]
+    return args
+
+
+def spark_stage_task(stage: str, task_id: str | None = None, *, source: str | None = None, mart: str | None = None,
+                     dates_template: str = DEFAULT_DATES_TEMPLATE, **operator_kwargs):
+    """An Airflow operator that runs ``jobs/entrypoint.py <stage>`` on the configured target.
+
+    ``source`` limits bronze/silver to one connector's data and ``mart`` gold to one mart;
+    ``dates_template`` renders to the logical date(s) to process (comma separated).
+    """
     target = spark_target()
     task_id = task_id or stage
-    application_args = [stage, *STAGE_ARGS]
+    application_args = stage_arguments(stage, dates_template, source, mart)
+    label = "-".join(filter(None, [stage, source, mart]))
     if target == "databricks":
         from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
 
@@ -97,14 +117,16 @@ def spark_stage_task(stage: str, task_id: str | None = None, **operator_kwargs):
         return DatabricksSubmitRunOperator(
             task_id=task_id,
             databricks_conn_id="ggm_databricks",
-            json={"run_name": f"ggm-{stage}-{{{{ ds }}}}", "tasks": [{"task_key": stage, **task}]},
+            json={"run_name": f"ggm-{label}-{{{{ run_id }}}}", "tasks": [{"task_key": label, **task}]},
             **operator_kwargs,
         )
 
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-    from ggm_lakehouse.spark import cached_delta_jars
+    from ggm_lakehouse.lineage import spark_openlineage_conf
+    from ggm_lakehouse.spark import session_jars
 
+    lineage_conf = spark_openlineage_conf()
     env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ}
     env.setdefault("GGM_PROJECT_ROOT", str(project_root()))
     env.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -114,10 +136,14 @@ def spark_stage_task(stage: str, task_id: str | None = None, **operator_kwargs):
         conn_id="ggm_spark",
         application=str(project_root() / "jobs" / "entrypoint.py"),
         application_args=application_args,
-        jars=",".join(str(j) for j in cached_delta_jars()) or None,
-        conf=delta_spark_conf(),
+        jars=",".join(str(j) for j in session_jars()) or None,
+        # Lineage, when configured: the OpenLineage listener with our transport; the provider injects
+        # the Airflow task as the parent job so Spark runs hang under the task that started them.
+        conf={**delta_spark_conf(), **lineage_conf},
+        openlineage_inject_parent_job_info=bool(lineage_conf),
+        openlineage_inject_transport_info=bool(lineage_conf),
         driver_memory=os.environ.get("GGM_SPARK_DRIVER_MEMORY", "2g"),
-        name=f"ggm-{stage}",
+        name=f"ggm-{label}",
         env_vars=env,
         **operator_kwargs,
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from connectors.landing import find_complete_batches, read_manifest, records_at, sniff_delimiter
 from ggm_lakehouse.config import landing_root
-from ggm_lakehouse.lake import LakeTable
+from ggm_lakehouse.lake import LakeTable, retry_on_write_conflict
 
 
 BRONZE_SCHEMA_DDL = (
@@ -144,23 +144,35 @@ def _already_landed(spark, target: LakeTable, batch: LandedBatch) -> bool:
     return existing > 0
 
 
-def run(spark, logical_date: date, run_id: str | None = None) -> dict:
-    """Append every complete landing batch of ``logical_date`` (of ``run_id`` if given) to bronze.
+def run(spark, logical_date: date, run_id: str | None = None, source: str | None = None) -> dict:
+    """Append every complete landing batch of ``logical_date`` (of ``run_id`` and ``source`` if given) to bronze.
 
     Returns a report ``{"tables": {table: {"batches": n, "rows": n, "skipped_batches": n}}}``.
     """
     ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
     report: dict[str, dict] = {}
     for batch in find_batches(logical_date, run_id):
+        if source is not None and batch.manifest["source"] != source:
+            continue
         table = batch.bronze_table
         entry = report.setdefault(table, {"batches": 0, "rows": 0, "skipped_batches": 0})
         target = LakeTable("bronze", table)
-        if _already_landed(spark, target, batch):
+
+        def land(batch: LandedBatch = batch, target: LakeTable = target) -> int | None:
+            # Checked inside the retry: after a lost commit race the other writer may have landed it.
+            if _already_landed(spark, target, batch):
+                return None
+            rows = batch_rows(batch, ingested_at)
+            target.save(spark, _to_spark(spark, rows).write.format("delta").mode("append").partitionBy("_logical_date"))
+            return len(rows)
+
+        landed = retry_on_write_conflict(land, f"bronze {table}")
+        if landed is None:
             entry["skipped_batches"] += 1
             continue
-        rows = batch_rows(batch, ingested_at)
-        frame = _to_spark(spark, rows)
-        target.save(spark, frame.write.format("delta").mode("append").partitionBy("_logical_date"))
         entry["batches"] += 1
-        entry["rows"] += len(rows)
-    return {"stage": "bronze", "logical_date": logical_date.isoformat(), "tables": report}
+        entry["rows"] += landed
+    result = {"stage": "bronze", "logical_date": logical_date.isoformat(), "tables": report}
+    if source is not None:
+        result["source"] = source
+    return result

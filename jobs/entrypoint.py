@@ -17,44 +17,146 @@ from pathlib import Path
 # spark-submit runs this file as a script; make the checkout importable when it is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ggm_lakehouse.processing_log import ProcessingOperation, processing_operation  # noqa: E402
 from ggm_lakehouse.reports import write_report  # noqa: E402
 
 STAGES = ("bronze", "silver", "gold")
+# Systems every Spark stage involves, as the verwerkingslog names them.
+SPARK_SYSTEMS = ("Apache Spark", "Delta Lake")
 
 
-def run_stage(spark, stage: str, logical_date: date, run_id: str) -> dict:
-    """Run one stage in an existing SparkSession and persist its report."""
+def run_stage(spark, stage: str, logical_date: date, run_id: str, source: str | None = None,
+              mart: str | None = None) -> dict:
+    """Run one stage in an existing SparkSession and persist its report.
+
+    ``source`` narrows bronze and silver to one source (the per-source ingest and silver
+    DAGs) and ``mart`` gold to one mart; without them everything of the day is processed.
+    Every run is one operation in the verwerkingslog (``ggm_lakehouse.processing_log``), with
+    what it read and wrote and, for silver, the pseudonyms of the persons whose data changed.
+    """
+    name = "_".join(filter(None, [stage, source, mart]))
+    with processing_operation(name, logical_date=logical_date, run_id=run_id, systemen=SPARK_SYSTEMS) as op:
+        report = _execute_stage(spark, stage, logical_date, run_id, source, mart)
+        report["run_id"] = run_id
+        record_stage_io(op, spark, report, logical_date)
+    write_report(logical_date, name, report)
+    return report
+
+
+def _execute_stage(spark, stage: str, logical_date: date, run_id: str, source: str | None, mart: str | None) -> dict:
     if stage == "bronze":
         from jobs import bronze
 
-        report = bronze.run(spark, logical_date, run_id)
+        report = bronze.run(spark, logical_date, run_id, source=source)
     elif stage == "silver":
         from jobs import silver
 
-        report = silver.run(spark, logical_date, run_id)
+        report = silver.run(spark, logical_date, run_id, source=source)
     elif stage == "gold":
         from jobs import gold
 
-        report = gold.run(spark, logical_date)
+        report = gold.run(spark, logical_date, marts=[mart] if mart else None)
     else:
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
-    report["run_id"] = run_id
-    write_report(logical_date, stage, report)
     return report
+
+
+def record_stage_io(op: ProcessingOperation, spark, report: dict, logical_date: date) -> None:
+    """Tell the processing log what a stage read and wrote, from its report and the declared lineage."""
+    from jobs.mappings import load_all
+
+    mappings = load_all()
+    tables = report.get("tables", {})
+    if report["stage"] == "bronze":
+        # Bronze keeps records in clear; the log counts the persons instead of listing them.
+        person_sources = {m.source for m in mappings if m.pseudonymised_fields}
+        for table, entry in tables.items():
+            source, _, dataset = table.partition("_")
+            op.read(f"landing.{source}/{dataset}")
+            op.wrote(f"bronze.{table}", entry["rows"])
+        persons = sum(entry["rows"] for table, entry in tables.items() if table in person_sources)
+        if persons:
+            op.betrokkenen_aantal(persons)
+    elif report["stage"] == "silver":
+        by_target = {m.target: m for m in mappings}
+        quarantined = 0
+        for target, entry in tables.items():
+            mapping = by_target[target]
+            op.read(f"bronze.{mapping.source}", *(f"bronze.{lookup.source}" for lookup in mapping.lookups))
+            op.wrote(f"silver.{target.lower()}", entry.get("new_versions", 0) + entry.get("closed", 0))
+            quarantined += sum(entry.get("quarantined", {}).values())
+        if quarantined:
+            op.wrote("quarantine.silver_rejects", quarantined)
+        changed = [by_target[t] for t, e in tables.items() if e.get("new_versions", 0) + e.get("closed", 0)]
+        op.betrokkenen(changed_person_pseudonyms(spark, changed, logical_date))
+    elif report["stage"] == "gold":
+        from ggm_lakehouse.lineage import mart_inputs
+
+        inputs = mart_inputs()
+        for mart, entry in tables.items():
+            op.read(*(f"silver.{table.lower()}" for table in inputs.get(mart, ())))
+            op.wrote(f"gold.{mart}", entry["rows"] if entry.get("written") else 0)
+
+
+def changed_person_pseudonyms(spark, mappings: list, logical_date: date) -> list[str]:
+    """Pseudonyms of the persons whose silver versions start or end on ``logical_date``.
+
+    These are the data subjects of the silver operation (LDV ``data_subject_id``); the
+    columns are the ones a mapping pseudonymises, so no BSN can be picked up by accident.
+    """
+    from datetime import datetime, time
+
+    from pyspark.sql import functions as F
+
+    from ggm_lakehouse.lake import LakeTable
+
+    moment = F.lit(datetime.combine(logical_date, time.min)).cast("timestamp")
+    frames = []
+    for mapping in mappings:
+        columns = [c.name for c in mapping.columns if c.pseudonymise]
+        table = LakeTable("silver", mapping.target)
+        if not columns or not table.exists(spark):
+            continue
+        changed = table.read(spark).where(
+            (F.col("DWH_DATUMTIJDGELDIGVANAF") == moment) | (F.col("DWH_DATUMTIJDGELDIGTOTMET") == moment)
+        )
+        frames += [changed.select(F.col(c).alias("pseudonym")) for c in columns]
+    if not frames:
+        return []
+    union = frames[0]
+    for frame in frames[1:]:
+        union = union.unionByName(frame)
+    return [row["pseudonym"] for row in union.where("pseudonym IS NOT NULL").distinct().collect()]
+
+
+def _logical_dates(text: str) -> list[date]:
+    dates = sorted({date.fromisoformat(part.strip()) for part in text.split(",") if part.strip()})
+    if not dates:
+        raise argparse.ArgumentTypeError("no logical date given")
+    return dates
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run one GGM Lakehouse Spark stage.")
     parser.add_argument("stage", choices=STAGES)
-    parser.add_argument("--logical-date", required=True, type=date.fromisoformat)
+    parser.add_argument(
+        "--logical-date",
+        required=True,
+        type=_logical_dates,
+        help="one date, or several separated by commas (an Asset-triggered run can cover several days; "
+        "they are processed oldest first)",
+    )
     parser.add_argument("--run-id", required=True)
+    parser.add_argument("--source", help="only this source (bronze: landing source; silver: mappings reading it)")
+    parser.add_argument("--mart", help="gold: only this mart")
     args = parser.parse_args(argv)
 
     from ggm_lakehouse.spark import get_spark
 
     spark = get_spark(f"ggm-{args.stage}")
-    report = run_stage(spark, args.stage, args.logical_date, args.run_id)
-    print(json.dumps(report, sort_keys=True, default=str))
+    for logical_date in args.logical_date:
+        report = run_stage(spark, args.stage, logical_date, args.run_id, source=args.source, mart=args.mart)
+        print(json.dumps(report, sort_keys=True, default=str))
     return 0
 
 

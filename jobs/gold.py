@@ -155,6 +155,11 @@ MARTS: dict[str, Callable] = {
     "inwoners_per_buurt": build_inwoners_per_buurt,
 }
 
+# The silver tables each mart reads: the gold DAG of a mart waits for exactly these.
+MART_INPUTS: dict[str, tuple[str, ...]] = {
+    "inwoners_per_buurt": ("INGESCHREVENPERSOON", "NATUURLIJKPERSOON", "NUMMERAANDUIDING", "BUURT", "WIJK"),
+}
+
 
 def _content_hash(frame) -> str:
     from pyspark.sql import functions as F

@@ -15,7 +15,10 @@ A mapping says, in terms a municipal data analyst can review:
   (so foreign keys need no lookups), ``pseudonymise: true`` replaces a BSN by its
   keyed pseudonym;
 * ``quality``: data-quality rules; rows that fail any rule go to quarantine;
-* ``load``: ``snapshot`` (objects missing from the batch are closed) or ``incremental``.
+* ``load``: ``snapshot`` (objects missing from the batch are closed) or ``incremental``;
+* ``on_missing_batch`` (optional): ``keep`` when a day without a batch means "unchanged" (a source
+  that publishes rarely, such as CBS); the default ``fail`` stops on a missing day;
+* ``ggm: false`` (optional) marks a reference table of the lakehouse that is not a GGM table.
 
 This module only reads and validates mapping files; ``jobs.silver`` executes them.
 """
@@ -83,6 +86,8 @@ class Mapping:
     depends_on: tuple[str, ...] = ()
     surrogate_key_column: str = ""
     pseudonymised_fields: tuple[str, ...] = ()
+    ggm: bool = True  # false for the lakehouse's own reference tables (e.g. CBS_KERNCIJFERS)
+    on_missing_batch: str = "fail"  # "keep": no batch that day means no change (sources that publish rarely)
 
     @property
     def surrogate_key(self) -> str:
@@ -92,6 +97,21 @@ class Mapping:
     @property
     def silver_table(self) -> str:
         return self.target.lower()
+
+    @property
+    def source_system(self) -> str:
+        """The connector whose bronze table this mapping reads (``brp`` for ``brp_personen``)."""
+        return source_system_of(self.source)
+
+    @property
+    def bronze_sources(self) -> tuple[str, ...]:
+        """Every connector this mapping needs a batch from on the day: its own and its lookups'."""
+        return tuple(sorted({self.source_system, *(source_system_of(l.source) for l in self.lookups)}))
+
+
+def source_system_of(bronze_table: str) -> str:
+    """Connector name of a bronze table: bronze tables are named ``<connector>_<dataset>``."""
+    return bronze_table.split("_", 1)[0]
 
 
 def mappings_dir() -> Path:
@@ -163,6 +183,14 @@ def load_mapping(path: Path) -> Mapping:
             raise _fail(path, f"business_key field {key_field!r} is not declared under 'fields'")
     columns = tuple(_column(path, name, spec) for name, spec in doc["columns"].items())
     names = [c.name for c in columns]
+    # Spark resolves column names case-insensitively: a GGM column DATUMAANVANG computed from
+    # something else would silently shadow a field named datumaanvang before the quality rules run.
+    by_lower = {f.lower(): f for f in fields}
+    for column in columns:
+        field_name = by_lower.get(column.name.lower())
+        if field_name is not None and column.expr != field_name:
+            raise _fail(path, f"column {column.name} differs from field {field_name!r} only in case but is computed "
+                              f"from {column.expr!r}; rename the field (Spark names are case-insensitive)")
     surrogate = str(doc.get("surrogate_key", f"{target}_ID"))
     if surrogate in names:
         raise _fail(path, f"{surrogate} is the generated surrogate key; do not map it")
@@ -206,12 +234,20 @@ def load_mapping(path: Path) -> Mapping:
     load = doc.get("load", "snapshot")
     if load not in {"snapshot", "incremental"}:
         raise _fail(path, f"load must be snapshot or incremental, got {load!r}")
+    on_missing_batch = doc.get("on_missing_batch", "fail")
+    if on_missing_batch not in {"fail", "keep"}:
+        raise _fail(path, f"on_missing_batch must be fail or keep, got {on_missing_batch!r}")
+    ggm = doc.get("ggm", True)
+    if not isinstance(ggm, bool):
+        raise _fail(path, "ggm must be true (a GGM v2.5.1 table) or false (a reference table of the lakehouse)")
     depends = {r.params["table"] for r in rules if r.rule == "reference" and r.params["table"] != target}
     return Mapping(
         path=path,
         target=target,
         bronsysteem=str(doc.get("bronsysteem", doc["source"])),
         source=str(doc["source"]),
+        ggm=ggm,
+        on_missing_batch=on_missing_batch,
         fields=fields,
         business_key=business_key,
         columns=columns,

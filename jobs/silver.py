@@ -16,13 +16,14 @@ different input the versions opened at D are corrected in place.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from pathlib import Path
 
 import pandas as pd  # module level: pandas_udf resolves its type hints in this module's globals
 
-from ggm_lakehouse.lake import LakeTable
+from ggm_lakehouse.lake import LakeTable, retry_on_write_conflict
 from jobs.mappings import Mapping, load_all
 
 DWH_COLUMNS = (
@@ -343,10 +344,8 @@ def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) 
 
     later = existing.where(F.col("DWH_DATUMTIJDGELDIGVANAF") > F.lit(ctx.valid_from)).limit(1).count()
     if later:
-        raise SilverError(
-            f"{mapping.target} already has versions after {ctx.logical_date}; process logical dates in order "
-            "(a backfill of earlier dates needs a rebuild of the table from bronze)"
-        )
+        # run() rolls back before conforming an earlier day; reaching this is a programming error.
+        raise SilverError(f"{mapping.target} has versions after {ctx.logical_date}; roll back before merging")
 
     current = existing.where(F.col("DWH_DATUMTIJDGELDIGTOTMET").isNull()).select(
         F.col(key).alias("__cur_key"),
@@ -422,7 +421,7 @@ def write_quarantine(ctx: ConformContext, targets: list[str], rejects: list) -> 
             F.col("target_table").isin(targets) & (F.col("logical_date") == F.lit(ctx.logical_date))
         )
     combined = None
-    for frame in rejects:
+    for frame in (r for r in rejects if r is not None):
         combined = frame if combined is None else combined.unionByName(frame)
     if combined is not None and (not exists or not combined.isEmpty()):
         # Partitioned so that replacing one target's day touches only that partition.
@@ -433,7 +432,12 @@ def conform(ctx: ConformContext, mapping: Mapping) -> tuple[dict, object]:
     """Conform one mapping for the context's logical date; returns its report entry and its rejects."""
     from pyspark.sql import functions as F
 
-    bronze = latest_batch(ctx.spark, mapping.source, ctx.logical_date)
+    try:
+        bronze = latest_batch(ctx.spark, mapping.source, ctx.logical_date)
+    except SilverError:
+        if mapping.on_missing_batch != "keep":
+            raise
+        return {"source": mapping.source, "skipped": "no batch on this day; current versions kept"}, None
     source_rows = bronze.count()
     conformed, rejects, rejected_keys = conform_frame(ctx, mapping, bronze)
     conformed = conformed.cache()
@@ -477,8 +481,69 @@ def dependency_levels(mappings: list[Mapping]) -> list[list[Mapping]]:
     return levels
 
 
-def run(spark, logical_date: date, run_id: str, tables: list[str] | None = None, mappings_dir: Path | None = None) -> dict:
-    """Conform every mapping (or the named GGM ``tables``) for ``logical_date``."""
+def select_mappings(tables: list[str] | None = None, source: str | None = None,
+                    mappings_dir: Path | None = None) -> list[Mapping]:
+    """The mappings to conform: all, the named GGM ``tables``, or those reading connector ``source``."""
+    return [
+        m for m in load_all(mappings_dir)
+        if (not tables or m.target in tables) and (source is None or m.source_system == source)
+    ]
+
+
+def _later_dates(spark, selected: list[Mapping], logical_date: date) -> list[date]:
+    """Days after ``logical_date`` that silver already holds versions (or closures) for."""
+    from pyspark.sql import functions as F
+
+    moment = F.lit(datetime.combine(logical_date, time.min)).cast("timestamp")
+    days: set[date] = set()
+    for mapping in selected:
+        table = LakeTable("silver", mapping.target)
+        if not table.exists(spark):
+            continue
+        frame = table.read(spark)
+        for column in ("DWH_DATUMTIJDGELDIGVANAF", "DWH_DATUMTIJDGELDIGTOTMET"):
+            days.update(r[0].date() for r in frame.where(F.col(column) > moment).select(column).distinct().collect())
+    return sorted(days)
+
+
+def _bronze_days_after(spark, selected: list[Mapping], logical_date: date) -> list[date]:
+    """Days after ``logical_date`` with a bronze batch for every source table the mappings read."""
+    from pyspark.sql import functions as F
+
+    per_source: list[set[date]] = []
+    for source in sorted({m.source for m in selected}):
+        bronze = LakeTable("bronze", source)
+        if not bronze.exists(spark):
+            return []
+        rows = bronze.read(spark).where(F.col("_logical_date") > F.lit(logical_date)).select("_logical_date").distinct()
+        per_source.append({r[0] for r in rows.collect()})
+    return sorted(set.intersection(*per_source)) if per_source else []
+
+
+def roll_back(spark, selected: list[Mapping], logical_date: date) -> None:
+    """Return the silver tables of ``selected`` to their state before ``logical_date`` was processed.
+
+    Versions opened on or after the day are removed and versions closed on or after it are
+    reopened: exactly the history that processing the earlier days in order produced.
+    """
+    from pyspark.sql import functions as F
+
+    moment = F.lit(datetime.combine(logical_date, time.min)).cast("timestamp")
+    for mapping in selected:
+        table = LakeTable("silver", mapping.target)
+        if not table.exists(spark):
+            continue
+        delta = table.delta(spark)
+        delta.delete(F.col("DWH_DATUMTIJDGELDIGVANAF") >= moment)
+        delta.update(
+            condition=F.col("DWH_DATUMTIJDGELDIGTOTMET") >= moment,
+            set={"DWH_DATUMTIJDGELDIGTOTMET": F.lit(None).cast("timestamp")},
+        )
+
+
+def _conform_day(spark, logical_date: date, run_id: str, selected: list[Mapping]) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
     from ggm_lakehouse.pseudonym import load_key
 
     ctx = ConformContext(
@@ -488,10 +553,6 @@ def run(spark, logical_date: date, run_id: str, tables: list[str] | None = None,
         pseudonym_key=load_key(),
         loaded_at=datetime.now(timezone.utc).replace(tzinfo=None),
     )
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    selected = [m for m in load_all(mappings_dir) if not tables or m.target in tables]
     results: dict[str, tuple[dict, object]] = {}
     # Mappings of one dependency level are independent; running them side by side keeps both
     # cores busy while the driver plans, reads Delta logs and commits.
@@ -500,6 +561,40 @@ def run(spark, logical_date: date, run_id: str, tables: list[str] | None = None,
         for level in dependency_levels(selected):
             for mapping, result in zip(level, pool.map(lambda m: conform(ctx, m), level)):
                 results[mapping.target] = result
-    write_quarantine(ctx, [m.target for m in selected], [rejects for _, rejects in results.values()])
-    report = {m.target: results[m.target][0] for m in selected}
-    return {"stage": "silver", "logical_date": logical_date.isoformat(), "tables": report}
+    # Silver DAGs of different sources share the quarantine table and may commit at the same time.
+    retry_on_write_conflict(
+        lambda: write_quarantine(ctx, [m.target for m in selected], [rejects for _, rejects in results.values()]),
+        "quarantine silver_rejects",
+    )
+    return {m.target: results[m.target][0] for m in selected}
+
+
+def run(spark, logical_date: date, run_id: str, tables: list[str] | None = None, mappings_dir: Path | None = None,
+        source: str | None = None) -> dict:
+    """Conform every mapping (or the named GGM ``tables``, or those of connector ``source``) for ``logical_date``.
+
+    Days may arrive out of order (a backfill, a source that was down): when silver already
+    holds later days, the affected tables are rolled back to before ``logical_date`` and the
+    later days are conformed again from bronze, oldest first, so the SCD2 history is the one
+    that processing every day in order would have given.
+    """
+    selected = select_mappings(tables, source, mappings_dir)
+    if not selected:
+        raise SilverError(f"no mapping selected (tables={tables}, source={source!r})")
+    later = _later_dates(spark, selected, logical_date)
+    replayed: list[str] = []
+    if later:
+        replay_days = _bronze_days_after(spark, selected, logical_date)
+        roll_back(spark, selected, logical_date)
+        report = _conform_day(spark, logical_date, run_id, selected)
+        for day in replay_days:
+            _conform_day(spark, day, run_id, selected)
+            replayed.append(day.isoformat())
+    else:
+        report = _conform_day(spark, logical_date, run_id, selected)
+    result = {"stage": "silver", "logical_date": logical_date.isoformat(), "tables": report}
+    if source is not None:
+        result["source"] = source
+    if replayed:
+        result["replayed_days"] = replayed
+    return result

@@ -24,6 +24,11 @@ Example::
         shares: [gemeente_gold]
         token_lifetime_days: 90
 
+Optional, for Unity Catalog only (:mod:`sharing_server.unity_catalog`): a table's
+``catalog_name`` (``<catalog>.<schema>.<table>``, default derived from ``location`` and the
+catalog) and a recipient's ``sharing_identifier`` (``<cloud>:<region>:<metastore uuid>``, for
+Databricks-to-Databricks sharing instead of a bearer token).
+
 Names follow the Delta Sharing naming rules (PROTOCOL.md "Names"): at most 255
 characters, no space, ``/`` or control characters; schema and table names also no
 ``.``. Lookups are case-insensitive, as the protocol prescribes.
@@ -98,6 +103,7 @@ class SharedTable:
     location: str  # relative to the lake root, POSIX separators
     history_shared: bool = False
     comment: str | None = None
+    catalog_name: str | None = None  # optional Unity Catalog name <catalog>.<schema>.<table>
 
     @property
     def id(self) -> str:
@@ -155,6 +161,7 @@ class Recipient:
     shares: tuple[str, ...]  # lower-cased share names the recipient may read
     token_lifetime_days: int | None = None
     comment: str | None = None
+    sharing_identifier: str | None = None  # Unity Catalog: Databricks-to-Databricks sharing identifier
 
     def may_read(self, share_name: str) -> bool:
         return share_name.lower() in self.shares
@@ -209,6 +216,14 @@ def _relative_location(value: object, where: str) -> str:
     return str(posix)
 
 
+def _optional_text(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or any(ch.isspace() for ch in value.strip()):
+        raise SharesConfigError(f"{where} must be a non-empty string without spaces")
+    return value.strip()
+
+
 def parse_shares_config(data: object, source: Path | None = None) -> SharesConfig:
     """Validate the YAML document ``data`` and build a :class:`SharesConfig`."""
     doc = _require_mapping(data if data is not None else {}, "shares config")
@@ -255,6 +270,7 @@ def parse_shares_config(data: object, source: Path | None = None) -> SharesConfi
                         location=_relative_location(raw_table.get("location"), twhere),
                         history_shared=history_shared,
                         comment=raw_table.get("comment"),
+                        catalog_name=_optional_text(raw_table.get("catalog_name"), f"{twhere}.catalog_name"),
                     )
                 )
             schemas.append(SharedSchema(share=share_name, name=schema_name, tables=tuple(tables)))
@@ -290,6 +306,7 @@ def parse_shares_config(data: object, source: Path | None = None) -> SharesConfi
                 shares=tuple(entitled),
                 token_lifetime_days=lifetime,
                 comment=raw_recipient.get("comment"),
+                sharing_identifier=_optional_text(raw_recipient.get("sharing_identifier"), f"{where}.sharing_identifier"),
             )
         )
     return SharesConfig(

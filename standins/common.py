@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -361,11 +362,35 @@ _STARTUP_TIMEOUT_SECONDS = 15.0
 
 
 class ThreadedUvicorn:
-    """One uvicorn server on a background thread; port 0 means "any free port"."""
+    """One uvicorn server on a background thread; port 0 means "any free port".
 
-    def __init__(self, app, host: str, port: int, name: str = "standin") -> None:
+    With ``ssl_certfile``/``ssl_keyfile`` it serves HTTPS; ``ssl_ca_certs`` with
+    ``ssl_cert_reqs=ssl.CERT_REQUIRED`` makes it demand a client certificate
+    signed by that CA (mutual TLS, as PKIoverheid endpoints do). ``ssl_maximum_version``
+    caps the protocol (e.g. ``ssl.TLSVersion.TLSv1_2`` so a refused client certificate
+    fails the handshake itself instead of the first read).
+    """
+
+    def __init__(self, app, host: str, port: int, name: str = "standin", *,
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+                 ssl_ca_certs: str | None = None, ssl_cert_reqs: int | None = None,
+                 ssl_maximum_version: "ssl.TLSVersion | None" = None) -> None:
+        ssl_options: dict[str, Any] = {}
+        if ssl_certfile is not None:
+            ssl_options.update(ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+        if ssl_ca_certs is not None:
+            ssl_options["ssl_ca_certs"] = ssl_ca_certs
+        if ssl_cert_reqs is not None:
+            ssl_options["ssl_cert_reqs"] = ssl_cert_reqs
+        if ssl_maximum_version is not None:
+            def capped_context(_config: uvicorn.Config, default: Callable[[], Any]) -> Any:
+                context = default()
+                context.maximum_version = ssl_maximum_version
+                return context
+
+            ssl_options["ssl_context_factory"] = capped_context
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=2)
+                                lifespan="off", timeout_graceful_shutdown=2, **ssl_options)
         self.server = uvicorn.Server(config)
         self.name = name
         self.thread = threading.Thread(target=self.server.run, name=f"{name}-{port}", daemon=True)

@@ -1,4 +1,4 @@
-"""Run the BRP and BAG stand-ins in-process (tests) or in the foreground (demo CLI).
+"""Run the BRP, BAG, KvK and CBS stand-ins in-process (tests) or in the foreground (demo CLI).
 
 Typical test use::
 
@@ -16,6 +16,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 
@@ -23,6 +24,10 @@ from standins.bag import DEFAULT_PATH_PREFIX as BAG_PREFIX
 from standins.bag import create_bag_app
 from standins.brp import DEFAULT_PATH_PREFIX as BRP_PREFIX
 from standins.brp import create_brp_app
+from standins.brp_update import DEFAULT_PATH_PREFIX as BRP_UPDATE_PREFIX
+from standins.brp_update import VolgindicatieStore, create_brp_update_app
+from standins.kvk import DEFAULT_PATH_PREFIX as KVK_PREFIX
+from standins.kvk import create_kvk_app
 from standins.common import FaultInjector, RegistryState, ThreadedUvicorn, TokenBucketRateLimiter, WorldLike, WorldSource
 
 @dataclass
@@ -85,7 +90,8 @@ class StandinServers:
 
     def __init__(self, world_or_provider: WorldLike, host: str = "127.0.0.1", port_base: int | None = None,
                  api_keys: dict[str, str] | None = None, rate_limit_per_second: float | None = None,
-                 as_of: date | None = None, strict_crs: bool = True) -> None:
+                 as_of: date | None = None, strict_crs: bool = True,
+                 volgindicaties_file: Path | None = None) -> None:
         source = WorldSource(world_or_provider)
         keys = api_keys or {}
         self.host = host
@@ -99,21 +105,41 @@ class StandinServers:
                 registry_state.set_as_of(as_of)
             return registry_state
 
+        from demo_gemeente.kvk import KvkRegister
+
         self.brp = Registry("brp", state("brp"), BRP_PREFIX, host)
         self.bag = Registry("bag", state("bag"), BAG_PREFIX, host)
-        self._apps = {"brp": create_brp_app(self.brp.state), "bag": create_bag_app(self.bag.state, strict_crs=strict_crs)}
+        self.kvk = Registry("kvk", state("kvk"), KVK_PREFIX, host)
+        # The BRP Update API: volgindicaties per afnemer and the daily wijzigingen. With a file the
+        # volgindicaties outlive the process, as a real registry's do (``ggm run`` restarts daily).
+        self.brp_update = Registry("brp_update", state("brp_update"), BRP_UPDATE_PREFIX, host)
+        # The KvK register is derived from the same world: companies sit at its BAG addresses.
+        self.kvk_register = KvkRegister(world_or_provider if hasattr(world_or_provider, "at") else source.at)
+        self._apps = {
+            "brp": create_brp_app(self.brp.state),
+            "bag": create_bag_app(self.bag.state, strict_crs=strict_crs),
+            "kvk": create_kvk_app(self.kvk.state, self.kvk_register),
+            "brp_update": create_brp_update_app(self.brp_update.state, store=VolgindicatieStore(volgindicaties_file)),
+        }
         self._servers: list[ThreadedUvicorn] = []
+        # CBS StatLine is open data (no API key) and publishes rarely; it serves the same world.
+        from standins.cbs import CbsStandin
+
+        self.cbs = CbsStandin(source, as_of=as_of, host=host,
+                              port=0 if port_base is None else port_base + 3)
 
     def start(self) -> "StandinServers":
         """Start both servers and wait until they accept connections."""
         if self._servers:
             return self
         try:
-            for offset, registry in enumerate((self.brp, self.bag)):
+            # Fixed offsets from port_base: BRP 0, BAG 1, KvK 2, CBS 3, BRP Update API 4.
+            for offset, registry in ((0, self.brp), (1, self.bag), (2, self.kvk), (4, self.brp_update)):
                 port = 0 if self.port_base is None else self.port_base + offset
                 server = ThreadedUvicorn(self._apps[registry.name], self.host, port)
                 self._servers.append(server)
                 registry.port = server.start()
+            self.cbs.start()
         except Exception:
             self.stop()
             raise
@@ -126,11 +152,17 @@ class StandinServers:
         self._servers.clear()
         self.brp.port = None
         self.bag.port = None
+        self.kvk.port = None
+        self.brp_update.port = None
+        self.cbs.stop()
 
     def set_as_of(self, as_of: date) -> None:
         """Move both registries to ``as_of``."""
         self.brp.set_as_of(as_of)
         self.bag.set_as_of(as_of)
+        self.kvk.set_as_of(as_of)
+        self.brp_update.set_as_of(as_of)
+        self.cbs.set_as_of(as_of)
 
     def __enter__(self) -> "StandinServers":
         return self.start()
@@ -158,8 +190,10 @@ def serve_foreground(port_base: int | None, population: int, seed: int, as_of: d
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     servers.start()
     try:
-        for registry in (servers.brp, servers.bag):
+        for registry in (servers.brp, servers.bag, servers.kvk, servers.brp_update):
             sys.stdout.write(json.dumps(registry.describe()) + "\n")
+        sys.stdout.write(json.dumps({"name": "cbs", "url": servers.cbs.url,
+                                     "table_ids": servers.cbs.kerncijfers.table_ids(as_of)}) + "\n")
         sys.stdout.flush()
         while not stop.wait(0.5):
             pass

@@ -16,10 +16,14 @@ from ggm_lakehouse import catalog as cat
 from ggm_lakehouse.config import project_root
 
 GGM_DDL = Path(__file__).resolve().parents[1].parent / "shared" / "ggm" / "ddl"
-SILVER_TABLES = {
-    "BUURT", "INGESCHREVENPERSOON", "NATUURLIJKPERSOON", "NUMMERAANDUIDING", "OPENBARERUIMTE",
-    "PAND", "VERBLIJFSOBJECT", "WIJK", "WOONPLAATS",
-}
+def _silver_tables() -> set[str]:
+    """Every mapping's target: the catalog must list exactly the tables the mappings build."""
+    from jobs.mappings import load_all
+
+    return {m.target for m in load_all()}
+
+
+SILVER_TABLES = _silver_tables()
 
 
 @pytest.fixture
@@ -69,6 +73,7 @@ def test_catalog_lists_every_table_with_sources_sensitivity_and_shares(env, tmp_
     tables = _by_name(on_disk)
 
     assert {name for layer, name in tables if layer == "silver"} == SILVER_TABLES
+    assert {"NATUURLIJKPERSOON", "VERBLIJFSOBJECT", "BUURT"} <= SILVER_TABLES
     assert {name for layer, name in tables if layer == "gold"} == {"inwoners_per_buurt"}
 
     persoon = tables[("silver", "NATUURLIJKPERSOON")]

@@ -46,6 +46,7 @@ REQUIRED_SECRETS = {
     "GGM_SHARING_URL_KEY",
     "GGM_STANDIN_BRP_API_KEY",
     "GGM_STANDIN_BAG_API_KEY",
+    "GGM_STANDIN_KVK_API_KEY",
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|KEY|TOKEN|CREDENTIAL", re.IGNORECASE)
 # One compose variable reference: $$ (escaped dollar), ${...} or bare $NAME.
@@ -208,19 +209,22 @@ def host_ports(service: dict) -> list[tuple[str, str]]:
     return published
 
 
-def free_port_pair() -> int:
-    """A port N such that N and N+1 are free on 127.0.0.1 right now."""
+def free_port_run(count: int = 4) -> int:
+    """A port N such that N .. N+count-1 are free on 127.0.0.1 right now."""
+    import contextlib
+
     for _ in range(50):
-        with socket.socket() as first:
+        with contextlib.ExitStack() as stack:
+            first = stack.enter_context(socket.socket())
             first.bind(("127.0.0.1", 0))
             port = first.getsockname()[1]
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
+            try:
+                for offset in range(1, count):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
         return port
-    raise RuntimeError("no two consecutive free ports found")
+    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 def wait_until_healthy(command: list[str], process: subprocess.Popen, deadline_seconds: float = 60.0) -> None:
@@ -481,8 +485,9 @@ def test_airflow_init_runs_the_secret_guard_before_anything_else():
 def test_standins_and_health_probes_as_the_compose_stack_runs_them(tmp_path):
     """The standins entry point serves both registries with the keys from .env, delivers the
     drop zone, passes the compose health check and stops cleanly on SIGTERM."""
-    port_base = free_port_pair()
-    keys = {"GGM_STANDIN_BRP_API_KEY": "brp-key-0123456789abcdef", "GGM_STANDIN_BAG_API_KEY": "bag-key-0123456789abcdef"}
+    port_base = free_port_run(5)
+    keys = {"GGM_STANDIN_BRP_API_KEY": "brp-key-0123456789abcdef", "GGM_STANDIN_BAG_API_KEY": "bag-key-0123456789abcdef",
+            "GGM_STANDIN_KVK_API_KEY": "kvk-key-0123456789abcdef"}
     env = {**os.environ, **keys, "GGM_DATA_ROOT": str(tmp_path), "GGM_PROJECT_ROOT": str(ROOT),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen(
@@ -493,6 +498,14 @@ def test_standins_and_health_probes_as_the_compose_stack_runs_them(tmp_path):
     try:
         wait_until_healthy(probe + [f"http://127.0.0.1:{port_base}/_standin/health", "--contains", "brp"], process)
         assert subprocess.run(probe + [f"http://127.0.0.1:{port_base + 1}/_standin/health", "--contains", "bag"]).returncode == 0
+        assert subprocess.run(probe + [f"http://127.0.0.1:{port_base + 2}/_standin/health", "--contains", "kvk"]).returncode == 0
+        kvk_url = f"http://127.0.0.1:{port_base + 2}/api/v2/zoeken"
+        assert requests.get(kvk_url, params={"plaats": "Demodam"}, headers={"apikey": keys["GGM_STANDIN_KVK_API_KEY"]},
+                            timeout=10).status_code == 200
+        cbs_url = f"http://127.0.0.1:{port_base + 3}/ODataFeed/odata/99260NED/TableInfos"
+        assert requests.get(cbs_url, timeout=10).status_code == 200
+        update_url = f"http://127.0.0.1:{port_base + 4}/haalcentraal/api/brpupdate/volgindicaties"
+        assert requests.get(update_url, headers={"X-API-KEY": keys["GGM_STANDIN_BRP_API_KEY"]}, timeout=10).status_code == 200
         # The probe fails for a wrong expectation and for a closed port.
         assert subprocess.run(probe + [f"http://127.0.0.1:{port_base}/_standin/health", "--status", "401"],
                               capture_output=True).returncode == 1

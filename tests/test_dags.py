@@ -1,7 +1,10 @@
-"""DAG files import cleanly and are wired extract → bronze → silver → gold → share; the Spark target is configuration."""
+"""DAG layout: one ingest DAG per source, Asset-scheduled silver/gold/share DAGs, owners, docs,
+retries, failure callbacks, deadlines and pools; the Spark target is configuration."""
 from __future__ import annotations
 
+from datetime import date, datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,25 +18,106 @@ def dagbag():
     return DagBag(dag_folder=str(DAGS))
 
 
+def _asset_uris(condition) -> set[str]:
+    """Every Asset URI inside an Asset condition (a single Asset, AssetAll or AssetAny)."""
+    if hasattr(condition, "objects"):
+        return set().union(*(_asset_uris(o) for o in condition.objects))
+    return {condition.uri}
+
+
 def test_every_dag_imports_without_errors(dagbag):
+    from ggm_lakehouse.orchestration import SOURCES, gold_marts, silver_groups
+
     assert dagbag.import_errors == {}
-    assert "ggm_daily" in dagbag.dag_ids
+    expected = {s.dag_id for s in SOURCES.values()} | {g.dag_id for g in silver_groups()}
+    expected |= {f"ggm_gold_{m}" for m in gold_marts()} | {"ggm_share"}
+    assert set(dagbag.dag_ids) == expected
 
 
-def test_daily_dag_is_scheduled_daily_and_documented(dagbag):
-    dag = dagbag.dags["ggm_daily"]
-    assert type(dag.timetable).__name__ == "CronTriggerTimetable"  # what schedule="@daily" becomes in Airflow 3
-    assert dag.doc_md and dag.tags and dag.default_args["owner"]
+def test_every_dag_has_owner_tags_docs_retries_and_failure_callback(dagbag):
+    from ggm_lakehouse.alerts import notify_task_failure
+
+    for dag in dagbag.dags.values():
+        assert dag.doc_md and "ggm" in dag.tags, dag.dag_id
+        for task in dag.tasks:
+            assert task.owner and task.owner != "airflow", (dag.dag_id, task.task_id)
+            assert task.retries >= 1 and task.retry_exponential_backoff, (dag.dag_id, task.task_id)
+            callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
+            assert notify_task_failure in callbacks, (dag.dag_id, task.task_id)
 
 
-def test_daily_dag_chain(dagbag):
-    dag = dagbag.dags["ggm_daily"]
-    tasks = {t.task_id: t for t in dag.tasks}
-    assert {"extract.brp", "extract.bag", "extract.gebieden", "bronze", "silver", "gold", "publish_share", "summary"} <= set(tasks)
-    assert {"extract.brp", "extract.bag", "extract.gebieden"} <= tasks["bronze"].upstream_task_ids
-    assert tasks["silver"].upstream_task_ids == {"bronze"}
-    assert tasks["gold"].upstream_task_ids == {"silver"}
-    assert tasks["publish_share"].upstream_task_ids == {"gold"}
+def test_ingest_dags_are_daily_per_source_with_pools_and_deadline(dagbag):
+    from ggm_lakehouse.orchestration import POOLS, SOURCES
+
+    for source, spec in SOURCES.items():
+        dag = dagbag.dags[spec.dag_id]
+        assert type(dag.timetable).__name__ == "CronTriggerTimetable"
+        assert dag.deadline, f"{spec.dag_id} has no deadline alert"
+        tasks = {t.task_id: t for t in dag.tasks}
+        assert tasks["extract"].pool == spec.pool and spec.pool in POOLS
+        assert tasks["bronze"].upstream_task_ids == {"extract"}
+        assert tasks["bronze"].application_args[tasks["bronze"].application_args.index("--source") + 1] == source
+        outlets = {o.uri for o in tasks["announce"].outlets}
+        assert outlets == {f"ggm://bronze/{source}"}
+
+
+def test_silver_dags_wait_only_for_the_sources_their_mappings_read(dagbag):
+    silver_bag = dagbag.dags["ggm_silver_bag"]
+    # NUMMERAANDUIDING looks up the CBS pc6-huisnummer file of the gebieden source and its
+    # reference rule checks LIGT_IN_BUURT_ID against silver BUURT.
+    assert _asset_uris(silver_bag.timetable.asset_condition) == {
+        "ggm://bronze/bag", "ggm://bronze/gebieden", "ggm://silver/BUURT"
+    }
+    silver_brp = dagbag.dags["ggm_silver_brp"]
+    assert _asset_uris(silver_brp.timetable.asset_condition) == {"ggm://bronze/brp", "ggm://silver/NUMMERAANDUIDING"}
+    announce = {t.task_id: t for t in silver_brp.tasks}["announce"]
+    assert {o.uri for o in announce.outlets} == {"ggm://silver/NATUURLIJKPERSOON", "ggm://silver/INGESCHREVENPERSOON"}
+
+
+def test_gold_and_share_dags_are_chained_on_assets(dagbag):
+    from jobs.gold import MART_INPUTS
+
+    gold = dagbag.dags["ggm_gold_inwoners_per_buurt"]
+    assert _asset_uris(gold.timetable.asset_condition) == {
+        f"ggm://silver/{t}" for t in MART_INPUTS["inwoners_per_buurt"]
+    }
+    share = dagbag.dags["ggm_share"]
+    assert "ggm://gold/inwoners_per_buurt" in _asset_uris(share.timetable.asset_condition)
+    tasks = {t.task_id: t for t in gold.tasks}
+    assert "{{ ti.xcom_pull(task_ids='run_dates') }}" in tasks["gold"].application_args
+
+
+def test_run_dates_come_from_logical_date_or_triggering_events():
+    from ggm_lakehouse.orchestration import run_dates
+
+    scheduled = {"logical_date": datetime(2026, 3, 2, tzinfo=timezone.utc)}
+    assert run_dates(scheduled) == [date(2026, 3, 2)]
+    events = [SimpleNamespace(extra={"logical_date": "2026-03-04"}), SimpleNamespace(extra={"logical_date": "2026-03-03"})]
+    triggered = {"logical_date": None, "triggering_asset_events": {"ggm://bronze/brp": events}}
+    assert run_dates(triggered) == [date(2026, 3, 3), date(2026, 3, 4)]
+    with pytest.raises(ValueError, match="no logical date"):
+        run_dates({"logical_date": None, "triggering_asset_events": {}})
+
+
+def test_retries_are_configurable_for_operators(monkeypatch):
+    from ggm_lakehouse.orchestration import default_args
+
+    monkeypatch.setenv("GGM_TASK_RETRIES", "0")
+    assert default_args("x")["retries"] == 0
+    monkeypatch.setenv("GGM_TASK_RETRIES", "3")
+    assert default_args("x")["retries"] == 3
+
+
+def test_pools_are_created_in_the_metadata_db():
+    from airflow.models.pool import Pool
+    from airflow.utils.db import initdb
+
+    from ggm_lakehouse.orchestration import POOLS, ensure_pools
+
+    initdb()
+    ensure_pools()
+    for name, (slots, _) in POOLS.items():
+        assert Pool.get_pool(name).slots == slots
 
 
 def test_local_target_submits_the_shared_entrypoint_with_delta(monkeypatch):
@@ -42,10 +126,11 @@ def test_local_target_submits_the_shared_entrypoint_with_delta(monkeypatch):
     from ggm_lakehouse.spark_target import spark_stage_task
 
     monkeypatch.setenv("GGM_SPARK_TARGET", "local")
-    task = spark_stage_task("silver")
+    task = spark_stage_task("silver", source="brp")
     assert isinstance(task, SparkSubmitOperator)
     assert task.application.endswith("jobs/entrypoint.py")
-    assert task.application_args[0] == "silver" and "{{ ds }}" in task.application_args
+    assert task.application_args[:3] == ["silver", "--logical-date", "{{ ds }}"]
+    assert task.application_args[-2:] == ["--source", "brp"]
     assert task.conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
     assert task.jars and "delta-spark" in task.jars
 
@@ -57,11 +142,12 @@ def test_databricks_target_runs_the_same_entrypoint(monkeypatch):
 
     monkeypatch.setenv("GGM_SPARK_TARGET", "databricks")
     monkeypatch.setenv("GGM_DATABRICKS_CLUSTER", '{"spark_version": "16.4.x-scala2.12", "num_workers": 2}')
-    task = spark_stage_task("gold")
+    task = spark_stage_task("gold", mart="inwoners_per_buurt")
     assert isinstance(task, DatabricksSubmitRunOperator)
     spark_task = task.json["tasks"][0]
     assert spark_task["spark_python_task"]["python_file"].endswith("jobs/entrypoint.py")
     assert spark_task["spark_python_task"]["parameters"][0] == "gold"
+    assert spark_task["spark_python_task"]["parameters"][-2:] == ["--mart", "inwoners_per_buurt"]
     assert spark_task["new_cluster"]["num_workers"] == 2
 
 

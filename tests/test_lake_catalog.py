@@ -59,3 +59,49 @@ def test_bronze_and_silver_write_catalog_tables_when_a_namespace_is_configured(s
     assert [json.loads(r["payload"])["buurtcode"] for r in rejects] == ["BU9999"]
     # Nothing was written to the path-addressed lake.
     assert not table_path("silver", "BUURT").exists() and not table_path("bronze", "gebieden_wijkbuurtindeling").exists()
+
+
+def test_concurrent_first_writes_to_one_table_all_land(spark, tmp_path):
+    """Overlapping runs (a backfill next to the scheduled run) race to create and append to the same
+    bronze table; the losers of Delta's commit race retry and every batch lands exactly once."""
+    import threading
+
+    from pyspark.sql import functions as F
+
+    from ggm_lakehouse.lake import retry_on_write_conflict
+
+    path = str(tmp_path / "bronze_race")
+    failures: list[BaseException] = []
+
+    def write(day: int) -> None:
+        frame = spark.range(25).withColumn("_logical_date", F.lit(day))
+        try:
+            retry_on_write_conflict(
+                lambda: frame.write.format("delta").mode("append").partitionBy("_logical_date").save(path),
+                f"writer {day}", first_wait=0.1,
+            )
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            failures.append(exc)
+
+    writers = [threading.Thread(target=write, args=(day,)) for day in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert failures == []
+    landed = spark.read.format("delta").load(path).groupBy("_logical_date").count().collect()
+    assert sorted((r["_logical_date"], r["count"]) for r in landed) == [(d, 25) for d in range(4)]
+
+
+def test_other_errors_are_not_retried():
+    from ggm_lakehouse.lake import retry_on_write_conflict
+
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise ValueError("schema mismatch")
+
+    with pytest.raises(ValueError, match="schema mismatch"):
+        retry_on_write_conflict(broken, "broken")
+    assert len(calls) == 1

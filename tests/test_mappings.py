@@ -28,6 +28,10 @@ def test_every_required_ggm_target_has_exactly_one_mapping_file():
 
 @pytest.mark.parametrize("mapping", load_all(), ids=lambda m: m.target)
 def test_mapping_uses_ggm_table_and_column_names(mapping, ggm_tables):
+    if not mapping.ggm:
+        # The lakehouse's own reference tables must never shadow a GGM table name.
+        assert mapping.target not in ggm_tables, f"{mapping.target} is a GGM table; it cannot be marked ggm: false"
+        return
     assert mapping.target in ggm_tables, f"{mapping.target} is not a GGM v2.5.1 table"
     table = ggm_tables[mapping.target]
     known = set(table["columns"]) | set(table.get("columns_union", []))
@@ -69,6 +73,16 @@ def test_bsn_columns_are_pseudonymised():
             "target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\n"
             "columns: {WIJKCODE: {expr: a, pseudonymise: true}}\n",
             "list it under pseudonymised_fields",
+        ),
+        (
+            "target: WIJK\nsource: x\nfields: {a: $.a, wijkcode: $.c}\nbusiness_key: [a]\n"
+            "columns: {WIJKCODE: 'trim(wijkcode)'}\n",
+            "only in case",
+        ),
+        (
+            "target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {WIJKCODE: a}\n"
+            "on_missing_batch: ignore\n",
+            "on_missing_batch must be fail or keep",
         ),
     ],
 )

@@ -1,0 +1,268 @@
+"""What the DAG files wire: sources, their schedules and owners, pools, Assets and run dates.
+
+The DAG files in ``dags/`` only loop over what this module declares, so adding a
+source, a mapping or a mart changes the DAGs without touching them:
+
+* one **ingest DAG** per source (``ggm_ingest_<source>``): extract → bronze, on the
+  source's own schedule, owner and pool; it updates the Asset ``ggm://bronze/<source>``;
+* one **silver DAG** per source (``ggm_silver_<source>``), scheduled on the bronze Assets
+  of every source its mappings read (a lookup makes a dependency); it updates one Asset
+  per GGM table, ``ggm://silver/<TABLE>``;
+* one **gold DAG** per mart (``ggm_gold_<mart>``), scheduled on the silver Assets the mart
+  reads, updating ``ggm://gold/<mart>``;
+* the **share DAG** (``ggm_share``), scheduled on any shared gold Asset.
+
+A late source therefore delays only the silver tables and marts that read it.
+
+Asset-triggered runs have no logical date of their own; every Asset event carries the
+logical date it was produced for in its ``extra``, and downstream runs process the
+dates of their triggering events, oldest first (:func:`run_dates`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Mapping
+
+ASSET_SCHEME = "ggm"
+DEFAULT_RETRY_DELAY = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One source of the platform as the scheduler sees it."""
+
+    name: str
+    conn_id: str
+    owner: str
+    schedule: str
+    pool: str
+    pool_slots: int
+    description: str
+
+    @property
+    def dag_id(self) -> str:
+        return f"ggm_ingest_{self.name}"
+
+
+# Schedules are UTC crons: registries are read after their nightly processing, drop zones after
+# the departmental exports have run. Pools bound concurrency against each registry's rate limit.
+SOURCES: dict[str, SourceSpec] = {
+    spec.name: spec
+    for spec in (
+        SourceSpec("brp", "ggm_brp", "team-basisregistraties", "0 2 * * *", "registry_brp", 2,
+                   "BRP Personen (Haal Centraal) for the municipality's volglijst."),
+        SourceSpec("bag", "ggm_bag", "team-basisregistraties", "0 2 * * *", "registry_bag", 1,
+                   "BAG Individuele Bevragingen: the municipality's woonplaatsen, streets, addresses, panden, VBOs."),
+        SourceSpec("gebieden", "ggm_gebieden", "team-onderzoek-statistiek", "0 3 * * *", "dropzone", 4,
+                   "Wijk- en buurtindeling and CBS pc6-huisnummer file from the drop zone."),
+        SourceSpec("kvk", "ggm_kvk", "team-basisregistraties", "30 2 * * *", "registry_kvk", 1,
+                   "KvK Handelsregister: Zoeken, Basisprofiel and Vestigingsprofiel; after the first full pull, "
+                   "only the KvK numbers the Mutatieservice signals name."),
+        SourceSpec("cbs", "ggm_cbs", "team-onderzoek-statistiek", "0 4 * * *", "registry_cbs", 1,
+                   "CBS StatLine Kerncijfers wijken en buurten (OData); data is pulled only when CBS republished."),
+    )
+}
+
+# Pools and their sizes; a pool's slots bound how many tasks hit that system at once. BAG has a
+# 50 requests/second limit per key that one extract already uses up, so it gets a single slot.
+POOLS: dict[str, tuple[int, str]] = {
+    "registry_brp": (2, "BRP Personen: concurrent extracts against the Haal Centraal API"),
+    "registry_bag": (1, "BAG IB: one extract at a time (50 requests/second per API key)"),
+    "registry_kvk": (1, "KvK API: one extract at a time (rate limit per API key)"),
+    "registry_cbs": (1, "CBS StatLine OData: one extract at a time"),
+    "dropzone": (4, "Departmental drop zones on local disk"),
+    "spark": (2, "Spark stages on the embedded default (2 cores)"),
+}
+
+
+def task_retries() -> int:
+    """Retries per task: ``GGM_TASK_RETRIES`` (default 2; tests and the UI check set 0)."""
+    return int(os.environ.get("GGM_TASK_RETRIES", "2"))
+
+
+def default_args(owner: str) -> dict[str, Any]:
+    """Task defaults of every GGM DAG: owner, retries with back-off, failure notification."""
+    from ggm_lakehouse.alerts import notify_task_failure
+
+    return {
+        "owner": owner,
+        "retries": task_retries(),
+        "retry_delay": DEFAULT_RETRY_DELAY,
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "on_failure_callback": notify_task_failure,
+    }
+
+
+def daily_deadline(hours_after_queued: float | None = None):
+    """A deadline alert for a daily run that is late (``GGM_DEADLINE_HOURS``, default 4 hours after queueing).
+
+    ``GGM_DEADLINE_HOURS=off`` disables it: in-process ``dag.test`` runs (``ggm run``) cannot
+    evaluate deadline alerts in Airflow 3.3, which looks them up by the id the scheduler's
+    DAG serialisation gives them.
+    """
+    setting = os.environ.get("GGM_DEADLINE_HOURS", "4")
+    if hours_after_queued is None and setting.lower() == "off":
+        return None
+    from airflow.sdk.definitions.callback import AsyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+    from ggm_lakehouse.alerts import notify_deadline_missed
+
+    hours = hours_after_queued if hours_after_queued is not None else float(setting)
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(hours=hours),
+        callback=AsyncCallback(notify_deadline_missed, kwargs={"hours": hours}),
+        name="daily run late",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Assets
+# ---------------------------------------------------------------------------
+
+def bronze_asset(source: str):
+    from airflow.sdk import Asset
+
+    return Asset(f"{ASSET_SCHEME}://bronze/{source}", group="bronze")
+
+
+def silver_asset(table: str):
+    from airflow.sdk import Asset
+
+    return Asset(f"{ASSET_SCHEME}://silver/{table}", group="silver")
+
+
+def gold_asset(mart: str):
+    from airflow.sdk import Asset
+
+    return Asset(f"{ASSET_SCHEME}://gold/{mart}", group="gold")
+
+
+def all_of(assets: list):
+    """Asset condition true when every one of ``assets`` was updated."""
+    from functools import reduce
+
+    return assets[0] if len(assets) == 1 else reduce(lambda a, b: a & b, assets)
+
+
+def any_of(assets: list):
+    """Asset condition true when any of ``assets`` was updated."""
+    from functools import reduce
+
+    return assets[0] if len(assets) == 1 else reduce(lambda a, b: a | b, assets)
+
+
+@dataclass(frozen=True)
+class SilverGroup:
+    """The silver tables conformed from one source, the sources whose bronze they need and
+    the silver tables of other groups their reference rules check (``references``)."""
+
+    source: str
+    tables: tuple[str, ...]
+    needs: tuple[str, ...]
+    references: tuple[str, ...] = ()
+
+    def schedule_assets(self) -> list:
+        """Bronze Assets of the needed sources and silver Assets of the referenced tables."""
+        return [bronze_asset(s) for s in self.needs] + [silver_asset(t) for t in self.references]
+
+    @property
+    def dag_id(self) -> str:
+        return f"ggm_silver_{self.source}"
+
+
+def silver_groups() -> list[SilverGroup]:
+    """One group per source that has mappings, from the mapping files, in dependency order."""
+    from jobs.mappings import load_all
+
+    mappings = load_all()
+    groups: dict[str, dict[str, set]] = {}
+    for mapping in mappings:
+        group = groups.setdefault(mapping.source_system, {"tables": set(), "needs": set(), "deps": set()})
+        group["tables"].add(mapping.target)
+        group["needs"].update(mapping.bronze_sources)
+        group["deps"].update(mapping.depends_on)
+    known = {m.target for m in mappings}
+    result = [
+        SilverGroup(s, tuple(sorted(g["tables"])), tuple(sorted(g["needs"])),
+                    tuple(sorted((g["deps"] & known) - g["tables"])))
+        for s, g in sorted(groups.items())
+    ]
+    ordered: list[SilverGroup] = []
+    done: set[str] = set()
+    while result:
+        ready = [g for g in result if set(g.references) <= done]
+        if not ready:
+            raise ValueError(f"silver groups reference each other in a cycle: {[g.source for g in result]}")
+        for group in ready:
+            ordered.append(group)
+            done.update(group.tables)
+            result.remove(group)
+    return ordered
+
+
+def gold_marts() -> dict[str, tuple[str, ...]]:
+    """Each gold mart and the silver tables it reads."""
+    from jobs.gold import MART_INPUTS
+
+    return dict(MART_INPUTS)
+
+
+def shared_gold_marts() -> list[str]:
+    """Gold marts that some share in ``config/shares.yaml`` exposes."""
+    from sharing_server.shares_config import load_shares_config
+
+    marts = set(gold_marts())
+    shared = set()
+    for share in load_shares_config().shares:
+        for table in share.all_tables():
+            name = table.resolve_location().name
+            if name in marts:
+                shared.add(name)
+    return sorted(shared)
+
+
+# ---------------------------------------------------------------------------
+# run dates
+# ---------------------------------------------------------------------------
+
+def asset_event_extra(logical_date: date, run_id: str, **more: Any) -> dict[str, Any]:
+    """The ``extra`` every GGM Asset event carries: the day it covers and the run that made it."""
+    return {"logical_date": logical_date.isoformat(), "run_id": run_id, **more}
+
+
+def run_dates(context: Mapping[str, Any]) -> list[date]:
+    """The logical dates a run processes, oldest first.
+
+    Scheduled and manual runs have a logical date. Asset-triggered runs take the dates of
+    their triggering events (several when upstream ran more than once before this run
+    started, e.g. during a backfill); ``dag_run.conf["logical_dates"]`` overrides both.
+    """
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    if conf.get("logical_dates"):
+        return sorted({date.fromisoformat(d) for d in conf["logical_dates"]})
+    logical = context.get("logical_date")
+    if logical is not None:
+        return [logical.date() if isinstance(logical, datetime) else logical]
+    dates: set[date] = set()
+    for events in (context.get("triggering_asset_events") or {}).values():
+        for event in events:
+            extra = getattr(event, "extra", None) or {}
+            if extra.get("logical_date"):
+                dates.add(date.fromisoformat(extra["logical_date"]))
+    if not dates:
+        raise ValueError("this run has no logical date and no triggering Asset event names one")
+    return sorted(dates)
+
+
+def ensure_pools() -> dict[str, int]:
+    """Create or resize the pools of :data:`POOLS` in the Airflow metadata DB (idempotent)."""
+    from airflow.models.pool import Pool
+
+    for name, (slots, description) in POOLS.items():
+        Pool.create_or_update_pool(name=name, slots=slots, description=description, include_deferred=False)
+    return {name: slots for name, (slots, _) in POOLS.items()}

@@ -1,0 +1,572 @@
+"""Stand-in for the Unity Catalog REST endpoints the Databricks SDK calls for grants and Delta Sharing.
+
+Exactly the endpoints ``ggm_lakehouse.access`` and ``sharing_server.unity_catalog`` use through
+``databricks-sdk`` (paths and JSON shapes as in ``databricks/sdk/service/catalog.py`` and
+``sharing.py``), all under ``/api/2.1/unity-catalog``:
+
+* ``GET|PATCH permissions/{securable_type}/{full_name}`` — ``w.grants.get`` / ``w.grants.update``;
+  ``GET`` pages with ``max_results``/``page_token`` (``max_results`` 1..149 is refused, as documented),
+  ``PATCH`` takes ``{"changes": [{"principal", "add", "remove"}]}`` and answers the new
+  ``privilege_assignments``;
+* ``POST|GET shares``, ``GET|PATCH shares/{name}`` (``updates`` with ``ADD``/``REMOVE``/``UPDATE`` of
+  data objects, ``include_shared_data``), ``GET|PATCH shares/{name}/permissions``;
+* ``POST|GET recipients``, ``GET|PATCH recipients/{name}``;
+* ``GET /.well-known/databricks-config`` (unauthenticated), which the SDK probes when it starts.
+
+Like a workspace it checks what it is told: securables, tables and (when ``groups`` is given)
+principals must exist, a privilege must apply to the securable type, a recipient must exist before
+it is granted a share. Errors are Databricks-style JSON ``{"error_code", "message"}`` with the
+matching HTTP status, so the SDK raises its typed exceptions (``NotFound``, ``PermissionDenied`` …).
+Authentication is ``Authorization: Bearer <token>``. Every authenticated request is recorded
+(method, path, query, JSON body) for assertions; :meth:`UnityCatalogStandin.fail_next` makes the
+next matching request fail, e.g. with ``403 PERMISSION_DENIED``. Demo/test only.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from standins.common import ThreadedUvicorn
+
+API_PREFIX = "/api/2.1/unity-catalog"
+
+# Which privileges a workspace accepts on which securable type (Unity Catalog privilege model).
+_SCHEMA_PRIVILEGES = frozenset({
+    "ALL_PRIVILEGES", "APPLY_TAG", "CREATE_FUNCTION", "CREATE_MATERIALIZED_VIEW", "CREATE_MODEL",
+    "CREATE_TABLE", "CREATE_VOLUME", "EXECUTE", "EXTERNAL_USE_SCHEMA", "MANAGE", "MODIFY", "READ_VOLUME",
+    "REFRESH", "SELECT", "USE_SCHEMA", "WRITE_VOLUME",
+})
+APPLICABLE_PRIVILEGES: dict[str, frozenset[str]] = {
+    "catalog": _SCHEMA_PRIVILEGES | {"BROWSE", "CREATE_SCHEMA", "USE_CATALOG"},
+    "schema": _SCHEMA_PRIVILEGES,
+    "table": frozenset({"ALL_PRIVILEGES", "APPLY_TAG", "MANAGE", "MODIFY", "SELECT"}),
+}
+_DEFAULT_OWNER = "ggm-platform-admins"
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One authenticated request as the stand-in received it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+
+
+@dataclass
+class _Fault:
+    method: str
+    path: str
+    status: int
+    error_code: str
+    message: str
+
+
+@dataclass
+class _Share:
+    name: str
+    comment: str | None
+    owner: str
+    created_at: int
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    grants: dict[str, set[str]] = field(default_factory=dict)
+
+
+class UnityCatalogStandin:
+    """A Unity Catalog metastore's grants and sharing API on ``127.0.0.1:<ephemeral port>``.
+
+    Usage::
+
+        with UnityCatalogStandin(catalogs={"gemeente": ["bronze", "silver", "gold", "quarantine"]},
+                                 tables=["gemeente.gold.inwoners_per_buurt"]) as uc:
+            os.environ["AIRFLOW_CONN_GGM_DATABRICKS"] = json.dumps(uc.airflow_connection())
+            ...  # run the code under test; uc.requests holds every call
+
+    ``groups=None`` accepts any principal; a set makes grants to other principals fail with
+    ``404 PRINCIPAL_DOES_NOT_EXIST`` as on a workspace that does not know the group.
+    ``page_size`` is the server page length for paginated lists (small values exercise paging).
+    """
+
+    def __init__(
+        self,
+        *,
+        catalogs: dict[str, list[str]] | None = None,
+        tables: list[str] | tuple[str, ...] = (),
+        groups: set[str] | frozenset[str] | None = None,
+        token: str | None = None,
+        page_size: int = 100,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.token = token or f"dapi{secrets.token_hex(16)}"
+        self.host = host
+        self.page_size = page_size
+        self.groups = set(groups) if groups is not None else None
+        self.metastore_id = str(uuid.uuid4())
+        self.workspace_id = "1234567890123456"
+        self.requests: list[RecordedRequest] = []
+        self._catalogs = {c.lower(): {s.lower() for s in schemas} for c, schemas in (catalogs or {}).items()}
+        self._tables = {t.lower() for t in tables}
+        self._grants: dict[tuple[str, str], dict[str, set[str]]] = {}
+        self._shares: dict[str, _Share] = {}
+        self._recipients: dict[str, dict[str, Any]] = {}
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._server: ThreadedUvicorn | None = None
+        self.port: int | None = None
+        self.app = self._build_app()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Workspace base URL, e.g. ``http://127.0.0.1:54321``."""
+        if self.port is None:
+            raise RuntimeError("stand-in is not started")
+        return f"http://{self.host}:{self.port}"
+
+    def airflow_connection(self) -> dict[str, Any]:
+        """Airflow connection (JSON form for ``AIRFLOW_CONN_GGM_DATABRICKS``) reaching this stand-in.
+
+        Same shape as the Jobs stand-in's: plain HTTP via ``schema="http"`` and a separate port,
+        the token as password.
+        """
+        if self.port is None:
+            raise RuntimeError("stand-in is not started")
+        return {"conn_type": "databricks", "host": self.host, "port": self.port, "schema": "http",
+                "login": "", "password": self.token}
+
+    def start(self) -> "UnityCatalogStandin":
+        """Serve on a background thread; returns once the port is bound."""
+        self._server = ThreadedUvicorn(self.app, self.host, 0, name="unity-catalog-standin")
+        self.port = self._server.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the server thread."""
+        if self._server is not None:
+            self._server.stop()
+
+    def __enter__(self) -> "UnityCatalogStandin":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # ---- test controls and inspection --------------------------------------------------------
+
+    def fail_next(self, method: str, path: str, *, status: int = 403, error_code: str = "PERMISSION_DENIED",
+                  message: str = "User does not have MANAGE on the securable.") -> None:
+        """Answer the next ``method`` request to ``path`` (relative to the API prefix) with an error."""
+        with self._lock:
+            self._faults.append(_Fault(method.upper(), API_PREFIX + "/" + path.lstrip("/"), status, error_code, message))
+
+    def set_grants(self, securable_type: str, full_name: str, principal: str, privileges: list[str]) -> None:
+        """Seed grants as if someone had granted them by hand."""
+        with self._lock:
+            self._grants.setdefault((securable_type.lower(), full_name.lower()), {})[principal] = set(privileges)
+
+    def grants(self, securable_type: str, full_name: str) -> dict[str, set[str]]:
+        """Current grants on a securable: principal → privileges."""
+        with self._lock:
+            current = self._grants.get((securable_type.lower(), full_name.lower()), {})
+            return {p: set(v) for p, v in current.items() if v}
+
+    def share_state(self, name: str) -> dict[str, Any] | None:
+        """The share's objects and recipient grants, or None when it does not exist."""
+        with self._lock:
+            share = self._shares.get(name.lower())
+            if share is None:
+                return None
+            return {"comment": share.comment, "objects": copy.deepcopy(share.objects),
+                    "grants": {p: set(v) for p, v in share.grants.items() if v}}
+
+    def recipient(self, name: str) -> dict[str, Any] | None:
+        """The stored recipient, or None."""
+        with self._lock:
+            found = self._recipients.get(name.lower())
+            return copy.deepcopy(found) if found else None
+
+    def calls(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
+        """Recorded requests, optionally only those with ``method`` and ``path`` (relative to the API prefix)."""
+        wanted = API_PREFIX + "/" + path.lstrip("/") if path is not None else None
+        return [r for r in list(self.requests)
+                if (method is None or r.method == method.upper()) and (wanted is None or r.path == wanted)]
+
+    def mutating_calls(self) -> list[RecordedRequest]:
+        """Every recorded POST/PATCH/DELETE: what a plan-only run must never send."""
+        return [r for r in list(self.requests) if r.method in ("POST", "PATCH", "DELETE")]
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _error(status: int, error_code: str, message: str) -> JSONResponse:
+        return JSONResponse({"error_code": error_code, "message": message}, status_code=status)
+
+    def _page(self, items: list[Any], query: dict[str, str]) -> tuple[list[Any], str | None] | JSONResponse:
+        """Slice ``items`` by ``max_results``/``page_token`` the way the UC list endpoints do."""
+        raw_max = query.get("max_results")
+        try:
+            offset = int(query.get("page_token") or 0)
+            max_results = int(raw_max) if raw_max is not None else None
+        except ValueError:
+            return self._error(400, "INVALID_PARAMETER_VALUE", "Invalid max_results or page_token.")
+        if max_results is None:
+            return items[offset:], None
+        if max_results < 0:
+            return self._error(400, "INVALID_PARAMETER_VALUE", "max_results must be greater than or equal to 0.")
+        length = self.page_size if max_results == 0 else min(max_results, self.page_size)
+        page = items[offset:offset + length]
+        next_token = str(offset + length) if offset + length < len(items) else None
+        return page, next_token
+
+    def _securable_exists(self, securable_type: str, full_name: str) -> JSONResponse | None:
+        parts = full_name.lower().split(".")
+        if securable_type == "catalog":
+            if len(parts) == 1 and parts[0] in self._catalogs:
+                return None
+            return self._error(404, "CATALOG_DOES_NOT_EXIST", f"Catalog '{full_name}' does not exist.")
+        if securable_type == "schema":
+            if len(parts) == 2 and parts[0] in self._catalogs and parts[1] in self._catalogs[parts[0]]:
+                return None
+            return self._error(404, "SCHEMA_DOES_NOT_EXIST", f"Schema '{full_name}' does not exist.")
+        if securable_type == "table":
+            if full_name.lower() in self._tables:
+                return None
+            return self._error(404, "TABLE_DOES_NOT_EXIST", f"Table '{full_name}' does not exist.")
+        return self._error(400, "INVALID_PARAMETER_VALUE",
+                           f"Securable type {securable_type.upper()} is not supported by this stand-in.")
+
+    def _check_principal(self, principal: Any) -> JSONResponse | None:
+        if not isinstance(principal, str) or not principal:
+            return self._error(400, "INVALID_PARAMETER_VALUE", "Each change needs a 'principal'.")
+        if self.groups is not None and principal not in self.groups:
+            return self._error(404, "PRINCIPAL_DOES_NOT_EXIST", f"Could not find principal with name {principal}")
+        return None
+
+    @staticmethod
+    def _assignments(grants: dict[str, set[str]]) -> list[dict[str, Any]]:
+        return [{"principal": p, "privileges": sorted(v)} for p, v in sorted(grants.items()) if v]
+
+    @staticmethod
+    def _apply_changes(grants: dict[str, set[str]], changes: list[dict[str, Any]]) -> None:
+        for change in changes:
+            held = grants.setdefault(change["principal"], set())
+            held.update(change.get("add") or [])
+            held.difference_update(change.get("remove") or [])
+
+    def _share_json(self, share: _Share, include_objects: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": share.name, "owner": share.owner, "created_at": share.created_at,
+                                "created_by": "ggm-automation@example.org", "updated_at": int(time.time() * 1000),
+                                "updated_by": "ggm-automation@example.org"}
+        if share.comment is not None:
+            body["comment"] = share.comment
+        if include_objects:
+            body["objects"] = copy.deepcopy(share.objects)
+        return body
+
+    def _recipient_json(self, recipient: dict[str, Any]) -> dict[str, Any]:
+        return copy.deepcopy(recipient)
+
+    # ---- API -------------------------------------------------------------------------------
+
+    def _build_app(self) -> FastAPI:  # noqa: C901 - one closure per endpoint keeps the stand-in readable
+        app = FastAPI(title="Unity Catalog stand-in", docs_url=None, redoc_url=None, openapi_url=None)
+
+        @app.get("/.well-known/databricks-config")
+        async def host_metadata():
+            # Probed unauthenticated by the SDK's Config before it authenticates.
+            return {"workspace_id": self.workspace_id, "cloud": "AZURE"}
+
+        @app.middleware("http")
+        async def authenticate_and_record(request: Request, call_next):
+            if request.url.path.startswith("/.well-known/"):
+                return await call_next(request)
+            if request.headers.get("authorization") != f"Bearer {self.token}":
+                return self._error(401, "UNAUTHENTICATED", "Invalid access token.")
+            raw = await request.body()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                return self._error(400, "MALFORMED_REQUEST", "Request body is not valid JSON.")
+            with self._lock:
+                self.requests.append(RecordedRequest(request.method, request.url.path,
+                                                     dict(request.query_params), body))
+                fault = next((f for f in self._faults if f.method == request.method and f.path == request.url.path),
+                             None)
+                if fault is not None:
+                    self._faults.remove(fault)
+            if fault is not None:
+                return self._error(fault.status, fault.error_code, fault.message)
+            return await call_next(request)
+
+        # -- grants ---------------------------------------------------------------------------
+
+        @app.get(API_PREFIX + "/permissions/{securable_type}/{full_name}")
+        async def get_permissions(securable_type: str, full_name: str, request: Request):
+            kind = securable_type.lower()
+            query = dict(request.query_params)
+            raw_max = query.get("max_results")
+            if raw_max is not None and raw_max.lstrip("-").isdigit() and 0 < int(raw_max) < 150:
+                return self._error(400, "INVALID_PARAMETER_VALUE",
+                                   "max_results must be 0 or at least 150 for permissions.")
+            with self._lock:
+                missing = self._securable_exists(kind, full_name)
+                if missing is not None:
+                    return missing
+                assignments = self._assignments(self._grants.get((kind, full_name.lower()), {}))
+                if query.get("principal"):
+                    assignments = [a for a in assignments if a["principal"] == query["principal"]]
+            paged = self._page(assignments, query)
+            if isinstance(paged, JSONResponse):
+                return paged
+            page, next_token = paged
+            body: dict[str, Any] = {"privilege_assignments": page}
+            if next_token:
+                body["next_page_token"] = next_token
+            return body
+
+        @app.patch(API_PREFIX + "/permissions/{securable_type}/{full_name}")
+        async def update_permissions(securable_type: str, full_name: str, request: Request):
+            kind = securable_type.lower()
+            body = await request.json()
+            changes = body.get("changes") or []
+            with self._lock:
+                missing = self._securable_exists(kind, full_name)
+                if missing is not None:
+                    return missing
+                applicable = APPLICABLE_PRIVILEGES.get(kind, frozenset())
+                for change in changes:
+                    bad = self._check_principal(change.get("principal"))
+                    if bad is not None:
+                        return bad
+                    for privilege in [*(change.get("add") or []), *(change.get("remove") or [])]:
+                        if privilege not in applicable:
+                            return self._error(400, "INVALID_PARAMETER_VALUE",
+                                               f"Privilege {privilege} is not applicable to this entity "
+                                               f"[{full_name}:{kind.upper()}].")
+                grants = self._grants.setdefault((kind, full_name.lower()), {})
+                self._apply_changes(grants, changes)
+                if body.get("omit_permissions_in_response"):
+                    return {}
+                return {"privilege_assignments": self._assignments(grants)}
+
+        # -- shares ---------------------------------------------------------------------------
+
+        @app.post(API_PREFIX + "/shares")
+        async def create_share(request: Request):
+            body = await request.json()
+            name = body.get("name")
+            if not isinstance(name, str) or not name:
+                return self._error(400, "INVALID_PARAMETER_VALUE", "Share name must be specified.")
+            with self._lock:
+                if name.lower() in self._shares:
+                    return self._error(409, "SHARE_ALREADY_EXISTS", f"Share '{name}' already exists.")
+                share = _Share(name=name, comment=body.get("comment"), owner=_DEFAULT_OWNER,
+                               created_at=int(time.time() * 1000))
+                self._shares[name.lower()] = share
+                return self._share_json(share, include_objects=False)
+
+        @app.get(API_PREFIX + "/shares")
+        async def list_shares(request: Request):
+            with self._lock:
+                shares = [self._share_json(s, include_objects=False) for s in self._shares.values()]
+            paged = self._page(shares, dict(request.query_params))
+            if isinstance(paged, JSONResponse):
+                return paged
+            page, next_token = paged
+            body: dict[str, Any] = {"shares": page}
+            if next_token:
+                body["next_page_token"] = next_token
+            return body
+
+        def find_share(name: str) -> _Share | JSONResponse:
+            share = self._shares.get(name.lower())
+            if share is None:
+                return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Share '{name}' does not exist.")
+            return share
+
+        @app.get(API_PREFIX + "/shares/{name}")
+        async def get_share(name: str, request: Request):
+            include = request.query_params.get("include_shared_data", "false").lower() == "true"
+            with self._lock:
+                share = find_share(name)
+                if isinstance(share, JSONResponse):
+                    return share
+                return self._share_json(share, include_objects=include)
+
+        @app.patch(API_PREFIX + "/shares/{name}")
+        async def update_share(name: str, request: Request):
+            body = await request.json()
+            with self._lock:
+                share = find_share(name)
+                if isinstance(share, JSONResponse):
+                    return share
+                # Validate every update before applying any: a workspace applies a PATCH atomically.
+                objects = copy.deepcopy(share.objects)
+                for update in body.get("updates") or []:
+                    action = update.get("action")
+                    data_object = update.get("data_object") or {}
+                    object_name = str(data_object.get("name") or "")
+                    existing = next((o for o in objects if o["name"].lower() == object_name.lower()), None)
+                    if action == "ADD":
+                        if data_object.get("data_object_type", "TABLE") == "TABLE" and object_name.lower() not in self._tables:
+                            return self._error(404, "TABLE_DOES_NOT_EXIST", f"Table '{object_name}' does not exist.")
+                        if existing is not None:
+                            return self._error(409, "RESOURCE_ALREADY_EXISTS",
+                                               f"Data object '{object_name}' is already in share '{share.name}'.")
+                        shared_as = data_object.get("shared_as")
+                        if shared_as and any((o.get("shared_as") or "").lower() == shared_as.lower() for o in objects):
+                            return self._error(400, "INVALID_PARAMETER_VALUE",
+                                               f"Alias '{shared_as}' is already used in share '{share.name}'.")
+                        added = {**data_object, "data_object_type": data_object.get("data_object_type", "TABLE"),
+                                 "added_at": int(time.time() * 1000), "added_by": "ggm-automation@example.org",
+                                 "status": "ACTIVE"}
+                        added.setdefault("history_data_sharing_status", "DISABLED")
+                        objects.append(added)
+                    elif action in ("REMOVE", "UPDATE"):
+                        if existing is None:
+                            return self._error(404, "RESOURCE_DOES_NOT_EXIST",
+                                               f"Data object '{object_name}' is not in share '{share.name}'.")
+                        if action == "REMOVE":
+                            objects.remove(existing)
+                        else:
+                            existing.update({k: v for k, v in data_object.items() if k != "name"})
+                    else:
+                        return self._error(400, "INVALID_PARAMETER_VALUE", f"Unknown update action {action!r}.")
+                share.objects = objects
+                if "comment" in body:
+                    share.comment = body["comment"]
+                if body.get("owner"):
+                    share.owner = body["owner"]
+                return self._share_json(share, include_objects=True)
+
+        @app.get(API_PREFIX + "/shares/{name}/permissions")
+        async def get_share_permissions(name: str, request: Request):
+            with self._lock:
+                share = find_share(name)
+                if isinstance(share, JSONResponse):
+                    return share
+                assignments = self._assignments(share.grants)
+            paged = self._page(assignments, dict(request.query_params))
+            if isinstance(paged, JSONResponse):
+                return paged
+            page, next_token = paged
+            body: dict[str, Any] = {"privilege_assignments": page}
+            if next_token:
+                body["next_page_token"] = next_token
+            return body
+
+        @app.patch(API_PREFIX + "/shares/{name}/permissions")
+        async def update_share_permissions(name: str, request: Request):
+            body = await request.json()
+            changes = body.get("changes") or []
+            with self._lock:
+                share = find_share(name)
+                if isinstance(share, JSONResponse):
+                    return share
+                for change in changes:
+                    principal = change.get("principal")
+                    if not isinstance(principal, str) or principal.lower() not in self._recipients:
+                        return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Recipient '{principal}' does not exist.")
+                    for privilege in [*(change.get("add") or []), *(change.get("remove") or [])]:
+                        if privilege != "SELECT":
+                            return self._error(400, "INVALID_PARAMETER_VALUE",
+                                               f"Privilege {privilege} is not applicable to a share; only SELECT is.")
+                self._apply_changes(share.grants, changes)
+                if body.get("omit_permissions_list"):
+                    return {}
+                return {"privilege_assignments": self._assignments(share.grants)}
+
+        # -- recipients -----------------------------------------------------------------------
+
+        @app.post(API_PREFIX + "/recipients")
+        async def create_recipient(request: Request):
+            body = await request.json()
+            name = body.get("name")
+            auth = body.get("authentication_type")
+            if not isinstance(name, str) or not name:
+                return self._error(400, "INVALID_PARAMETER_VALUE", "Recipient name must be specified.")
+            if auth not in ("TOKEN", "DATABRICKS"):
+                return self._error(400, "INVALID_PARAMETER_VALUE",
+                                   f"authentication_type must be TOKEN or DATABRICKS, got {auth!r}.")
+            if auth == "DATABRICKS" and not body.get("data_recipient_global_metastore_id"):
+                return self._error(400, "INVALID_PARAMETER_VALUE",
+                                   "data_recipient_global_metastore_id is required for DATABRICKS recipients.")
+            if auth == "TOKEN" and body.get("data_recipient_global_metastore_id"):
+                return self._error(400, "INVALID_PARAMETER_VALUE",
+                                   "data_recipient_global_metastore_id is only allowed for DATABRICKS recipients.")
+            with self._lock:
+                if name.lower() in self._recipients:
+                    return self._error(409, "RECIPIENT_ALREADY_EXISTS", f"Recipient '{name}' already exists.")
+                now = int(time.time() * 1000)
+                recipient: dict[str, Any] = {
+                    "id": str(uuid.uuid4()), "name": name, "authentication_type": auth, "owner": _DEFAULT_OWNER,
+                    "metastore_id": self.metastore_id, "created_at": now, "created_by": "ggm-automation@example.org",
+                    "updated_at": now, "updated_by": "ggm-automation@example.org", "activated": auth == "DATABRICKS",
+                    "cloud": "azure", "region": "westeurope",
+                }
+                if body.get("comment") is not None:
+                    recipient["comment"] = body["comment"]
+                if auth == "DATABRICKS":
+                    recipient["data_recipient_global_metastore_id"] = body["data_recipient_global_metastore_id"]
+                else:
+                    activation_url = f"{self.url}/delta_sharing/retrieve_config.html?{secrets.token_urlsafe(24)}"
+                    token: dict[str, Any] = {"id": str(uuid.uuid4()), "activation_url": activation_url,
+                                             "created_at": now, "created_by": "ggm-automation@example.org",
+                                             "updated_at": now, "updated_by": "ggm-automation@example.org"}
+                    if body.get("expiration_time") is not None:
+                        token["expiration_time"] = body["expiration_time"]
+                    recipient["activation_url"] = activation_url
+                    recipient["tokens"] = [token]
+                self._recipients[name.lower()] = recipient
+                return self._recipient_json(recipient)
+
+        @app.get(API_PREFIX + "/recipients")
+        async def list_recipients(request: Request):
+            with self._lock:
+                recipients = [self._recipient_json(r) for r in self._recipients.values()]
+            paged = self._page(recipients, dict(request.query_params))
+            if isinstance(paged, JSONResponse):
+                return paged
+            page, next_token = paged
+            body: dict[str, Any] = {"recipients": page}
+            if next_token:
+                body["next_page_token"] = next_token
+            return body
+
+        @app.get(API_PREFIX + "/recipients/{name}")
+        async def get_recipient(name: str):
+            with self._lock:
+                recipient = self._recipients.get(name.lower())
+                if recipient is None:
+                    return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Recipient '{name}' does not exist.")
+                return self._recipient_json(recipient)
+
+        @app.patch(API_PREFIX + "/recipients/{name}")
+        async def update_recipient(name: str, request: Request):
+            body = await request.json()
+            with self._lock:
+                recipient = self._recipients.get(name.lower())
+                if recipient is None:
+                    return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Recipient '{name}' does not exist.")
+                for key in ("comment", "owner", "expiration_time"):
+                    if key in body:
+                        recipient[key] = body[key]
+                recipient["updated_at"] = int(time.time() * 1000)
+                return self._recipient_json(recipient)
+
+        @app.api_route("/{path:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
+        async def not_implemented(path: str):
+            return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '/{path}' in this stand-in.")
+
+        return app

@@ -1,0 +1,220 @@
+"""A backfill through the real Airflow scheduler gives the same silver history as the days one by one.
+
+The scheduler (``airflow standalone``: scheduler, dag-processor, triggerer and the API server
+that task runners report to, on SQLite) runs ``airflow backfill create`` over three days of
+``ggm_ingest_gebieden`` *newest first*, so the silver DAG, which the bronze Asset events
+trigger, sees the days out of order. The drop zone changes on each day (a buurt is renamed on
+day 2, a wijk renamed and a buurt added on day 3), so the history has something to get wrong.
+The reference history is built from the same bronze batches by conforming the days in order.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from demo_gemeente.dropzone import write_dropzone
+from demo_gemeente.generator import DemoWorld
+
+pytestmark = pytest.mark.e2e
+
+DAYS = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
+INGEST = "ggm_ingest_gebieden"
+SILVER = "ggm_silver_gebieden"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rewrite_indeling(path: Path, edit) -> None:
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter=";"))
+    header, body = rows[0], rows[1:]
+    body = edit(header, body)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle, delimiter=";", lineterminator="\n").writerows([header, *body])
+
+
+def _write_deliveries(dropzone: Path) -> None:
+    """Three daily deliveries of the wijk- en buurtindeling, each a real change of the previous one."""
+    world = DemoWorld(200, seed=5)
+    for day in DAYS:
+        write_dropzone(world.at(day), dropzone)
+    gebieden = dropzone / "gebieden"
+
+    def rename_first_buurt(header, body):
+        body[0][header.index("buurtnaam")] = "Buurt Hernoemd"
+        return body
+
+    def rename_wijk_and_add_buurt(header, body):
+        body = rename_first_buurt(header, body)
+        wijk_name = header.index("wijknaam")
+        first_wijk = body[0][header.index("wijkcode")]
+        for row in body:
+            if row[header.index("wijkcode")] == first_wijk:
+                row[wijk_name] = "Wijk Nieuw"
+        extra = list(body[-1])
+        extra[header.index("buurtcode")] = extra[header.index("buurtcode")][:-2] + "99"
+        extra[header.index("buurtnaam")] = "Nieuwbouwbuurt"
+        return [*body, extra]
+
+    _rewrite_indeling(gebieden / f"wijkbuurtindeling_{DAYS[1]:%Y%m%d}.csv", rename_first_buurt)
+    _rewrite_indeling(gebieden / f"wijkbuurtindeling_{DAYS[2]:%Y%m%d}.csv", rename_wijk_and_add_buurt)
+
+
+def _airflow(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True,
+                            timeout=300)
+    if check and result.returncode != 0:
+        pytest.fail(f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def _json_output(stdout: str):
+    """The JSON document in a CLI's stdout, after any log lines Airflow printed first."""
+    lines = stdout.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith(("[{", "[]", "{")) or line == "[":
+            try:
+                return json.loads("\n".join(lines[index:]))
+            except json.JSONDecodeError:
+                continue
+    return None
+
+
+def _runs(env: dict, dag_id: str) -> list[dict]:
+    result = _airflow(env, "dags", "list-runs", dag_id, "-o", "json", check=False)
+    return (_json_output(result.stdout) or []) if result.returncode == 0 else []
+
+
+def _wait(predicate, what: str, timeout: float, proc: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"airflow standalone exited ({proc.returncode}) while waiting for {what}:\n{log.read_text()[-4000:]}")
+        time.sleep(3)
+    pytest.fail(f"timed out waiting for {what}; last log lines:\n{log.read_text()[-4000:]}")
+
+
+def _history(spark, lake: Path, table: str) -> list[tuple]:
+    frame = spark.read.format("delta").load(str(lake / "silver" / table.lower())).drop("DWH_DATUMTIJDGELADEN")
+    return sorted(tuple(row) for row in frame.collect())
+
+
+@pytest.fixture(scope="module")
+def backfilled(tmp_path_factory):
+    from ggm_lakehouse.airflow_env import airflow_environment
+
+    root = tmp_path_factory.mktemp("backfill")
+    home, data = root / "airflow_home", root / "data"
+    home.mkdir()
+    _write_deliveries(data / "dropzone")
+    port = _free_port()
+    env = airflow_environment({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__API__PORT": str(port),
+        # Other Airflow instances (a developer's `make airflow`) may hold the default log-server ports.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "GGM_DATA_ROOT": str(data),
+        "GGM_PSEUDONYM_KEY": "backfill-test-" + os.urandom(16).hex(),
+        "GGM_TASK_RETRIES": "0",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    })
+    env.pop("AIRFLOW__CORE__EXECUTOR", None)
+    # What `ggm airflow-init` does: the metadata DB and the pools the DAGs' tasks run in.
+    _airflow(env, "db", "migrate")
+    subprocess.run([sys.executable, "-c", "from ggm_lakehouse.orchestration import ensure_pools; ensure_pools()"],
+                   env=env, check=True, capture_output=True, timeout=300)
+    log = root / "standalone.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def serialized():
+            listed = _json_output(_airflow(env, "dags", "list", "-o", "json", check=False).stdout) or []
+            return {INGEST, SILVER} <= {d.get("dag_id") for d in listed}
+        _wait(serialized, "the DAGs to be serialized", 300, proc, log)
+        # Backfill runs of a paused DAG stay queued. Unpaused, the ingest DAG also gets its latest
+        # scheduled run (today); that day carries the newest delivery and changes nothing further.
+        _airflow(env, "dags", "unpause", SILVER)
+        _airflow(env, "dags", "unpause", INGEST)
+        _airflow(env, "backfill", "create", "--dag-id", INGEST, "--from-date", DAYS[0].isoformat(),
+                 "--to-date", (DAYS[-1] + timedelta(days=1)).isoformat(), "--run-backwards",
+                 "--max-active-runs", "1")
+
+        def ingest_done():
+            runs = _runs(env, INGEST)
+            states = [r["state"] for r in runs]
+            if "failed" in states:
+                pytest.fail(f"an ingest run failed: {runs}\n{log.read_text()[-4000:]}")
+            backfill = [r for r in runs if r["run_id"].startswith("backfill__")]
+            return len(backfill) == len(DAYS) and all(s == "success" for s in states)
+        _wait(ingest_done, "three successful backfill runs of the ingest DAG", 900, proc, log)
+
+        def silver_settled():
+            runs = _runs(env, SILVER)
+            if any(r["state"] == "failed" for r in runs):
+                pytest.fail(f"a silver run failed: {runs}\n{log.read_text()[-4000:]}")
+            ingested = {r["logical_date"][:10] for r in _runs(env, INGEST)}
+            reports = all((data / "runs" / d / "silver_gebieden.json").exists() for d in ingested)
+            return reports and runs and all(r["state"] == "success" for r in runs) and runs
+        silver_runs = _wait(silver_settled, "the Asset-triggered silver runs of every day", 900, proc, log)
+        yield {"data": data, "ingest_runs": _runs(env, INGEST), "silver_runs": silver_runs, "env": env}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_backfill_creates_one_run_per_day(backfilled):
+    runs = [r for r in backfilled["ingest_runs"] if r["run_id"].startswith("backfill__")]
+    assert sorted(r["logical_date"][:10] for r in runs) == [d.isoformat() for d in DAYS]
+    assert all(r["state"] == "success" for r in runs)
+
+
+def test_backfill_gives_the_history_of_the_days_in_order(backfilled, spark, monkeypatch):
+    from jobs import silver
+
+    data = backfilled["data"]
+    reference_lake = data.parent / "reference_lake"
+    shutil.copytree(data / "lake" / "bronze", reference_lake / "bronze")
+    monkeypatch.setenv("GGM_DATA_ROOT", str(data))
+    monkeypatch.setenv("GGM_LAKE_ROOT", str(reference_lake))
+    monkeypatch.setenv("GGM_PSEUDONYM_KEY", backfilled["env"]["GGM_PSEUDONYM_KEY"])
+    for day in DAYS:
+        silver.run(spark, day, f"reference-{day}", source="gebieden")
+
+    for table in ("WIJK", "BUURT"):
+        assert _history(spark, data / "lake", table) == _history(spark, reference_lake, table), table
+
+    buurten = spark.read.format("delta").load(str(data / "lake" / "silver" / "buurt"))
+    renamed = buurten.where("NAAM = 'Buurt Hernoemd'").collect()
+    assert [r["DWH_DATUMTIJDGELDIGVANAF"].date() for r in renamed] == [DAYS[1]]
+    added = buurten.where("NAAM = 'Nieuwbouwbuurt'").collect()
+    assert [r["DWH_DATUMTIJDGELDIGVANAF"].date() for r in added] == [DAYS[2]]

@@ -1,0 +1,232 @@
+"""shares.yaml → Unity Catalog shares, recipients and share grants: the real Databricks SDK over real HTTP
+against the Unity Catalog stand-in (standins/unity_catalog.py)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ggm_lakehouse.access import workspace_client
+from sharing_server.shares_config import SharesConfigError, load_shares_config, parse_shares_config
+from sharing_server.unity_catalog import (
+    UnityCatalogSharingError,
+    apply_unity_catalog,
+    plan_unity_catalog,
+)
+from standins.unity_catalog import UnityCatalogStandin
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CATALOG = "gemeente"
+GOLD_TABLES = ["inwoners_per_buurt", "woningvoorraad_per_wijk", "verhuizingen_per_buurt"]
+CBS_METASTORE = "azure:westeurope:8d9f3c2a-1b4e-4f6a-9c7d-2e5b8a1f0c3d"
+
+
+@pytest.fixture
+def workspace(monkeypatch):
+    """The stand-in with the lake's gold tables registered; page size 1 so every list must page."""
+    tables = [f"{CATALOG}.gold.{t}" for t in GOLD_TABLES] + [f"{CATALOG}.silver.natuurlijkpersoon"]
+    with UnityCatalogStandin(catalogs={CATALOG: ["bronze", "silver", "gold", "quarantine"]}, tables=tables,
+                             page_size=1) as uc:
+        monkeypatch.setenv("AIRFLOW_CONN_GGM_DATABRICKS", json.dumps(uc.airflow_connection()))
+        monkeypatch.setenv("GGM_TABLE_NAMESPACE", CATALOG)
+        yield uc
+
+
+def _shares_doc(tables: list[tuple[str, bool]], recipients: list[dict]) -> dict:
+    return {
+        "shares": [
+            {"name": "gemeente_gold", "comment": "Gold marts",
+             "schemas": [{"name": "demografie", "tables": [
+                 {"name": name, "location": f"gold/{name}", "history_shared": history} for name, history in tables]}]},
+            {"name": "wonen", "schemas": [{"name": "woningen", "tables": [
+                {"name": "voorraad", "location": "ignored/by/catalog_name",
+                 "catalog_name": f"{CATALOG}.gold.woningvoorraad_per_wijk"}]}]},
+        ],
+        "recipients": recipients,
+    }
+
+
+def _write(tmp_path: Path, doc: dict, name: str) -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_optional_unity_catalog_fields_parse_and_the_default_file_is_unchanged():
+    default = load_shares_config(PROJECT_ROOT / "config" / "shares.yaml")
+    assert default.recipients[0].sharing_identifier is None
+    assert default.shares[0].all_tables()[0].catalog_name is None
+    doc = _shares_doc([("inwoners_per_buurt", False)],
+                      [{"name": "cbs", "shares": ["wonen"], "sharing_identifier": CBS_METASTORE}])
+    parsed = parse_shares_config(doc)
+    assert parsed.recipient("cbs").sharing_identifier == CBS_METASTORE
+    assert parsed.share("wonen").all_tables()[0].catalog_name == "gemeente.gold.woningvoorraad_per_wijk"
+    doc["recipients"][0]["sharing_identifier"] = "azure: westeurope"
+    with pytest.raises(SharesConfigError, match="sharing_identifier"):
+        parse_shares_config(doc)
+
+
+def test_default_shares_yaml_creates_share_recipient_and_grant(workspace):
+    client = workspace_client()
+    started_ms = int(time.time() * 1000)
+    plan = apply_unity_catalog(client)
+
+    assert plan.applied and plan.conflicts == []
+    recipient_post = workspace.calls("POST", "recipients")
+    assert len(recipient_post) == 1
+    body = recipient_post[0].body
+    assert {k: body[k] for k in ("name", "authentication_type", "comment")} == {
+        "name": "demo-partner", "authentication_type": "TOKEN", "comment": "Demonstration partner organisation"}
+    # token_lifetime_days: 90 in shares.yaml → token expiry 90 days after creation.
+    assert abs(body["expiration_time"] - (started_ms + 90 * 86_400_000)) < 600_000
+    assert workspace.calls("POST", "shares")[0].body == {
+        "name": "gemeente_gold", "comment": "Gold policy marts of the municipality, small cells suppressed"}
+    assert workspace.calls("PATCH", "shares/gemeente_gold")[0].body == {"updates": [{
+        "action": "ADD",
+        "data_object": {"name": "gemeente.gold.inwoners_per_buurt", "data_object_type": "TABLE",
+                        "shared_as": "demografie.inwoners_per_buurt", "history_data_sharing_status": "DISABLED"},
+    }]}
+    assert workspace.calls("PATCH", "shares/gemeente_gold/permissions")[0].body == {
+        "changes": [{"principal": "demo-partner", "add": ["SELECT"]}]}
+    assert workspace.share_state("gemeente_gold")["grants"] == {"demo-partner": {"SELECT"}}
+    created = plan.created_recipients[0]
+    assert created["name"] == "demo-partner" and created["activation_url"].startswith(workspace.url)
+
+    mutations = len(workspace.mutating_calls())
+    again = apply_unity_catalog(client)
+    assert not again.has_changes and again.as_dict()["in_sync"] == ["gemeente_gold"]
+    assert len(workspace.mutating_calls()) == mutations
+
+
+def test_two_recipients_then_a_removed_table_and_a_withdrawn_share(workspace, tmp_path):
+    client = workspace_client()
+    recipients = [
+        {"name": "ggd-gooi", "shares": ["gemeente_gold", "wonen"], "comment": "GGD Gooi en Vechtstreek"},
+        {"name": "cbs", "shares": ["wonen"], "sharing_identifier": CBS_METASTORE},
+    ]
+    first = _write(tmp_path, _shares_doc([("inwoners_per_buurt", False), ("verhuizingen_per_buurt", False)],
+                                         recipients), "shares-v1.yaml")
+    apply_unity_catalog(client, first)
+
+    posts = {c.body["name"]: c.body for c in workspace.calls("POST", "recipients")}
+    assert posts["ggd-gooi"]["authentication_type"] == "TOKEN"
+    assert posts["cbs"]["authentication_type"] == "DATABRICKS"
+    assert posts["cbs"]["data_recipient_global_metastore_id"] == CBS_METASTORE and "expiration_time" not in posts["cbs"]
+    assert workspace.calls("PATCH", "shares/wonen")[0].body["updates"][0]["data_object"] == {
+        "name": "gemeente.gold.woningvoorraad_per_wijk", "data_object_type": "TABLE",
+        "shared_as": "woningen.voorraad", "history_data_sharing_status": "DISABLED"}
+    assert workspace.calls("PATCH", "shares/wonen/permissions")[0].body == {"changes": [
+        {"principal": "cbs", "add": ["SELECT"]}, {"principal": "ggd-gooi", "add": ["SELECT"]}]}
+    assert {o["shared_as"] for o in workspace.share_state("gemeente_gold")["objects"]} == {
+        "demografie.inwoners_per_buurt", "demografie.verhuizingen_per_buurt"}
+
+    # Next version: verhuizingen leaves the share, inwoners gets history, GGD loses "wonen".
+    recipients[0]["shares"] = ["gemeente_gold"]
+    second = _write(tmp_path, _shares_doc([("inwoners_per_buurt", True)], recipients), "shares-v2.yaml")
+    plan = plan_unity_catalog(client, second)
+    assert plan.recipients == []
+    before = len(workspace.mutating_calls())
+    apply_unity_catalog(client, second)
+    new_calls = workspace.mutating_calls()[before:]
+    assert [(c.method, c.path.split("unity-catalog/")[1]) for c in new_calls] == [
+        ("PATCH", "shares/gemeente_gold"), ("PATCH", "shares/wonen/permissions")]
+    assert new_calls[0].body == {"updates": [
+        {"action": "REMOVE", "data_object": {"name": "gemeente.gold.verhuizingen_per_buurt",
+                                             "data_object_type": "TABLE"}},
+        {"action": "UPDATE", "data_object": {"name": "gemeente.gold.inwoners_per_buurt", "data_object_type": "TABLE",
+                                             "shared_as": "demografie.inwoners_per_buurt",
+                                             "history_data_sharing_status": "ENABLED"}},
+    ]}
+    assert new_calls[1].body == {"changes": [{"principal": "ggd-gooi", "remove": ["SELECT"]}]}
+    state = workspace.share_state("gemeente_gold")
+    assert [(o["name"], o["history_data_sharing_status"]) for o in state["objects"]] == [
+        ("gemeente.gold.inwoners_per_buurt", "ENABLED")]
+    assert workspace.share_state("wonen")["grants"] == {"cbs": {"SELECT"}}
+    assert not plan_unity_catalog(client, second).has_changes
+
+
+def test_plan_only_reads_and_reports_unmanaged_shares(workspace):
+    client = workspace_client()
+    client.shares.create("handmatig", comment="made in the UI")
+    before = len(workspace.mutating_calls())
+    plan = plan_unity_catalog(client)
+    assert workspace.mutating_calls()[before:] == []
+    summary = plan.as_dict()
+    assert summary["unmanaged_shares"] == ["handmatig"]
+    assert summary["shares"][0]["create"] is True and summary["recipients"][0]["action"] == "create"
+    apply_unity_catalog(client)
+    assert workspace.share_state("handmatig") is not None  # reported, never deleted
+
+
+def test_grants_given_by_hand_to_other_recipients_are_revoked(workspace):
+    client = workspace_client()
+    apply_unity_catalog(client)
+    from databricks.sdk.service.sharing import AuthenticationType, PermissionsChange
+
+    client.recipients.create("onbekende-partij", AuthenticationType.TOKEN)
+    client.shares.update_permissions("gemeente_gold", changes=[PermissionsChange(principal="onbekende-partij",
+                                                                                 add=["SELECT"])])
+    plan = apply_unity_catalog(client)
+    assert plan.shares[0].revoke == {"onbekende-partij": ["SELECT"]}
+    assert workspace.share_state("gemeente_gold")["grants"] == {"demo-partner": {"SELECT"}}
+
+
+def test_only_gold_tables_may_be_shared(workspace, tmp_path):
+    doc = {"shares": [{"name": "lek", "schemas": [{"name": "personen", "tables": [
+        {"name": "natuurlijkpersoon", "location": "silver/natuurlijkpersoon"}]}]}]}
+    with pytest.raises(UnityCatalogSharingError, match="only gold tables may be shared"):
+        apply_unity_catalog(workspace_client(), _write(tmp_path, doc, "silver.yaml"))
+    assert workspace.mutating_calls() == []
+
+
+def test_workspace_errors_surface_with_the_failing_step(workspace, tmp_path):
+    client = workspace_client()
+    workspace.fail_next("PATCH", "shares/gemeente_gold/permissions", status=403, error_code="PERMISSION_DENIED",
+                        message="User is not an owner of Recipient 'demo-partner'.")
+    with pytest.raises(UnityCatalogSharingError) as failure:
+        apply_unity_catalog(client)
+    assert "update permissions of share gemeente_gold failed: PERMISSION_DENIED" in str(failure.value)
+    assert failure.value.applied == ["create recipient demo-partner", "create share gemeente_gold",
+                                     "update share gemeente_gold"]
+    # A rerun picks up where it stopped.
+    plan = apply_unity_catalog(client)
+    assert [c.as_dict()["grant_select"] for c in plan.shares] == [["demo-partner"]]
+
+    doc = _shares_doc([("bestaat_niet", False)], [])
+    with pytest.raises(UnityCatalogSharingError, match="TABLE_DOES_NOT_EXIST.*gemeente.gold.bestaat_niet"):
+        apply_unity_catalog(client, _write(tmp_path, doc, "missing-table.yaml"))
+
+
+def test_authentication_type_conflict_stops_before_any_change(workspace, tmp_path):
+    client = workspace_client()
+    from databricks.sdk.service.sharing import AuthenticationType
+
+    client.recipients.create("cbs", AuthenticationType.TOKEN)
+    doc = _shares_doc([("inwoners_per_buurt", False)],
+                      [{"name": "cbs", "shares": ["wonen"], "sharing_identifier": CBS_METASTORE}])
+    path = _write(tmp_path, doc, "conflict.yaml")
+    assert "authentication TOKEN" in plan_unity_catalog(client, path).conflicts[0]
+    before = len(workspace.mutating_calls())
+    with pytest.raises(UnityCatalogSharingError, match="conflicts with the metastore"):
+        apply_unity_catalog(client, path)
+    assert len(workspace.mutating_calls()) == before
+
+
+def test_cli_plan_then_apply(workspace, capsys):
+    from ggm_lakehouse.cli import main
+
+    # plan in-process (cheap), apply as the real command an operator runs.
+    assert main(["sharing", "unity-catalog", "plan"]) == 0
+    assert json.loads(capsys.readouterr().out)["shares"][0]["share"] == "gemeente_gold"
+    assert workspace.mutating_calls() == []
+    applied = subprocess.run([sys.executable, "-m", "ggm_lakehouse.cli", "sharing", "unity-catalog", "apply"],
+                             env={**os.environ}, capture_output=True, text=True, timeout=180)
+    assert applied.returncode == 0, applied.stderr
+    assert json.loads(applied.stdout)["applied"] is True
+    assert workspace.share_state("gemeente_gold")["grants"] == {"demo-partner": {"SELECT"}}
