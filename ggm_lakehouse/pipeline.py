@@ -111,11 +111,15 @@ def run_summary(logical_date: date) -> dict:
         return tables
 
     silver = stage_tables("silver")
+    bronze = stage_tables("bronze")
+    # Schema drift: what changed in the shape of a source's records (bronze kept them as delivered).
+    warnings = [f"{table}: {message}" for table, report in sorted(bronze.items()) for message in report.get("schema_drift", [])]
     quarantined = {t: r.get("quarantined", {}) for t, r in silver.items() if r.get("quarantined")}
     return {
         "logical_date": logical_date.isoformat(),
         "extracted": {k[len("extract_"):]: v.get("batches", {}) for k, v in reports.items() if k.startswith("extract_")},
-        "bronze": stage_tables("bronze"),
+        "bronze": bronze,
+        "warnings": warnings,
         "silver": {
             t: {
                 "current_rows": r["current_rows"],

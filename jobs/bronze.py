@@ -18,6 +18,7 @@ from pathlib import Path
 from connectors.landing import find_complete_batches, read_manifest, records_at, sniff_delimiter
 from ggm_lakehouse.config import landing_root
 from ggm_lakehouse.lake import LakeTable, retry_on_write_conflict
+from jobs import schema_drift
 
 
 BRONZE_SCHEMA_DDL = (
@@ -158,20 +159,26 @@ def run(spark, logical_date: date, run_id: str | None = None, source: str | None
         entry = report.setdefault(table, {"batches": 0, "rows": 0, "skipped_batches": 0})
         target = LakeTable("bronze", table)
 
-        def land(batch: LandedBatch = batch, target: LakeTable = target) -> int | None:
+        def land(batch: LandedBatch = batch, target: LakeTable = target) -> list[tuple] | None:
             # Checked inside the retry: after a lost commit race the other writer may have landed it.
             if _already_landed(spark, target, batch):
                 return None
             rows = batch_rows(batch, ingested_at)
             target.save(spark, _to_spark(spark, rows).write.format("delta").mode("append").partitionBy("_logical_date"))
-            return len(rows)
+            return rows
 
         landed = retry_on_write_conflict(land, f"bronze {table}")
         if landed is None:
             entry["skipped_batches"] += 1
             continue
         entry["batches"] += 1
-        entry["rows"] += landed
+        entry["rows"] += len(landed)
+        if landed:
+            # New, vanished or retyped fields: the data is kept as delivered, the operator is told.
+            drift = schema_drift.check_batch(table, [json.loads(row[0]) for row in landed])
+            if drift:
+                entry.setdefault("schema_drift", []).extend(drift[: schema_drift.MAX_MESSAGES])
+                entry["schema_drift_count"] = entry.get("schema_drift_count", 0) + len(drift)
     result = {"stage": "bronze", "logical_date": logical_date.isoformat(), "tables": report}
     if source is not None:
         result["source"] = source
