@@ -10,6 +10,9 @@ AIRFLOW_DB := airflow_home/airflow.db
 DATE ?= $(shell date -u -d yesterday +%F)
 POPULATION ?= 3000
 PYTEST_ARGS ?=
+# Two workers, one test file each at a time: the Airflow end-to-end files mostly wait on
+# spark-submit and subprocesses, so they overlap well with the rest (PYTEST_WORKERS= to run serially).
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: setup run test airflow sharing standins clean
 
@@ -39,7 +42,7 @@ run: setup
 ## The whole test suite (installs Debian's chromium and docker-compose for the tests that drive them, when run as root).
 test: setup
 	scripts/ensure_test_tools.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 ## The Airflow UI with every DAG loaded (prints URL and login).
 airflow: setup

@@ -180,7 +180,7 @@ def test_dag_run_submits_the_entrypoint_and_succeeds(workspace, tmp_path):
     assert result["dag_run_state"] == "success" and result["task_state"] == "success", completed.stdout[-4000:]
 
     [body] = workspace.submitted
-    assert body["run_name"] == f"ggm-silver-{LOGICAL_DATE}"
+    assert body["run_name"] == f"ggm-silver-{result['run_id']}"  # one Databricks run name per Airflow run
     [task] = body["tasks"]
     assert task["task_key"] == "silver"
     assert task["spark_python_task"]["python_file"].endswith("jobs/entrypoint.py")

@@ -30,7 +30,6 @@ from ggm_lakehouse.processing_log import (
     processing_operation,
     read_processing_log,
     record_landed_batches,
-    record_published_share,
     trace_context,
 )
 from ggm_lakehouse.pipeline import publish_share
@@ -57,7 +56,7 @@ def world():
 def stage_rows(spark, data_root, world):
     """Extract BRP, BAG and gebieden for one day, run bronze, silver (per source) and gold through the entry point.
 
-    The extracts and the publish step are logged as ``ggm_lakehouse.pipeline`` logs them.
+    The extracts are logged as ``ggm_lakehouse.pipeline.extract`` logs them; ``publish_share`` logs itself.
     """
     muni = world.at(DAY)
     write_dropzone(muni, dropzone_root())
@@ -77,9 +76,7 @@ def stage_rows(spark, data_root, world):
     for source in SOURCES:
         reports[f"silver_{source}"] = run_stage(spark, "silver", DAY, RUN_ID, source=source)
     reports["gold"] = run_stage(spark, "gold", DAY, RUN_ID)
-    with processing_operation("publish_share", logical_date=DAY, run_id=RUN_ID) as op:
-        reports["publish_share"] = publish_share(DAY)
-        record_published_share(op, reports["publish_share"])
+    reports["publish_share"] = publish_share(DAY, RUN_ID)  # logs its own operation
     rows = {row["name"]: row for row in read_processing_log(DAY)}
     return {"rows": rows, "reports": reports}
 

@@ -200,6 +200,9 @@ def airflow_ui(chromium_executable, tmp_path_factory):
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
             "AIRFLOW__API__BASE_URL": base_url,
             "AIRFLOW__API__PORT": str(port),
+            # Another Airflow (a developer's `make airflow`, a parallel test) may hold the default log-server ports.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
