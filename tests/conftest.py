@@ -18,6 +18,12 @@ logging.getLogger("py4j").setLevel(logging.WARNING)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Run the long Airflow end-to-end files first: with two workers (``make test``) they then
+    overlap with everything else instead of starting last."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("e2e") else 1)
+
+
 @pytest.fixture(scope="session")
 def spark():
     """One local SparkSession with Delta Lake for the whole run (JVM start-up is the expensive part)."""

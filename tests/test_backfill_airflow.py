@@ -27,7 +27,8 @@ import pytest
 from demo_gemeente.dropzone import write_dropzone
 from demo_gemeente.generator import DemoWorld
 
-pytestmark = pytest.mark.e2e
+# Starting Airflow, three ingest runs and the silver runs they trigger: many spark-submits.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]
 
 DAYS = [date(2026, 3, 2), date(2026, 3, 3)]
 INGEST = "ggm_ingest_gebieden"
