@@ -2,8 +2,9 @@
 
 ``ggm_silver_<source>`` is scheduled on the bronze Assets of every source its mappings read
 (``ggm_lakehouse.orchestration.silver_groups``), so it waits for exactly what it needs. It
-processes the logical dates of its triggering Asset events, oldest first; an earlier date
-that arrives late (a backfill) is merged into the SCD2 history by replaying later days.
+processes the logical dates of its triggering Asset events, oldest first, plus any recent day
+whose bronze is newer than its silver (a day whose event reached no run); an earlier date that
+arrives late (a backfill) is merged into the SCD2 history by replaying later days.
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from ggm_lakehouse.orchestration import (
     all_of,
     asset_event_extra,
     default_args,
-    run_dates,
     silver_asset,
     silver_groups,
+    silver_run_dates,
 )
 from ggm_lakehouse.spark_target import spark_stage_task
 
@@ -42,7 +43,7 @@ def silver_dag(group):
     def conform():
         @task(task_id="run_dates")
         def dates() -> str:
-            return ",".join(d.isoformat() for d in run_dates(get_current_context()))
+            return ",".join(d.isoformat() for d in silver_run_dates(get_current_context(), group))
 
         silver = spark_stage_task("silver", source=group.source, dates_template=DATES, pool="spark")
 

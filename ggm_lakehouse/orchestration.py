@@ -259,6 +259,54 @@ def run_dates(context: Mapping[str, Any]) -> list[date]:
     return sorted(dates)
 
 
+def catch_up_window_days() -> int:
+    """How many days back an Asset-triggered silver run looks for days it missed (``GGM_CATCHUP_DAYS``, default 14)."""
+    return int(os.environ.get("GGM_CATCHUP_DAYS", "14"))
+
+
+def missed_silver_dates(group: "SilverGroup", until: date, window_days: int | None = None) -> list[date]:
+    """Days up to ``until`` whose bronze is newer than this group's silver, oldest first.
+
+    A day counts when the bronze reports of every source the group needs (and the silver
+    reports of the groups whose tables it references) exist, and the group's own silver
+    report is missing or older than one of them. This is the scheduler safety net: an Asset
+    event that reaches the scheduler while a silver run is already queued can end up
+    triggering no run of its own, and without this the day would never be conformed.
+    Asset-triggered silver runs therefore process their triggering dates plus these.
+    """
+    from ggm_lakehouse.reports import report_path
+
+    window_days = catch_up_window_days() if window_days is None else window_days
+    producers = {table: g.source for g in silver_groups() for table in g.tables}
+    inputs = [f"bronze_{s}" for s in group.needs] + sorted(
+        {f"silver_{producers[t]}" for t in group.references if t in producers}
+    )
+    missed = []
+    for offset in range(window_days, -1, -1):
+        day = until - timedelta(days=offset)
+        input_paths = [report_path(day, name) for name in inputs]
+        if not input_paths or not all(p.exists() for p in input_paths):
+            continue
+        own = report_path(day, f"silver_{group.source}")
+        newest_input = max(p.stat().st_mtime for p in input_paths)
+        if not own.exists() or own.stat().st_mtime < newest_input:
+            missed.append(day)
+    return missed
+
+
+def silver_run_dates(context: Mapping[str, Any], group: "SilverGroup") -> list[date]:
+    """:func:`run_dates` of a silver run, plus the missed days (:func:`missed_silver_dates`) when Asset-triggered.
+
+    Runs with explicit dates (``conf["logical_dates"]`` or a logical date) process exactly
+    those; only Asset-triggered runs catch up, within the window before their newest date.
+    """
+    dates = run_dates(context)
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    if conf.get("logical_dates") or context.get("logical_date") is not None:
+        return dates
+    return sorted(set(dates) | set(missed_silver_dates(group, max(dates))))
+
+
 def ensure_pools() -> dict[str, int]:
     """Create or resize the pools of :data:`POOLS` in the Airflow metadata DB (idempotent)."""
     from airflow.models.pool import Pool

@@ -31,12 +31,6 @@ from demo_gemeente.generator import DemoWorld
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(2700),
-    # Passed twice through the real scheduler, but in a third run the bronze Asset event of the last
-    # backfilled day reached no silver run (it arrived while the previous silver run was queued), so
-    # the day was never conformed and the test waited in vain. Until the silver DAG catches up days
-    # whose bronze is newer than their silver by itself (issue 6), this test would make CI flaky.
-    pytest.mark.skip(reason="Airflow 3.3 can leave an Asset event that arrives while a downstream run is "
-                            "queued without a run; silver must catch up missed days first (issue 6)"),
 ]
 
 DAYS = [date(2026, 3, 2), date(2026, 3, 3)]

@@ -99,6 +99,36 @@ def test_run_dates_come_from_logical_date_or_triggering_events():
         run_dates({"logical_date": None, "triggering_asset_events": {}})
 
 
+def test_asset_triggered_silver_runs_catch_up_days_whose_bronze_is_newer(tmp_path, monkeypatch):
+    """The scheduler safety net: a day whose bronze event reached no silver run is conformed by the next one."""
+    import os
+
+    from ggm_lakehouse.orchestration import SilverGroup, missed_silver_dates, silver_run_dates
+    from ggm_lakehouse.reports import report_path, write_report
+
+    monkeypatch.setenv("GGM_DATA_ROOT", str(tmp_path))
+    group = SilverGroup("gebieden", ("BUURT", "WIJK"), ("gebieden",))
+    done, missed, rerun, no_bronze = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)
+    for day in (done, missed, rerun):
+        write_report(day, "bronze_gebieden", {})
+    write_report(done, "silver_gebieden", {})
+    write_report(rerun, "silver_gebieden", {})
+    write_report(no_bronze, "silver_gebieden", {})
+    # The bronze of `rerun` was landed again after its silver ran: silver is stale.
+    bronze = report_path(rerun, "bronze_gebieden")
+    os.utime(bronze, (bronze.stat().st_atime, report_path(rerun, "silver_gebieden").stat().st_mtime + 60))
+    assert missed_silver_dates(group, no_bronze, window_days=7) == [missed, rerun]
+    # Only the window before the newest date is searched.
+    assert missed_silver_dates(group, no_bronze, window_days=1) == [rerun]
+
+    events = [SimpleNamespace(extra={"logical_date": "2026-03-04"})]
+    triggered = {"logical_date": None, "triggering_asset_events": {"ggm://bronze/gebieden": events}}
+    assert silver_run_dates(triggered, group) == [missed, rerun, no_bronze]
+    # Explicit dates are processed exactly, without catching up.
+    manual = {"logical_date": None, "dag_run": SimpleNamespace(conf={"logical_dates": ["2026-03-04"]})}
+    assert silver_run_dates(manual, group) == [no_bronze]
+
+
 def test_retries_are_configurable_for_operators(monkeypatch):
     from ggm_lakehouse.orchestration import default_args
 
