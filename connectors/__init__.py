@@ -14,16 +14,36 @@ from connectors.bag import BagConnector
 from connectors.base import Connector, ExtractWindow, HttpConnector
 from connectors.brp import BrpPersonenConnector
 from connectors.cbs import CbsStatlineConnector
+from connectors.dropzone import DropzoneConnector
+from connectors.exports import HrConnector, SubsidiesConnector, VthConnector
 from connectors.files import FileDropConnector, GebiedenConnector
+from connectors.iwmo import IjwConnector, IwmoConnector
 from connectors.kvk import KvkConnector
 from connectors.landing import BatchResult, BatchWriter, find_complete_batches, read_manifest
+from connectors.sql import SqlConnector, Suite4Connector
+from connectors.vroegsignalering import VroegsignaleringConnector
+from connectors.xaf import XafConnector
 
 CONNECTORS: dict[str, type[Connector]] = {
-    BrpPersonenConnector.name: BrpPersonenConnector,
-    BagConnector.name: BagConnector,
-    GebiedenConnector.name: GebiedenConnector,
-    CbsStatlineConnector.name: CbsStatlineConnector,
-    KvkConnector.name: KvkConnector,
+    cls.name: cls
+    for cls in (
+        # External registries (HTTP APIs).
+        BrpPersonenConnector,
+        BagConnector,
+        CbsStatlineConnector,
+        KvkConnector,
+        # Departmental systems: drop zones and application databases.
+        GebiedenConnector,
+        IwmoConnector,
+        IjwConnector,
+        XafConnector,
+        SubsidiesConnector,
+        VthConnector,
+        HrConnector,
+        VroegsignaleringConnector,
+        Suite4Connector,
+        SqlConnector,
+    )
 }
 
 
@@ -43,11 +63,21 @@ __all__ = [
     "BrpPersonenConnector",
     "CbsStatlineConnector",
     "Connector",
+    "DropzoneConnector",
     "ExtractWindow",
     "FileDropConnector",
     "GebiedenConnector",
     "HttpConnector",
+    "HrConnector",
+    "IjwConnector",
+    "IwmoConnector",
     "KvkConnector",
+    "SqlConnector",
+    "SubsidiesConnector",
+    "Suite4Connector",
+    "VroegsignaleringConnector",
+    "VthConnector",
+    "XafConnector",
     "find_complete_batches",
     "get_connector",
     "read_manifest",

@@ -87,6 +87,13 @@ GOLD_DEFINITIONS: dict[str, GoldDefinition] = {
 # --------------------------------------------------------------------------- GGM descriptions
 
 
+
+def _mapped_targets() -> frozenset[str]:
+    """GGM tables that have a mapping, and therefore a silver page in the catalog."""
+    from jobs.mappings import load_all
+
+    return frozenset(m.target for m in load_all())
+
 def ggm_descriptions_path(explicit: Path | None = None) -> Path | None:
     """The GGM description source: ``explicit``, else ``GGM_DESCRIPTIONS_PATH``, else none."""
     if explicit is not None:
@@ -333,7 +340,7 @@ def _silver_entry(mapping, ggm: dict, report: tuple[str, dict] | None, shares: d
         "ggm_definition": ggm_table.get("description", ""),
         "owner": mapping.owner,
         "source": {
-            "bronze_table": mapping.source,
+            "bronze_table": ", ".join(mapping.source_tables),
             "source_system": mapping.bronsysteem,
             "lookups": [{"name": lk.name, "bronze_table": lk.source} for lk in mapping.lookups],
         },
@@ -524,8 +531,11 @@ def _render_table(table: dict) -> str:
         note = c.get("mapping_note")
         if note and note != c.get("description"):
             description += f"<br><span class=\"muted\">Mapping: {_e(note)}</span>"
-        if c.get("references"):
+        if c.get("references") and c["references"] in _mapped_targets():
             description += f"<br>→ {_link(back + 'tables/silver/' + c['references'].lower() + '.html', c['references'])}"
+        elif c.get("references"):
+            # A GGM relation to a table the lakehouse does not fill (yet): named, not linked.
+            description += f"<br>→ {_e(c['references'])} <span class=\"muted\">(GGM table not in the lakehouse)</span>"
         parts.append(f"<tr><td><code>{_e(c['name'])}</code></td><td>{_e(c['type'])}</td><td>{tag}</td><td>{description}</td></tr>")
     parts.append("</table>")
 

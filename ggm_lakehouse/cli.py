@@ -33,7 +33,7 @@ def _yesterday() -> date:
 def cmd_run(args: argparse.Namespace) -> int:
     from ggm_lakehouse.demo import run_demo_day
 
-    summary = run_demo_day(args.date, population=args.population, seed=args.seed)
+    summary = run_demo_day(args.date, population=args.population, seed=args.seed, sources=args.sources)
     print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return 0 if summary.get("state") == "success" else 1
 
@@ -234,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--date", type=date.fromisoformat, default=_yesterday(), help="logical date (default: yesterday)")
     run.add_argument("--population", type=int, default=DEFAULT_POPULATION, help="demo municipality size")
     run.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    run.add_argument("--sources", type=lambda v: [s for s in v.split(",") if s], default=None,
+                     help="comma-separated sources to run (default: all); downstream runs where it needs only these")
     run.set_defaults(handler=cmd_run)
 
     standins = sub.add_parser("standins", help="stand-in registries").add_subparsers(dest="action", required=True)

@@ -3,7 +3,9 @@
 ``ggm run --date D`` (and ``make run``) use this on the embedded default:
 
 1. the demo municipality's state at the end of D is generated (seeded);
-2. its departmental exports (BRP volglijst, wijk- en buurtindeling) land in the drop zones;
+2. its departmental exports land in the drop zones (BRP volglijst, wijk- en buurtindeling,
+   iWmo/iJw messages, the XAF ledger, subsidy/VTH/HR exports, vroegsignalering signals) and its
+   Suite4 sociaal-domein database is updated (``demo_gemeente.departments``);
 3. BRP, BAG and CBS stand-ins serve that state on loopback, and the Airflow connections
    ``ggm_brp``/``ggm_bag``/``ggm_cbs`` point at them (through ``AIRFLOW_CONN_*`` variables);
 4. the DAGs run for D through Airflow (``dag.test``, see ``ggm_lakehouse.airflow_runner``): every
@@ -79,8 +81,40 @@ def connection_env(servers, muni) -> dict[str, str]:
     }
 
 
-def run_demo_day(logical_date: date, population: int = 3000, seed: int = 42, extra_env: dict | None = None) -> dict:
-    """Run the daily pipeline for ``logical_date`` against the demo municipality; returns the summary."""
+def _write_departmental_deliveries(muni, logical_date: date, kvk_register, seed: int) -> dict:
+    """The departments' deliveries of the day (drop zones, Suite4 database, AGB-KvK list)."""
+    from connectors.sql import suite4_demo_database_path
+    from demo_gemeente.departments import write_departmental_deliveries
+    from ggm_lakehouse.config import data_root, dropzone_root
+
+    # The first day the platform receives the departments' files brings the current state along.
+    first_delivery = not (dropzone_root() / "iwmo" / "archive").exists()
+    return write_departmental_deliveries(
+        muni, dropzone_root(), logical_date, kvk_register=kvk_register, seed=seed,
+        suite4_database=suite4_demo_database_path(), agb_kvk_mapping=data_root() / "config" / "agb_kvk.csv",
+        first_delivery=first_delivery,
+    )
+
+
+def departmental_connection_env(departmental: dict) -> dict[str, str]:
+    """Connections of the departmental sources that need more than their defaults.
+
+    The iWmo/iJw connectors link zorgaanbieders to KvK through the municipality's AGB-KvK list.
+    The drop zones, the XAF taakveld mapping and the demo Suite4 database use their defaults.
+    """
+    mapping = str(departmental["agb_kvk"][0])
+    return {
+        f"AIRFLOW_CONN_GGM_{source.upper()}": json.dumps({"conn_type": "fs", "extra": {"agb_kvk_mapping": mapping}})
+        for source in ("iwmo", "ijw")
+    }
+
+
+def run_demo_day(logical_date: date, population: int = 3000, seed: int = 42, extra_env: dict | None = None,
+                 sources: list[str] | None = None) -> dict:
+    """Run the daily pipeline for ``logical_date`` against the demo municipality; returns the summary.
+
+    ``sources`` limits the run to those sources and what depends on them alone (default: all).
+    """
     from demo_gemeente.dropzone import write_dropzone
     from demo_gemeente.generator import DemoWorld
     from ggm_lakehouse.config import dropzone_root
@@ -97,12 +131,16 @@ def run_demo_day(logical_date: date, population: int = 3000, seed: int = 42, ext
     volgindicaties.parent.mkdir(parents=True, exist_ok=True)
     keys = _standin_api_keys(data_root() / "standins" / "api_keys.json")
     with StandinServers(world, as_of=logical_date, api_keys=keys, volgindicaties_file=volgindicaties) as servers:
+        departmental = _write_departmental_deliveries(muni, logical_date, servers.kvk_register, seed)
         env = airflow_environment(
-            {**connection_env(servers, muni), "GGM_PSEUDONYM_KEY": demo_pseudonym_key(), **(extra_env or {})}
+            {**connection_env(servers, muni), **departmental_connection_env(departmental),
+             "GGM_PSEUDONYM_KEY": demo_pseudonym_key(), **(extra_env or {})}
         )
         _ensure_airflow_db(env)
         result = subprocess.run(
-            [sys.executable, "-m", "ggm_lakehouse.airflow_runner", "--date", logical_date.isoformat()], env=env
+            [sys.executable, "-m", "ggm_lakehouse.airflow_runner", "--date", logical_date.isoformat(),
+             *(["--sources", ",".join(sources)] if sources else [])],
+            env=env,
         )
     summary = run_summary(logical_date)
     summary["state"] = "success" if result.returncode == 0 else "failed"

@@ -327,7 +327,8 @@ def static_graph() -> LineageGraph:
         silver = graph.add(
             "silver", mapping.target, mapping=mapping.path.name, bronsysteem=mapping.bronsysteem, owner=mapping.owner or None
         )
-        graph.link(bronze_chain(mapping.source), silver, "ggm_mappings source")
+        for table in mapping.source_tables:
+            graph.link(bronze_chain(table), silver, "ggm_mappings source")
         for lookup in mapping.lookups:
             graph.link(bronze_chain(lookup.source), silver, f"ggm_mappings lookup {lookup.name}")
 

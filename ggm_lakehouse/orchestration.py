@@ -62,6 +62,23 @@ SOURCES: dict[str, SourceSpec] = {
                    "only the KvK numbers the Mutatieservice signals name."),
         SourceSpec("cbs", "ggm_cbs", "team-onderzoek-statistiek", "0 4 * * *", "registry_cbs", 1,
                    "CBS StatLine Kerncijfers wijken en buurten (OData); data is pulled only when CBS republished."),
+        # Departmental systems deliver into drop zones overnight (see docs/dropzones.md).
+        SourceSpec("iwmo", "ggm_iwmo", "team-sociaal-domein", "30 5 * * *", "dropzone", 1,
+                   "iWmo 3.2 messages (toewijzing, levering, declaratie) from the GGk, bare or in a StUF envelope."),
+        SourceSpec("ijw", "ggm_ijw", "team-sociaal-domein", "30 5 * * *", "dropzone", 1,
+                   "iJw 3.2 messages (toewijzing, levering, declaratie) from the GGk, bare or in a StUF envelope."),
+        SourceSpec("suite4", "ggm_suite4", "team-sociaal-domein", "0 3 * * *", "source_databases", 1,
+                   "Suite4 Sociaal Domein: Wmo/Jeugdwet aanvragen, read-only and incremental from the application database."),
+        SourceSpec("vroegsignalering", "ggm_vroegsignalering", "team-sociaal-domein", "30 5 * * *", "dropzone", 1,
+                   "Vroegsignalering schulden: signals of payment arrears and their follow-up."),
+        SourceSpec("xaf", "ggm_xaf", "team-financien", "0 6 * * *", "dropzone", 1,
+                   "XML Auditfile Financieel 3.2: the ledger's year-to-date re-export, mapped to IV3 taakvelden."),
+        SourceSpec("subsidies", "ggm_subsidies", "team-financien", "0 6 * * *", "dropzone", 1,
+                   "Subsidy register export (Excel): programma's, verleningen and vaststellingen."),
+        SourceSpec("vth", "ggm_vth", "team-veiligheid", "0 6 * * *", "dropzone", 1,
+                   "Handhaving meldingen from the VTH application (CSV)."),
+        SourceSpec("hr", "ggm_hr", "team-bedrijfsvoering", "0 6 * * *", "dropzone", 1,
+                   "HR export of medewerkers (CSV): organisational unit, function, FTE."),
     )
 }
 
@@ -73,6 +90,7 @@ POOLS: dict[str, tuple[int, str]] = {
     "registry_kvk": (1, "KvK API: one extract at a time (rate limit per API key)"),
     "registry_cbs": (1, "CBS StatLine OData: one extract at a time"),
     "dropzone": (4, "Departmental drop zones on local disk"),
+    "source_databases": (2, "Application databases read by SQL connectors (read-only)"),
     "spark": (2, "Spark stages on the embedded default (2 cores)"),
 }
 

@@ -66,12 +66,25 @@ def extract(source: str, context: Mapping[str, Any]) -> dict:
         "run_id": window.run_id,
         "batches": {r.dataset: {"records": r.record_count, "checksum": r.checksum, "path": str(r.path)} for r in results},
     }
+    # Drop-zone sources also say which files they accepted and which they quarantined, and why.
+    dropzone_report = getattr(connector, "last_report", None)
+    if dropzone_report:
+        summary["files"] = {
+            "accepted": dropzone_report.get("files_accepted", 0),
+            "partially_accepted": dropzone_report.get("files_partially_accepted", 0),
+            "rejected": dropzone_report.get("files_rejected", []),
+            "units_accepted": dropzone_report.get("units_accepted", 0),
+            "units_rejected_per_rule": dropzone_report.get("units_rejected_per_rule", {}),
+        }
+        for key in ("unmapped_accounts",):
+            if dropzone_report.get(key):
+                summary["files"][key] = dropzone_report[key]
     write_report(window.logical_date, f"extract_{source}", summary)
     return summary
 
 
 def publish_share(logical_date: date, run_id: str | None = None) -> dict:
-    """Check that the shared gold tables exist and have the day's data; report how partners read them."""
+    """Check the shared gold tables, materialise each recipient's projections and report how partners read them."""
     from deltalake import DeltaTable
 
     from sharing_server.shares_config import load_shares_config
@@ -92,6 +105,16 @@ def publish_share(logical_date: date, run_id: str | None = None) -> dict:
         "python -c \"import delta_sharing; print(delta_sharing.load_as_pandas("
         "'demo-partner.share#gemeente_gold.demografie.inwoners_per_buurt'))\"",
     }
+    # Partners download whole Parquet files, so each recipient gets its own materialised copy with
+    # only its columns and rows and pseudonyms re-keyed for it (sharing_server.projections).
+    from sharing_server.projections import materialise_recipient_tables
+
+    projections = materialise_recipient_tables(logical_date, run_id=run_id)
+    report["projections"] = {
+        recipient: {table: {k: v[k] for k in ("rows", "columns", "version", "changed")} for table, v in tables.items()}
+        for recipient, tables in projections["recipients"].items()
+    }
+    report["audit_table"] = projections.get("audit")
     with processing_operation("publish_share", logical_date=logical_date, run_id=run_id) as op:
         record_published_share(op, report)
     write_report(logical_date, "share", report)
@@ -115,9 +138,12 @@ def run_summary(logical_date: date) -> dict:
     # Schema drift: what changed in the shape of a source's records (bronze kept them as delivered).
     warnings = [f"{table}: {message}" for table, report in sorted(bronze.items()) for message in report.get("schema_drift", [])]
     quarantined = {t: r.get("quarantined", {}) for t, r in silver.items() if r.get("quarantined")}
+    extracts = {k[len("extract_"):]: v for k, v in reports.items() if k.startswith("extract_")}
     return {
         "logical_date": logical_date.isoformat(),
-        "extracted": {k[len("extract_"):]: v.get("batches", {}) for k, v in reports.items() if k.startswith("extract_")},
+        "extracted": {source: report.get("batches", {}) for source, report in extracts.items()},
+        # Per drop-zone source: files accepted, files rejected with file/rule/position, units rejected per rule.
+        "files": {source: report["files"] for source, report in extracts.items() if "files" in report},
         "bronze": bronze,
         "warnings": warnings,
         "silver": {

@@ -403,7 +403,7 @@ def _person_bronze_tables() -> set[str]:
     """Bronze tables holding persons: the sources of mappings that pseudonymise a BSN."""
     from jobs.mappings import load_all
 
-    return {m.source for m in load_all() if m.pseudonymised_fields}
+    return {t for m in load_all() if m.pseudonymised_fields for t in m.source_tables}
 
 
 def record_landed_batches(op: ProcessingOperation, results: Iterable) -> None:

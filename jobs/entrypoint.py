@@ -69,7 +69,7 @@ def record_stage_io(op: ProcessingOperation, spark, report: dict, logical_date: 
     tables = report.get("tables", {})
     if report["stage"] == "bronze":
         # Bronze keeps records in clear; the log counts the persons instead of listing them.
-        person_sources = {m.source for m in mappings if m.pseudonymised_fields}
+        person_sources = {t for m in mappings if m.pseudonymised_fields for t in m.source_tables}
         for table, entry in tables.items():
             source, _, dataset = table.partition("_")
             op.read(f"landing.{source}/{dataset}")
@@ -82,7 +82,7 @@ def record_stage_io(op: ProcessingOperation, spark, report: dict, logical_date: 
         quarantined = 0
         for target, entry in tables.items():
             mapping = by_target[target]
-            op.read(f"bronze.{mapping.source}", *(f"bronze.{lookup.source}" for lookup in mapping.lookups))
+            op.read(*(f"bronze.{table}" for table in mapping.source_tables), *(f"bronze.{lookup.source}" for lookup in mapping.lookups))
             op.wrote(f"silver.{target.lower()}", entry.get("new_versions", 0) + entry.get("closed", 0))
             quarantined += sum(entry.get("quarantined", {}).values())
         if quarantined:

@@ -4,7 +4,9 @@ A mapping says, in terms a municipal data analyst can review:
 
 * ``target``: the GGM v2.5.1 table name, exactly as the GGM spells it;
 * ``bronsysteem``: value of ``DWH_BRONSYSTEEM``;
-* ``source``: the bronze table it reads (newest complete batch of the logical date);
+* ``source``: the bronze table it reads (newest complete batch of the logical date), or a list of
+  bronze tables with the same record shape whose batches are read together (a union, e.g. iWmo and
+  iJw messages that conform to the same GGM table); the first one names the mapping's connector;
 * ``fields``: named values taken from each source record with a JSON path;
 * ``lookups`` (optional): other bronze tables joined (``match``) on named fields;
 * ``business_key``: the fields that identify one real-world object;
@@ -88,6 +90,7 @@ class Mapping:
     pseudonymised_fields: tuple[str, ...] = ()
     ggm: bool = True  # false for the lakehouse's own reference tables (e.g. CBS_KERNCIJFERS)
     on_missing_batch: str = "fail"  # "keep": no batch that day means no change (sources that publish rarely)
+    union_sources: tuple[str, ...] = ()  # all bronze tables of a union source (``source`` is the first)
 
     @property
     def surrogate_key(self) -> str:
@@ -99,6 +102,11 @@ class Mapping:
         return self.target.lower()
 
     @property
+    def source_tables(self) -> tuple[str, ...]:
+        """Every bronze table the mapping reads its records from: ``(source,)`` or the tables of a union."""
+        return self.union_sources or (self.source,)
+
+    @property
     def source_system(self) -> str:
         """The connector whose bronze table this mapping reads (``brp`` for ``brp_personen``)."""
         return source_system_of(self.source)
@@ -106,7 +114,8 @@ class Mapping:
     @property
     def bronze_sources(self) -> tuple[str, ...]:
         """Every connector this mapping needs a batch from on the day: its own and its lookups'."""
-        return tuple(sorted({self.source_system, *(source_system_of(l.source) for l in self.lookups)}))
+        return tuple(sorted({*(source_system_of(t) for t in self.source_tables),
+                             *(source_system_of(l.source) for l in self.lookups)}))
 
 
 def source_system_of(bronze_table: str) -> str:
@@ -160,6 +169,17 @@ def _column(path: Path, name: str, spec: object) -> ColumnSpec:
     )
 
 
+def _sources(path: Path, raw: object) -> tuple[str, tuple[str, ...]]:
+    """``(source, union_sources)`` of a ``source:`` entry that names one bronze table or a list of them."""
+    if isinstance(raw, str) and raw:
+        return raw, ()
+    if not isinstance(raw, list) or not raw or not all(isinstance(t, str) and t for t in raw):
+        raise _fail(path, "source must be a bronze table name or a non-empty list of them")
+    if len(set(raw)) != len(raw):
+        raise _fail(path, f"source lists a bronze table twice: {raw}")
+    return raw[0], (tuple(raw) if len(raw) > 1 else ())
+
+
 def load_mapping(path: Path) -> Mapping:
     """Parse and validate one mapping file."""
     try:
@@ -172,6 +192,7 @@ def load_mapping(path: Path) -> Mapping:
         if required not in doc:
             raise _fail(path, f"'{required}' is required")
     target = str(doc["target"])
+    source, union_sources = _sources(path, doc["source"])
     if not _GGM_NAME.match(target):
         raise _fail(path, f"target {target!r} is not an upper-case GGM table name")
     if path.stem != target.lower():
@@ -244,8 +265,9 @@ def load_mapping(path: Path) -> Mapping:
     return Mapping(
         path=path,
         target=target,
-        bronsysteem=str(doc.get("bronsysteem", doc["source"])),
-        source=str(doc["source"]),
+        bronsysteem=str(doc.get("bronsysteem", ",".join(union_sources or (source,)))),
+        source=source,
+        union_sources=union_sources,
         ggm=ggm,
         on_missing_batch=on_missing_batch,
         fields=fields,

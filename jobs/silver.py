@@ -117,6 +117,27 @@ def latest_batch(spark, source: str, logical_date: date):
     return rows.where(F.col("_run_id") == newest[0]["_run_id"])
 
 
+def latest_batches(spark, mapping: Mapping, logical_date: date):
+    """Rows of the newest complete batch of ``logical_date`` of every bronze table the mapping reads.
+
+    A union source (several bronze tables) may miss a batch of some of its tables when the
+    mapping keeps versions on a missing day (``on_missing_batch: keep``); otherwise every table
+    needs its batch, as a single source does.
+    """
+    frames, missing = [], []
+    for source in mapping.source_tables:
+        try:
+            frames.append(latest_batch(spark, source, logical_date))
+        except SilverError as exc:
+            missing.append(exc)
+    if missing and (not frames or mapping.on_missing_batch != "keep"):
+        raise missing[0]
+    union = frames[0]
+    for frame in frames[1:]:
+        union = union.unionByName(frame)
+    return union
+
+
 def elfproef_expr(value):
     """Spark column: true when ``value`` is a nine-digit BSN passing the elfproef.
 
@@ -295,7 +316,8 @@ def conform_frame(ctx: ConformContext, mapping: Mapping, bronze):
             F.lit(mapping.target).alias("target_table"),
             "rule",
             "reason",
-            F.lit(mapping.source).alias("source_table"),
+            (F.lit(mapping.source) if len(mapping.source_tables) == 1
+             else F.concat_ws("_", F.col("_source"), F.col("_dataset"))).alias("source_table"),
             F.col("_source_file").alias("source_file"),
             F.col("_record_index").alias("record_index"),
             F.col("_record_hash").alias("record_hash"),
@@ -433,7 +455,7 @@ def conform(ctx: ConformContext, mapping: Mapping) -> tuple[dict, object]:
     from pyspark.sql import functions as F
 
     try:
-        bronze = latest_batch(ctx.spark, mapping.source, ctx.logical_date)
+        bronze = latest_batches(ctx.spark, mapping, ctx.logical_date)
     except SilverError:
         if mapping.on_missing_batch != "keep":
             raise
@@ -511,12 +533,17 @@ def _bronze_days_after(spark, selected: list[Mapping], logical_date: date) -> li
     from pyspark.sql import functions as F
 
     per_source: list[set[date]] = []
-    for source in sorted({m.source for m in selected}):
-        bronze = LakeTable("bronze", source)
-        if not bronze.exists(spark):
+    # A union source has a day when any of its bronze tables has a batch that day.
+    for tables in sorted({m.source_tables for m in selected}):
+        days: set[date] = set()
+        existing = [LakeTable("bronze", source) for source in tables]
+        existing = [bronze for bronze in existing if bronze.exists(spark)]
+        if not existing:
             return []
-        rows = bronze.read(spark).where(F.col("_logical_date") > F.lit(logical_date)).select("_logical_date").distinct()
-        per_source.append({r[0] for r in rows.collect()})
+        for bronze in existing:
+            rows = bronze.read(spark).where(F.col("_logical_date") > F.lit(logical_date)).select("_logical_date").distinct()
+            days.update(r[0] for r in rows.collect())
+        per_source.append(days)
     return sorted(set.intersection(*per_source)) if per_source else []
 
 

@@ -10,6 +10,14 @@ feed's ``cdf`` and ``remove`` files, are served by this server itself through si
 expiring URLs under ``/delta-sharing/files/`` (see :mod:`sharing_server.signing`).
 Every request is appended to the audit log (:mod:`sharing_server.audit`).
 
+Per-recipient data: with ``serve_from: projections`` (the default) every table is resolved
+through the authenticated recipient to its own materialised projection
+(``<lake>/shares/<recipient>/...``, :mod:`sharing_server.projections`), so what a recipient can
+download is physically limited to its entitled columns and rows, with person pseudonyms re-keyed
+for it. Each recipient also has its own request budget (token bucket, ``server.rate_limit``;
+over it: ``429 RESOURCE_EXHAUSTED`` with ``Retry-After``, :mod:`sharing_server.ratelimit`).
+The OpenAPI description of the API is served at ``/delta-sharing/openapi.json``.
+
 Access control: every API call needs ``Authorization: Bearer <token>`` of a recipient
 (:mod:`sharing_server.recipients`); a recipient sees only the shares it is entitled to
 in ``config/shares.yaml`` (or, for recipients added by the CLI, in the state file;
@@ -39,7 +47,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ggm_lakehouse import config as ggm_config
 
-from sharing_server import audit, delta_tables, predicates
+from sharing_server import audit, delta_tables, predicates, projections
+from sharing_server.ratelimit import TokenBuckets, retry_after_header
 from sharing_server.delta_tables import TableSnapshot
 from sharing_server.recipients import TokenRecord, TokenStore, find_recipient
 from sharing_server.shares_config import (
@@ -58,6 +67,7 @@ NDJSON = "application/x-ndjson; charset=utf-8"
 VERSION_HEADER = "Delta-Table-Version"
 CAPABILITIES_HEADER = "delta-sharing-capabilities"
 FILE_ID_HASH_HEADER = "fileidhash"
+SIGNATURE_PARAM = "X-Databricks-Signature"
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -93,12 +103,85 @@ def _forbidden(message: str) -> SharingError:
     return SharingError(403, "PERMISSION_DENIED", message)
 
 
+def _rate_limited(retry_after: float) -> SharingError:
+    return SharingError(
+        429,
+        "RESOURCE_EXHAUSTED",
+        "too many requests for this recipient; retry later",
+        {"Retry-After": retry_after_header(retry_after)},
+    )
+
+
 def _unsupported(message: str) -> SharingError:
     return SharingError(400, "UNSUPPORTED_OPERATION", message)
 
 
 def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"errorCode": code, "message": message}, status_code=status, headers=headers)
+
+
+# --------------------------------------------------------------------------- OpenAPI description
+# The server answers with hand-built JSON/NDJSON (exactly the protocol's shapes); these
+# declarations only describe those answers in the OpenAPI document (``/delta-sharing/openapi.json``)
+# so contract tests and API consumers see the real status codes and media types.
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["errorCode", "message"],
+    "properties": {"errorCode": {"type": "string"}, "message": {"type": "string"}},
+}
+_ERROR_CONTENT = {"application/json": {"schema": _ERROR_SCHEMA}}
+_ERRORS = {
+    400: {"description": "Invalid request (INVALID_PARAMETER_VALUE, MALFORMED_REQUEST, UNSUPPORTED_OPERATION)", "content": _ERROR_CONTENT},
+    401: {"description": "Missing, invalid, expired or revoked bearer token (UNAUTHENTICATED)", "content": _ERROR_CONTENT},
+    403: {"description": "Not allowed (PERMISSION_DENIED)", "content": _ERROR_CONTENT},
+    404: {"description": "No such share, schema or table for this recipient (RESOURCE_DOES_NOT_EXIST)", "content": _ERROR_CONTENT},
+    429: {"description": "Rate limit of the recipient exceeded (RESOURCE_EXHAUSTED), see Retry-After", "content": _ERROR_CONTENT},
+    500: {"description": "Internal error (INTERNAL_ERROR)", "content": _ERROR_CONTENT},
+}
+_PAGE_SCHEMA = {
+    "type": "object",
+    "properties": {"items": {"type": "array", "items": {"type": "object"}}, "nextPageToken": {"type": "string"}},
+}
+_VERSION_HEADER_DOC = {VERSION_HEADER: {"schema": {"type": "integer"}, "description": "Table version of the answer"}}
+
+
+def _json_responses(schema: dict) -> dict:
+    return {200: {"description": "OK", "content": {"application/json": {"schema": schema}}}, **_ERRORS}
+
+
+def _ndjson_responses() -> dict:
+    ok = {"description": "Newline-delimited JSON actions", "headers": _VERSION_HEADER_DOC,
+          "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}
+    return {200: ok, **_ERRORS}
+
+
+_VERSION_RESPONSES = {200: {"description": "Empty body; version in the header", "headers": _VERSION_HEADER_DOC}, **_ERRORS}
+_FILE_RESPONSES = {
+    200: {"description": "The data file", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+    206: {"description": "Part of the data file (Range)"},
+    **_ERRORS,
+}
+_QUERY_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "predicateHints": {"type": "array", "items": {"type": "string"}},
+                        "jsonPredicateHints": {"type": "string"},
+                        "limitHint": {"type": "integer", "minimum": 0},
+                        "version": {"type": "integer", "minimum": 0},
+                        "timestamp": {"type": "string"},
+                        "startingVersion": {"type": "integer"},
+                        "endingVersion": {"type": "integer"},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -205,6 +288,13 @@ class SharingService:
         self.config = config
         self.tokens = tokens
         self.signer = signer
+        self.buckets = TokenBuckets()
+
+    def throttle(self, recipient: str) -> None:
+        """Spend one request of ``recipient``'s allowance or answer 429 (per-recipient bucket)."""
+        wait = self.buckets.take(f"recipient:{recipient}", self.shares.rate_limit)
+        if wait > 0:
+            raise _rate_limited(wait)
 
     @property
     def shares(self) -> SharesConfig:
@@ -217,10 +307,17 @@ class SharingService:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthenticated("the Authorization header must be 'Bearer <token>'")
+        client = request.client.host if request.client else "unknown"
+        # Guessing tokens is throttled per client address; only failures spend from that bucket.
+        wait = self.buckets.peek_empty(f"failed-login:{client}", self.shares.rate_limit)
+        if wait > 0:
+            raise _rate_limited(wait)
         record = self.tokens.authenticate(token.strip())
         if record is None:
+            self.buckets.take(f"failed-login:{client}", self.shares.rate_limit)
             raise _unauthenticated("the bearer token is invalid, expired or revoked")
         audit.annotate(request, recipient=record.recipient)
+        self.throttle(record.recipient)
         recipient = find_recipient(self.shares, self.tokens, record.recipient)
         if recipient is None:
             raise _unauthenticated("the bearer token belongs to a recipient that no longer exists")
@@ -246,11 +343,22 @@ class SharingService:
             raise _not_found(f"table {table_name!r} does not exist in schema {share.name}.{schema.name}")
         return share, table
 
-    @staticmethod
-    def location(table: SharedTable) -> Path:
-        return table.resolve_location(ggm_config.lake_root())
+    def location(self, table: SharedTable, recipient: str | None = None, caller: Caller | None = None) -> Path:
+        """The Delta table a recipient reads for ``table``: its own projection (``serve_from: projections``).
 
-    def resolve_version(self, table: SharedTable, version: object, timestamp: object) -> int | None:
+        Resolution goes through the authenticated recipient only, never through anything
+        in the request path, so no name a client sends can reach another recipient's files.
+        """
+        if caller is not None:
+            recipient = caller.recipient.name
+        if self.shares.serve_from == "source":
+            return table.resolve_location(ggm_config.lake_root())
+        if recipient is None:
+            raise _not_found(f"table {table.qualified_name} has no data available")
+        validate_name(recipient, "recipient")
+        return projections.projection_location(recipient, table, ggm_config.lake_root())
+
+    def resolve_version(self, caller: Caller, table: SharedTable, version: object, timestamp: object) -> int | None:
         """The time-travel version requested, or None for the latest version."""
         if version is None and timestamp is None:
             return None
@@ -263,13 +371,13 @@ class SharingService:
                 raise _invalid("version must be a non-negative integer")
             return version
         try:
-            return delta_tables.version_as_of(self.location(table), _parse_timestamp(timestamp, "timestamp"))
+            return delta_tables.version_as_of(self.location(table, caller=caller), _parse_timestamp(timestamp, "timestamp"))
         except delta_tables.VersionNotFoundError as exc:
             raise _invalid(str(exc)) from None
 
-    def snapshot(self, table: SharedTable, version: int | None, with_files: bool) -> TableSnapshot:
+    def snapshot(self, caller: Caller, table: SharedTable, version: int | None, with_files: bool) -> TableSnapshot:
         try:
-            return delta_tables.load_snapshot(self.location(table), version, with_files=with_files)
+            return delta_tables.load_snapshot(self.location(table, caller=caller), version, with_files=with_files)
         except delta_tables.TableUnavailableError:
             log.error("shared table %s has no readable Delta table at %s", table.qualified_name, table.location)
             raise _not_found(f"table {table.qualified_name} has no data available") from None
@@ -301,7 +409,12 @@ class SharingService:
             kind=kind,
         )
         base = str(request.base_url).rstrip("/")
-        return f"{base}{PREFIX}/files/{self.signer.sign(claims)}"
+        payload, _, mac = self.signer.sign(claims).partition(".")
+        # The signature travels as a query parameter under a name that delta-kernel (the
+        # official client's delta-format reader) recognises as a pre-signed URL; without it
+        # the reader takes the URL for a local path. The path form "<payload>.<mac>" is
+        # accepted as well.
+        return f"{base}{PREFIX}/files/{payload}?{SIGNATURE_PARAM}={mac}"
 
     def url_expiry_ms(self, caller: Caller) -> int:
         expiry = int(time.time() * 1000) + self.shares.url_ttl_seconds * 1000
@@ -537,7 +650,8 @@ def create_app(
         title="GGM Lakehouse Delta Sharing server",
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        # The description of the API itself (no data): for contract tests and integrators.
+        openapi_url=f"{PREFIX}/openapi.json",
     )
     app.state.sharing = service
     app.add_middleware(audit.AuditMiddleware, audit_dir=audit_dir)
@@ -564,25 +678,25 @@ def create_app(
         return _error_response(500, "INTERNAL_ERROR", "internal server error")
 
     # -- shares, schemas, tables -----------------------------------------------
-    @app.get(f"{PREFIX}/shares")
+    @app.get(f"{PREFIX}/shares", responses=_json_responses(_PAGE_SCHEMA))
     def list_shares(request: Request, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
         caller = service.authenticate(request)
         items = [_share_json(s) for s in service.shares.shares_for(caller.recipient)]
         return JSONResponse(_paginate(items, maxResults, pageToken, "shares"))
 
-    @app.get(f"{PREFIX}/shares/{{share}}")
+    @app.get(f"{PREFIX}/shares/{{share}}", responses=_json_responses({"type": "object", "properties": {"share": {"type": "object"}}}))
     def get_share(request: Request, share: str) -> JSONResponse:
         caller = service.authenticate(request)
         return JSONResponse({"share": _share_json(service.share_for(caller, share))})
 
-    @app.get(f"{PREFIX}/shares/{{share}}/schemas")
+    @app.get(f"{PREFIX}/shares/{{share}}/schemas", responses=_json_responses(_PAGE_SCHEMA))
     def list_schemas(request: Request, share: str, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
         caller = service.authenticate(request)
         found = service.share_for(caller, share)
         items = [{"name": s.name, "share": found.name} for s in found.schemas]
         return JSONResponse(_paginate(items, maxResults, pageToken, f"schemas:{found.name.lower()}"))
 
-    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables")
+    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables", responses=_json_responses(_PAGE_SCHEMA))
     def list_tables(request: Request, share: str, schema: str, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
         caller = service.authenticate(request)
         found = service.share_for(caller, share)
@@ -594,7 +708,7 @@ def create_app(
         listing = f"tables:{found.name.lower()}.{found_schema.name.lower()}"
         return JSONResponse(_paginate(items, maxResults, pageToken, listing))
 
-    @app.get(f"{PREFIX}/shares/{{share}}/all-tables")
+    @app.get(f"{PREFIX}/shares/{{share}}/all-tables", responses=_json_responses(_PAGE_SCHEMA))
     def list_all_tables(request: Request, share: str, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
         caller = service.authenticate(request)
         found = service.share_for(caller, share)
@@ -610,27 +724,27 @@ def create_app(
                 raise _invalid(f"table {shared.qualified_name} is shared without history: startingTimestamp not allowed")
             try:
                 version = delta_tables.version_at_or_after(
-                    service.location(shared), _parse_timestamp(starting_timestamp, "startingTimestamp")
+                    service.location(shared, caller=caller), _parse_timestamp(starting_timestamp, "startingTimestamp")
                 )
             except delta_tables.TableUnavailableError:
                 raise _not_found(f"table {shared.qualified_name} has no data available") from None
             except delta_tables.VersionNotFoundError as exc:
                 raise _invalid(str(exc)) from None
         else:
-            version = service.snapshot(shared, None, with_files=False).version
+            version = service.snapshot(caller, shared, None, with_files=False).version
         return Response(status_code=200, headers={VERSION_HEADER: str(version)})
 
-    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/version")
+    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/version", responses=_VERSION_RESPONSES)
     def table_version(request: Request, share: str, schema: str, table: str, startingTimestamp: str | None = None) -> Response:
         return _table_version(request, share, schema, table, startingTimestamp)
 
-    @app.head(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}")
+    @app.head(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}", responses=_VERSION_RESPONSES)
     def table_version_deprecated_head(request: Request, share: str, schema: str, table: str) -> Response:
         # The pre-2023 form of "Query Table Version"; still accepted by the protocol.
         return _table_version(request, share, schema, table, None)
 
     # -- metadata and query -------------------------------------------------------
-    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/metadata")
+    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/metadata", responses=_ndjson_responses())
     def table_metadata(request: Request, share: str, schema: str, table: str, version: str | None = None, timestamp: str | None = None) -> Response:
         caller = service.authenticate(request)
         _, shared = service.table_for(caller, share, schema, table)
@@ -640,8 +754,8 @@ def create_app(
                 parsed_version = int(version)
             except ValueError:
                 raise _invalid("version must be an integer") from None
-        wanted = service.resolve_version(shared, parsed_version, timestamp)
-        snapshot = service.snapshot(shared, wanted, with_files=True)
+        wanted = service.resolve_version(caller, shared, parsed_version, timestamp)
+        snapshot = service.snapshot(caller, shared, wanted, with_files=True)
         response_format = _choose_format(request, snapshot)
         lines = [
             _protocol_line(snapshot, response_format),
@@ -649,7 +763,7 @@ def create_app(
         ]
         return _ndjson(lines, _format_headers(request, snapshot.version, response_format))
 
-    @app.post(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/query")
+    @app.post(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/query", responses=_ndjson_responses(), openapi_extra=_QUERY_BODY)
     async def query_table(request: Request, share: str, schema: str, table: str) -> Response:
         raw_body = await request.body()
         # The body is read asynchronously; the Delta work then runs in the thread pool.
@@ -675,14 +789,14 @@ def create_app(
             if file_id_scheme not in ("parquet", "delta"):
                 raise _invalid("fileidhash must be 'parquet' or 'delta'")
 
-        wanted = service.resolve_version(shared, body.get("version"), body.get("timestamp"))
-        snapshot = service.snapshot(shared, wanted, with_files=True)
+        wanted = service.resolve_version(caller, shared, body.get("version"), body.get("timestamp"))
+        snapshot = service.snapshot(caller, shared, wanted, with_files=True)
         response_format = _choose_format(request, snapshot)
         if response_format == "delta" and "deletionVectors" in snapshot.reader_features:
-            if delta_tables.has_deletion_vectors(service.location(shared), snapshot.version):
+            if delta_tables.has_deletion_vectors(service.location(shared, caller=caller), snapshot.version):
                 raise _unsupported("tables with deletion vectors in use cannot be shared by this server yet")
         time_travel = wanted is not None
-        commit_ts = delta_tables.commit_timestamps(service.location(shared)).get(snapshot.version) if time_travel else None
+        commit_ts = delta_tables.commit_timestamps(service.location(shared, caller=caller)).get(snapshot.version) if time_travel else None
         expires_ms = service.url_expiry_ms(caller)
         scheme = file_id_scheme or response_format
 
@@ -696,6 +810,7 @@ def create_app(
             predicates.parse_hints(body.get("jsonPredicateHints")),
             snapshot.partition_columns,
             lambda f: f.partition_values,
+            lambda f: f.stats,
         )
         chosen = _apply_limit_hint(tuple(candidates), limit_hint)
         for data_file in chosen:
@@ -747,7 +862,7 @@ def create_app(
         audit.annotate(request, version=snapshot.version, files=len(chosen))
         return _ndjson(lines, headers)
 
-    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/changes")
+    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/changes", responses=_ndjson_responses())
     def table_changes(
         request: Request,
         share: str,
@@ -762,8 +877,8 @@ def create_app(
         _, shared = service.table_for(caller, share, schema, table)
         if not shared.history_shared:
             raise _invalid(f"table {shared.qualified_name} is shared without history: its change data feed is not shared")
-        location = service.location(shared)
-        latest = service.snapshot(shared, None, with_files=False)
+        location = service.location(shared, caller=caller)
+        latest = service.snapshot(caller, shared, None, with_files=False)
         start, end = _cdf_range(location, latest.version, startingVersion, endingVersion, startingTimestamp, endingTimestamp)
         try:
             changes = delta_tables.change_files(location, start, end)
@@ -771,15 +886,18 @@ def create_app(
             raise _invalid(f"table {shared.qualified_name}: {exc} (delta.enableChangeDataFeed)") from None
         except delta_tables.VersionNotFoundError as exc:
             raise _invalid(str(exc)) from None
-        snapshot = service.snapshot(shared, end, with_files=False)
+        snapshot = service.snapshot(caller, shared, end, with_files=False)
         response_format = _choose_format(request, snapshot)
         expires_ms = service.url_expiry_ms(caller)
         scheme = (request.headers.get(FILE_ID_HASH_HEADER) or response_format).strip().lower()
         if scheme not in ("parquet", "delta"):
             raise _invalid("fileidhash must be 'parquet' or 'delta'")
+        # The metadata of the range's first version, with its "version": delta-format readers
+        # rebuild a Delta log from the answer and start it at that version.
+        start_snapshot = service.snapshot(caller, shared, start, with_files=False)
         lines: list[dict] = [
             _protocol_line(snapshot, response_format),
-            _metadata_line(snapshot, response_format, time_travel=False, with_size=False),
+            _metadata_line(start_snapshot, response_format, time_travel=True, with_size=False),
         ]
         for change in changes:
             url = service.file_url(request, shared, snapshot, change.path, caller, expires_ms, kind=change.kind, version=change.version)
@@ -795,8 +913,12 @@ def create_app(
         return _ndjson(lines, headers)
 
     # -- signed data file URLs ------------------------------------------------------
-    @app.api_route(f"{PREFIX}/files/{{opaque}}", methods=["GET", "HEAD"])
+    @app.get(f"{PREFIX}/files/{{opaque}}", responses=_FILE_RESPONSES, operation_id="data_file_get")
+    @app.head(f"{PREFIX}/files/{{opaque}}", responses=_FILE_RESPONSES, operation_id="data_file_head")
     def data_file(request: Request, opaque: str) -> Response:
+        signature = request.query_params.get(SIGNATURE_PARAM)
+        if signature is not None:
+            opaque = f"{opaque}.{signature}"
         try:
             claims = service.signer.verify(opaque)
         except InvalidSignedUrl as exc:
@@ -814,6 +936,8 @@ def create_app(
         )
         if not service.tokens.is_active(claims.token_id):
             raise _forbidden("the token that obtained this URL has been revoked or has expired")
+        # Downloads are not throttled: each URL was handed out by a (throttled) query, and a
+        # client fetches a query's files in parallel.
         recipient = find_recipient(shares, service.tokens, record.recipient) if record else None
         share = shares.share(claims.share)
         if recipient is None or share is None or not recipient.may_read(share.name):
@@ -822,7 +946,7 @@ def create_app(
         shared = schema.table(claims.table) if schema else None
         if shared is None:
             raise _forbidden("this URL is no longer valid")
-        location = service.location(shared)
+        location = service.location(shared, recipient=recipient.name)
         try:
             allowed = _files_of_version(str(location), claims.table_id, claims.version, claims.kind)
         except (delta_tables.TableUnavailableError, delta_tables.VersionNotFoundError):

@@ -9,6 +9,9 @@ handler name, e.g. ``query_table``, ``table_changes``, ``data_file``), ``method`
 ``share``/``schema``/``table``, ``version``, ``files`` (file actions returned),
 ``bytes`` (body bytes of data file downloads; 0 otherwise), ``status`` and ``client_ip``.
 
+:func:`export_audit_table` copies the log into the Delta table ``<lake>/audit/sharing_requests``
+(run daily by the publish step, see :mod:`sharing_server.projections`).
+
 Signed file URLs are credentials until they expire, so paths and query strings are never
 written; the file endpoint records the table the file belongs to instead.
 
@@ -180,3 +183,50 @@ def summarise_audit(since: dt.date | None = None, *, audit_dir: Path | str | Non
         if failed:
             totals["errors"] += 1
     return {recipient: dict(tables) for recipient, tables in summary.items()}
+
+
+AUDIT_TABLE = "audit/sharing_requests"  # relative to the lake root
+
+
+def export_audit_table(
+    *, audit_dir: Path | str | None = None, lake_root: Path | str | None = None, since: dt.date | None = None
+) -> dict:
+    """Copy the audit log into the Delta table ``<lake>/audit/sharing_requests`` (one partition per day).
+
+    The request path only appends JSON lines (cheap, no commit per request); this export,
+    run by the daily publish step, makes the log queryable as a Delta table with the fields
+    of the module docstring plus ``day``. Each exported day is replaced as a whole
+    (``replaceWhere`` on ``day``), so reruns are idempotent and a day still being written
+    is completed by the next run. Returns ``{"table", "days", "rows", "version"}``.
+    """
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    records = read_audit(since, audit_dir=audit_dir)
+    table_path = Path(lake_root or ggm_config.lake_root()) / AUDIT_TABLE
+    schema = pa.schema(
+        [
+            ("day", pa.string()), ("ts", pa.string()), ("recipient", pa.string()), ("endpoint", pa.string()),
+            ("method", pa.string()), ("share", pa.string()), ("schema", pa.string()), ("table", pa.string()),
+            ("version", pa.int64()), ("files", pa.int64()), ("bytes", pa.int64()), ("status", pa.int32()),
+            ("client_ip", pa.string()),
+        ]
+    )
+    by_day: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        day = record.get("ts", "")[:10]
+        if not day:
+            continue
+        row = {name: record.get(name) for name in schema.names if name != "day"}
+        for numeric in ("version", "files", "bytes", "status"):
+            value = row.get(numeric)
+            row[numeric] = int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        by_day[day].append({"day": day, **{k: (str(v) if isinstance(v, (dict, list)) else v) for k, v in row.items()}})
+    for day, rows in sorted(by_day.items()):
+        batch = pa.Table.from_pylist(rows, schema=schema)
+        if (table_path / "_delta_log").is_dir():
+            write_deltalake(str(table_path), batch, mode="overwrite", predicate=f"day = '{day}'")
+        else:
+            write_deltalake(str(table_path), batch, mode="overwrite", partition_by=["day"])
+    version = DeltaTable(str(table_path)).version() if (table_path / "_delta_log").is_dir() else None
+    return {"table": str(table_path), "days": sorted(by_day), "rows": sum(len(r) for r in by_day.values()), "version": version}

@@ -104,6 +104,11 @@ class SharedTable:
     history_shared: bool = False
     comment: str | None = None
     catalog_name: str | None = None  # optional Unity Catalog name <catalog>.<schema>.<table>
+    # Default projection for every recipient of the share (see :class:`Projection`):
+    # None = every column of the gold table.
+    columns: tuple[str, ...] | None = None
+    pseudonym_columns: tuple[str, ...] = ()
+    row_filter: tuple["RowCondition", ...] = ()
 
     @property
     def id(self) -> str:
@@ -155,6 +160,53 @@ class Share:
         return [t for s in self.schemas for t in s.tables]
 
 
+#: Operators of a row filter condition; values are compared as they are typed in YAML.
+ROW_FILTER_OPS = ("equals", "in", "not_in", "not_null")
+
+
+@dataclass(frozen=True)
+class RowCondition:
+    """One condition of a row filter: ``column`` ``op`` ``value``; a filter ANDs its conditions.
+
+    Deliberately structured instead of SQL: nothing from the file is ever evaluated as code.
+    """
+
+    column: str
+    op: str  # one of ROW_FILTER_OPS
+    value: object = None
+
+
+@dataclass(frozen=True)
+class TableGrant:
+    """A recipient's own narrowing of one shared table (``recipients[].tables`` in YAML)."""
+
+    columns: tuple[str, ...] | None = None
+    pseudonym_columns: tuple[str, ...] = ()
+    row_filter: tuple[RowCondition, ...] = ()
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What one recipient physically receives of one shared table.
+
+    ``columns`` None means every column of the source; ``pseudonym_columns`` are re-keyed per
+    recipient (never shared as the municipality's internal pseudonym); ``row_filter`` keeps
+    only rows matching every condition.
+    """
+
+    columns: tuple[str, ...] | None
+    pseudonym_columns: tuple[str, ...]
+    row_filter: tuple[RowCondition, ...]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Per-recipient token bucket: ``burst`` requests at once, refilled at ``requests_per_second``."""
+
+    requests_per_second: float = 20.0
+    burst: int = 60
+
+
 @dataclass(frozen=True)
 class Recipient:
     name: str
@@ -162,9 +214,30 @@ class Recipient:
     token_lifetime_days: int | None = None
     comment: str | None = None
     sharing_identifier: str | None = None  # Unity Catalog: Databricks-to-Databricks sharing identifier
+    # Per-table narrowing, keyed by lower-cased "share.schema.table".
+    tables: tuple[tuple[str, TableGrant], ...] = ()
 
     def may_read(self, share_name: str) -> bool:
         return share_name.lower() in self.shares
+
+    def grant(self, table: "SharedTable") -> TableGrant | None:
+        """This recipient's own declaration for ``table``, if any."""
+        wanted = table.qualified_name.lower()
+        return next((g for name, g in self.tables if name == wanted), None)
+
+    def projection(self, table: "SharedTable") -> Projection:
+        """The effective projection: the recipient's declaration narrows the table's default.
+
+        Columns: the recipient's list if given (it must be a subset of the table's default,
+        checked when the file is loaded), else the table's. Pseudonym columns: the union of
+        both declarations, so a recipient entry can never un-declare one. Row filter: both ANDed.
+        """
+        grant = self.grant(table)
+        if grant is None:
+            return Projection(table.columns, table.pseudonym_columns, table.row_filter)
+        columns = grant.columns if grant.columns is not None else table.columns
+        pseudonyms = tuple(dict.fromkeys(table.pseudonym_columns + grant.pseudonym_columns))
+        return Projection(columns, pseudonyms, table.row_filter + grant.row_filter)
 
 
 @dataclass(frozen=True)
@@ -173,6 +246,12 @@ class SharesConfig:
     recipients: tuple[Recipient, ...]
     url_ttl_seconds: int = DEFAULT_URL_TTL_SECONDS
     source: Path | None = field(default=None, compare=False)
+    rate_limit: RateLimit = RateLimit()
+    # "projections": every recipient reads its own materialised copy under
+    # <lake>/shares/<recipient>/... (the default, and the only mode where column selection
+    # and pseudonym re-keying are enforced); "source": the gold tables themselves, for a
+    # single trusted recipient without projections only.
+    serve_from: str = "projections"
 
     def share(self, name: str) -> Share | None:
         wanted = name.lower()
@@ -224,6 +303,52 @@ def _optional_text(value: object, where: str) -> str | None:
     return value.strip()
 
 
+def _column_list(value: object, where: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(c, str) and c.strip() for c in value):
+        raise SharesConfigError(f"{where} must be a list of column names")
+    if len({c.lower() for c in value}) != len(value):
+        raise SharesConfigError(f"{where} names a column twice")
+    return tuple(value)
+
+
+def _row_filter(value: object, where: str) -> tuple[RowCondition, ...]:
+    conditions = []
+    for i, raw in enumerate(_require_list(value, where)):
+        cwhere = f"{where}[{i}]"
+        raw = _require_mapping(raw, cwhere)
+        column = raw.get("column")
+        if not isinstance(column, str) or not column:
+            raise SharesConfigError(f"{cwhere}: 'column' is required")
+        ops = [op for op in ROW_FILTER_OPS if op in raw]
+        if len(ops) != 1 or set(raw) - {"column", *ROW_FILTER_OPS}:
+            raise SharesConfigError(f"{cwhere}: exactly one of {', '.join(ROW_FILTER_OPS)} next to 'column'")
+        op = ops[0]
+        operand = raw[op]
+        if op in ("in", "not_in") and not isinstance(operand, list):
+            raise SharesConfigError(f"{cwhere}: '{op}' needs a list of values")
+        if op == "not_null" and operand is not True:
+            raise SharesConfigError(f"{cwhere}: 'not_null' must be true")
+        if op in ("in", "not_in"):
+            operand = tuple(operand)
+        conditions.append(RowCondition(column=column, op=op, value=operand))
+    return tuple(conditions)
+
+
+def _rate_limit(raw: object) -> RateLimit:
+    if raw is None:
+        return RateLimit()
+    raw = _require_mapping(raw, "server.rate_limit")
+    rps = raw.get("requests_per_second", RateLimit.requests_per_second)
+    burst = raw.get("burst", RateLimit.burst)
+    if isinstance(rps, bool) or not isinstance(rps, (int, float)) or not 0 < rps <= 100_000:
+        raise SharesConfigError("server.rate_limit.requests_per_second must be a positive number")
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= 1_000_000:
+        raise SharesConfigError("server.rate_limit.burst must be a positive integer")
+    return RateLimit(requests_per_second=float(rps), burst=burst)
+
+
 def parse_shares_config(data: object, source: Path | None = None) -> SharesConfig:
     """Validate the YAML document ``data`` and build a :class:`SharesConfig`."""
     doc = _require_mapping(data if data is not None else {}, "shares config")
@@ -231,6 +356,11 @@ def parse_shares_config(data: object, source: Path | None = None) -> SharesConfi
     url_ttl = server.get("url_ttl_seconds", DEFAULT_URL_TTL_SECONDS)
     if not isinstance(url_ttl, int) or isinstance(url_ttl, bool) or not 60 <= url_ttl <= 7 * 24 * 3600:
         raise SharesConfigError("server.url_ttl_seconds must be an integer between 60 and 604800")
+    rate_limit = _rate_limit(server.get("rate_limit"))
+    serve_from = server.get("serve_from", "projections")
+    if serve_from not in ("projections", "source"):
+        raise SharesConfigError("server.serve_from must be 'projections' or 'source'")
+    tables_by_name: dict[str, SharedTable] = {}
 
     shares: list[Share] = []
     seen_shares: set[str] = set()
@@ -262,17 +392,20 @@ def parse_shares_config(data: object, source: Path | None = None) -> SharesConfi
                 history_shared = raw_table.get("history_shared", False)
                 if not isinstance(history_shared, bool):
                     raise SharesConfigError(f"{twhere}: history_shared must be true or false")
-                tables.append(
-                    SharedTable(
-                        share=share_name,
-                        schema=schema_name,
-                        name=table_name,
-                        location=_relative_location(raw_table.get("location"), twhere),
-                        history_shared=history_shared,
-                        comment=raw_table.get("comment"),
-                        catalog_name=_optional_text(raw_table.get("catalog_name"), f"{twhere}.catalog_name"),
-                    )
+                table = SharedTable(
+                    share=share_name,
+                    schema=schema_name,
+                    name=table_name,
+                    location=_relative_location(raw_table.get("location"), twhere),
+                    history_shared=history_shared,
+                    comment=raw_table.get("comment"),
+                    catalog_name=_optional_text(raw_table.get("catalog_name"), f"{twhere}.catalog_name"),
+                    columns=_column_list(raw_table.get("columns"), f"{twhere}.columns"),
+                    pseudonym_columns=_column_list(raw_table.get("pseudonym_columns"), f"{twhere}.pseudonym_columns") or (),
+                    row_filter=_row_filter(raw_table.get("row_filter"), f"{twhere}.row_filter"),
                 )
+                tables.append(table)
+                tables_by_name[table.qualified_name.lower()] = table
             schemas.append(SharedSchema(share=share_name, name=schema_name, tables=tuple(tables)))
         shares.append(
             Share(
@@ -307,11 +440,55 @@ def parse_shares_config(data: object, source: Path | None = None) -> SharesConfi
                 token_lifetime_days=lifetime,
                 comment=raw_recipient.get("comment"),
                 sharing_identifier=_optional_text(raw_recipient.get("sharing_identifier"), f"{where}.sharing_identifier"),
+                tables=_table_grants(raw_recipient.get("tables"), f"{where}.tables", tables_by_name, entitled),
             )
         )
     return SharesConfig(
-        shares=tuple(shares), recipients=tuple(recipients), url_ttl_seconds=url_ttl, source=source
+        shares=tuple(shares),
+        recipients=tuple(recipients),
+        url_ttl_seconds=url_ttl,
+        source=source,
+        rate_limit=rate_limit,
+        serve_from=serve_from,
     )
+
+
+def _table_grants(
+    raw: object, where: str, tables_by_name: dict[str, SharedTable], entitled: list[str]
+) -> tuple[tuple[str, TableGrant], ...]:
+    """``recipients[].tables``: ``{"share.schema.table": {columns, pseudonym_columns, row_filter}}``."""
+    if raw is None:
+        return ()
+    grants = []
+    for qualified, body in _require_mapping(raw, where).items():
+        gwhere = f"{where}[{qualified!r}]"
+        table = tables_by_name.get(str(qualified).lower())
+        if table is None:
+            raise SharesConfigError(f"{gwhere}: no shared table of that name (use share.schema.table)")
+        if table.share.lower() not in entitled:
+            raise SharesConfigError(f"{gwhere}: the recipient is not entitled to share {table.share!r}")
+        body = _require_mapping(body or {}, gwhere)
+        unknown = set(body) - {"columns", "pseudonym_columns", "row_filter"}
+        if unknown:
+            raise SharesConfigError(f"{gwhere}: unknown keys {sorted(unknown)}")
+        columns = _column_list(body.get("columns"), f"{gwhere}.columns")
+        if columns is not None and table.columns is not None:
+            allowed = {c.lower() for c in table.columns}
+            extra = [c for c in columns if c.lower() not in allowed]
+            if extra:
+                # A recipient entry narrows the share's columns; it can never widen them.
+                raise SharesConfigError(f"{gwhere}: columns {extra} are not among the table's shared columns")
+        grants.append(
+            (
+                table.qualified_name.lower(),
+                TableGrant(
+                    columns=columns,
+                    pseudonym_columns=_column_list(body.get("pseudonym_columns"), f"{gwhere}.pseudonym_columns") or (),
+                    row_filter=_row_filter(body.get("row_filter"), f"{gwhere}.row_filter"),
+                ),
+            )
+        )
+    return tuple(grants)
 
 
 def load_shares_config(path: Path | str | None = None) -> SharesConfig:

@@ -33,7 +33,9 @@ with the reason stated.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
+import shutil
 import threading
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -332,8 +334,81 @@ class DropZoneStandIn:
         return RunningDropZone(name, ctx, ctx.dropzone / self.folder, self.config)
 
 
+@dataclass
+class RunningParsedDropZone(RunningDropZone):
+    """A drop zone of a parsing connector (``connectors.dropzone``): files are validated, archived or quarantined.
+
+    Every test starts from a fresh zone with the demo department's deliveries of the day,
+    because an extract moves the files to ``archive/`` (a rerun of the day reads them there).
+    """
+
+    write: Callable[[SourceContext, Path], Any] = lambda ctx, zone_root: None
+    zone_root: Path | None = None
+
+    def deliveries(self) -> list[Path]:
+        return sorted(p for p in self.directory.iterdir() if p.is_file())
+
+    def reset(self) -> None:
+        shutil.rmtree(self.zone_root, ignore_errors=True)
+        self.zone_root.mkdir(parents=True)
+        self.write(self.ctx, self.zone_root)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        assert self.deliveries(), f"the demo delivered no {self.name} files on {self.ctx.as_of}"
+        self._originals.clear()
+
+
+@dataclass(frozen=True)
+class ParsedDropZoneStandIn:
+    """How to stand up a parsing connector's drop zone: ``write(ctx, zone_root)`` delivers the demo files."""
+
+    write: Callable[[SourceContext, Path], Any]
+    config: Callable[[RunningDropZone], dict[str, Any]] = lambda src: {"dropzone_dir": str(src.directory)}
+    # Some departments have no traffic in a town of POPULATION; they get a bigger town of the same seed.
+    population: int | None = None
+
+    def start(self, name: str, ctx: SourceContext) -> RunningParsedDropZone:
+        if self.population:
+            ctx = SourceContext(build_municipality(population=self.population, seed=7, as_of=ctx.as_of), ctx.dropzone)
+        zone_root = ctx.dropzone.parent / f"zones-{name}"
+        running = RunningParsedDropZone(name, ctx, zone_root / name, self.config, write=self.write, zone_root=zone_root)
+        running.reset()
+        return running
+
+
+@dataclass
+class RunningDatabase(RunningDropZone):
+    """An application database (SQLite, written by the demo) read by a SQL connector."""
+
+    kind: str = "database"
+
+
+@dataclass(frozen=True)
+class DatabaseStandIn:
+    """How to stand up an application database: the demo Suite4 database in SQLite."""
+
+    config: Callable[[RunningDropZone], dict[str, Any]]
+
+    def start(self, name: str, ctx: SourceContext) -> RunningDatabase:
+        from demo_gemeente.suite4 import write_suite4_database
+
+        path = ctx.dropzone.parent / f"db-{name}" / "suite4.sqlite"
+        write_suite4_database(ctx.municipality, path, ctx.as_of)
+        return RunningDatabase(name, ctx, path, self.config)
+
+
+def _departmental(writer: str, **kwargs: Any) -> Callable[[SourceContext, Path], Any]:
+    """A writer of ``demo_gemeente`` for one department, bound to the context's municipality and day."""
+
+    def write(ctx: SourceContext, zone_root: Path) -> Any:
+        module_name, function_name = writer.rsplit(".", 1)
+        module = __import__(module_name, fromlist=[function_name])
+        return getattr(module, function_name)(ctx.municipality, zone_root, ctx.as_of, **kwargs)
+
+    return write
+
+
 # One line per connector in connectors.CONNECTORS.
-STAND_INS: dict[str, RegistryStandIn | DropZoneStandIn] = {
+STAND_INS: dict[str, RegistryStandIn | DropZoneStandIn | ParsedDropZoneStandIn | DatabaseStandIn] = {
     "brp": RegistryStandIn(
         lambda state, _: create_brp_app(state),
         lambda src: {"base_url": src.url(BRP_PREFIX), "api_key": src.api_key, "volglijst_dir": str(src.ctx.dropzone / VOLGLIJST_SOURCE)},
@@ -354,6 +429,18 @@ STAND_INS: dict[str, RegistryStandIn | DropZoneStandIn] = {
         lambda src: {"base_url": src.root, "table_id": table_id_for_year(2026), "gemeentecode": src.ctx.municipality.gemeentecode},
         bad_credentials=None, as_of=date(2026, 10, 1), rate_limited=False,
     ),
+    "iwmo": ParsedDropZoneStandIn(_departmental("demo_gemeente.sociaal_domein.write_iwmo_deliveries", include_backlog=True),
+                                  population=400),
+    "ijw": ParsedDropZoneStandIn(_departmental("demo_gemeente.sociaal_domein.write_ijw_deliveries", include_backlog=True),
+                                 population=400),
+    "xaf": ParsedDropZoneStandIn(_departmental("demo_gemeente.financien.write_xaf_deliveries")),
+    "subsidies": ParsedDropZoneStandIn(_departmental("demo_gemeente.exports.write_subsidies_deliveries", delivery_weekday=None)),
+    "vth": ParsedDropZoneStandIn(_departmental("demo_gemeente.exports.write_vth_deliveries")),
+    "hr": ParsedDropZoneStandIn(_departmental("demo_gemeente.exports.write_hr_deliveries", delivery_weekday=None)),
+    "vroegsignalering": ParsedDropZoneStandIn(_departmental("demo_gemeente.vroegsignalering.write_vroegsignalering_deliveries")),
+    "suite4": DatabaseStandIn(lambda src: {"url": f"sqlite:///{src.directory}"}),
+    "sql": DatabaseStandIn(lambda src: {"url": f"sqlite:///{src.directory}", "tables": {
+        "wmo_aanvragen": {"table": "wmo_aanvraag", "key": ["id"], "incremental": {"column": "gewijzigd_op"}}}}),
 }
 
 
@@ -451,7 +538,8 @@ def test_manifest_is_complete_and_matches_the_files(source, tmp_path):
     results = connector.extract(run, tmp_path)
     assert results, "an extraction lands at least one batch"
     assert any(r.manifest["parts"] for r in results), "the demo source has data, so something must land"
-    declared = set(type(connector).datasets)
+    landed = getattr(type(connector), "landed_datasets", None)
+    declared = set(landed() if landed else type(connector).datasets)
     if declared:
         assert {r.dataset for r in results} <= declared, "landed a dataset the connector does not declare"
     secrets_ = source.secret_values() + [
@@ -583,6 +671,26 @@ def test_a_batch_that_fails_halfway_is_never_complete(source, tmp_path):
                 break
         assert broken, "the connector did not fail although every request failed"
         landings = broken
+    elif isinstance(source, RunningDatabase):
+        pytest.skip("database source: each dataset is read in one read-only transaction; "
+                    "connection and query failures are covered in tests/test_sql_connector.py")
+    elif isinstance(source, RunningParsedDropZone):
+        # Parsing sources quarantine a broken file with its reason; the rest of the day still lands.
+        deliveries = source.deliveries()
+        broken = deliveries[-1]
+        source.replace_delivery(broken, broken.read_bytes()[: max(1, len(broken.read_bytes()) // 2)] + b"\xff\xfe\x00")
+        connector = source.connector()
+        results = connector.extract(run, tmp_path)
+        report = connector.last_report
+        assert [r["file"] for r in report["files_rejected"]] == [broken.name]
+        assert report["files_rejected"][0]["rule"] and report["files_rejected"][0]["message"]
+        reason = next(source.zone_root.rglob(f"quarantine/*/{broken.name}.reason.json"))
+        assert json.loads(reason.read_text(encoding="utf-8"))["rule"] == report["files_rejected"][0]["rule"]
+        if len(deliveries) > 1:
+            assert report["files_accepted"] + report.get("files_partially_accepted", 0) >= 1
+        for result in results:
+            assert read_manifest(result.path)["status"] == "complete"
+        return
     else:
         # The last delivery is not text: the connector notices only after writing its part.
         last = source.deliveries()[-1]
@@ -607,6 +715,10 @@ def test_a_batch_that_fails_halfway_is_never_complete(source, tmp_path):
 
 
 def test_unexpected_fields_land_byte_for_byte(source, tmp_path):
+    if isinstance(source, (RunningParsedDropZone, RunningDatabase)):
+        pytest.skip("parsing source: records are parsed from a validated format (XSD, data contract, JSON "
+                    "Schema, table columns), so there are no raw bytes to keep; the delivered file itself is "
+                    "archived byte for byte and its sha256 is in the manifest (tests/test_dropzone.py)")
     if source.is_http:
         source.tap.unexpected_member = UNEXPECTED_MEMBER
         results = source.connector().extract(window(source.logical_date, "newer-api"), tmp_path)

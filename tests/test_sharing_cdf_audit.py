@@ -37,7 +37,11 @@ from sharing_server.signing import FileClaims, UrlSigner
 URL_KEY = b"cdf-audit-test-url-key-0123456789abcdef"
 CDF_CONFIG = {"delta.enableChangeDataFeed": "true"}
 
+# Served directly (serve_from: source): the change data feed tests need the exact gold
+# commits; per-recipient projections are covered by test_sharing_projections.py.
 SHARES_YAML = """
+server:
+  serve_from: source
 shares:
   - name: mutaties_share
     schemas:
@@ -241,7 +245,7 @@ def test_change_data_feed_wire_format_and_signed_urls(server):
 
     # A correctly signed URL for a path the commit did not remove is refused.
     cdf_entry = next(a["cdf"] for a in actions if "cdf" in a)
-    payload = cdf_entry["url"].rsplit("/", 1)[1].partition(".")[0]
+    payload = cdf_entry["url"].rsplit("/", 1)[1].partition("?")[0]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     forged = FileClaims(
         share=claims["s"], schema=claims["c"], table=claims["t"], table_id=claims["i"], version=2,
@@ -313,7 +317,8 @@ def test_json_predicate_hints_prune_partitions_over_http(server):
     assert len(pruned) == 2
     assert {f["partitionValues"]["wijk_code"] for f in pruned} == {"WK036300"}
 
-    # Typed comparison on an int partition combined with a hint on a data column (unknown: kept).
+    # Typed comparison on an int partition combined with a hint on a data column: the
+    # partition drops the 2025 files, the column statistics (inwoners max 20500) the WK036302 file.
     mixed = _hint(
         {
             "op": "and",
@@ -324,7 +329,11 @@ def test_json_predicate_hints_prune_partitions_over_http(server):
         }
     )
     files = [line["file"] for line in _ndjson(_query(server, token, {"jsonPredicateHints": mixed})) if "file" in line]
-    assert sorted(f["partitionValues"]["peiljaar"] for f in files) == ["2026", "2026"]
+    assert [(f["partitionValues"]["peiljaar"], f["partitionValues"]["wijk_code"]) for f in files] == [("2026", "WK036300")]
+
+    # A data column without usable statistics for the literal's type is never a reason to drop.
+    text_hint = _hint({"op": "equal", "children": [_col("buurt_code"), _lit("BU03630200")]})
+    assert len([line for line in _ndjson(_query(server, token, {"jsonPredicateHints": text_hint})) if "file" in line]) == 4
 
     # Malformed hints are ignored (best effort), never an error.
     for bad in ("not json", _hint({"op": "frobnicate", "children": []}), _hint({"op": "equal", "children": [_col("wijk_code")]})):

@@ -101,3 +101,54 @@ def test_signed_claims_round_trip_and_other_keys_are_refused():
         UrlSigner(b"z" * 32).verify(signed, now_ms=1_000)
     with pytest.raises(InvalidSignedUrl, match="expired"):
         UrlSigner(b"k" * 32).verify(signed, now_ms=2_000)
+
+
+def test_shipped_config_serves_projections_with_a_rate_limit_and_explicit_columns():
+    config = load_shares_config(PROJECT_ROOT / "config" / "shares.yaml")
+    assert config.serve_from == "projections"
+    assert config.rate_limit.burst >= 1 and config.rate_limit.requests_per_second > 0
+    table = config.share("gemeente_gold").schema("demografie").table("inwoners_per_buurt")
+    assert table.columns is not None and "aantal_inwoners" in table.columns
+
+
+@pytest.mark.parametrize(
+    ("server", "fragment"),
+    [
+        ({"rate_limit": {"requests_per_second": 0}}, "requests_per_second"),
+        ({"rate_limit": {"burst": 0}}, "burst"),
+        ({"serve_from": "gold"}, "serve_from"),
+    ],
+)
+def test_server_section_is_validated(server, fragment):
+    with pytest.raises(SharesConfigError, match=fragment):
+        parse_shares_config({**_doc(), "server": server})
+
+
+@pytest.mark.parametrize(
+    "row_filter",
+    [
+        [{"column": "x", "equals": 1, "in": [1]}],  # two operators
+        [{"column": "x", "in": "notalist"}],
+        [{"equals": 1}],  # no column
+        [{"column": "x", "sql": "1=1"}],  # free SQL is never accepted
+    ],
+)
+def test_row_filters_are_structured(row_filter):
+    doc = _doc()
+    doc["shares"][0]["schemas"][0]["tables"][0]["row_filter"] = row_filter
+    with pytest.raises(SharesConfigError, match="row_filter"):
+        parse_shares_config(doc)
+
+
+def test_recipient_table_declarations_name_entitled_tables_and_merge_with_the_table():
+    doc = _doc()
+    doc["shares"][0]["schemas"][0]["tables"][0].update(columns=["a", "b", "p"], pseudonym_columns=["p"])
+    doc["recipients"][0]["tables"] = {"s.sc.t": {"columns": ["a", "p"], "row_filter": [{"column": "a", "in": [1, 2]}]}}
+    config = parse_shares_config(doc)
+    table = config.share("s").schema("sc").table("t")
+    projection = config.recipient("partner").projection(table)
+    assert projection.columns == ("a", "p") and projection.pseudonym_columns == ("p",)
+    assert [(c.column, c.op, c.value) for c in projection.row_filter] == [("a", "in", (1, 2))]
+    doc["recipients"][0]["tables"] = {"s.sc.other": {}}
+    with pytest.raises(SharesConfigError, match="no shared table"):
+        parse_shares_config(doc)

@@ -1,0 +1,356 @@
+"""Per-recipient projections: each partner's shared tables, physically separate.
+
+Delta Sharing clients download whole Parquet files, so hiding a column in the answer of
+the server protects nothing: whatever is in a file a recipient may fetch is shared. Every
+recipient therefore reads its own Delta table per shared table, materialised here from the
+gold table and holding only what the recipient is entitled to (``config/shares.yaml``):
+
+* ``columns``: the shared columns (the table's default list, narrowed per recipient);
+* ``row_filter``: optional structured conditions (``equals``/``in``/``not_in``/``not_null``);
+* ``pseudonym_columns``: person pseudonyms, re-keyed per recipient as
+  ``HMAC-SHA256(recipient key, internal pseudonym)`` where the recipient key is derived from the
+  sharing secret ``ggm_sharing_pseudonym_key`` (env ``GGM_SHARING_PSEUDONYM_KEY`` or Airflow
+  connection). Two partners thus get unrelated values for the same person and neither can
+  join on the municipality's internal pseudonym; only the municipality can link them.
+
+Layout: ``<lake>/shares/<recipient>/<share>/<schema>/<table>``, Delta tables with Change
+Data Feed enabled (``delta.enableChangeDataFeed``). The server (``serve_from: projections``,
+the default) resolves every table of a request through the authenticated recipient, so a
+recipient can only ever reach files below its own directory.
+
+Idempotence: a projection records what it was built from (gold table id and version, the
+declaration, the recipient key's fingerprint) in a ``_ggm_projection.json`` sidecar; when that
+is unchanged nothing is read or written. Otherwise the new content is compared with the current
+one and only written when it differs, so a rerun of the same day adds no table version even when
+gold was rewritten with the same rows.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import shutil
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ggm_lakehouse import config as ggm_config
+from ggm_lakehouse.pseudonym import load_key, pseudonymise
+
+from sharing_server.shares_config import (
+    Projection,
+    Recipient,
+    RowCondition,
+    SharedTable,
+    SharesConfig,
+    load_shares_config,
+)
+
+#: Secret from which every recipient's pseudonym key is derived (never stored in code or YAML).
+SHARING_PSEUDONYM_KEY_SECRET = "ggm_sharing_pseudonym_key"
+PROJECTIONS_DIR = "shares"
+CDF_CONFIGURATION = {"delta.enableChangeDataFeed": "true"}
+
+log = logging.getLogger(__name__)
+
+
+class ProjectionError(ValueError):
+    """A projection cannot be built as configured (unknown column, bad filter value, ...)."""
+
+
+def projection_relative_location(recipient: str, table: SharedTable) -> str:
+    """Location of a recipient's projection of ``table``, relative to the lake root."""
+    return f"{PROJECTIONS_DIR}/{recipient}/{table.share}/{table.schema}/{table.name}"
+
+
+def projection_location(recipient: str, table: SharedTable, lake_root: Path | None = None) -> Path:
+    """Absolute path of a recipient's projection of ``table``."""
+    return Path(lake_root or ggm_config.lake_root()) / projection_relative_location(recipient, table)
+
+
+def recipient_key(recipient: str, sharing_secret: bytes) -> bytes:
+    """The recipient's own pseudonym key: HMAC of its name under the sharing secret.
+
+    Derived, not stored, so adding a recipient needs no key management; rotating the
+    sharing secret re-keys every recipient at once.
+    """
+    return hmac.new(sharing_secret, f"ggm-sharing-recipient-key-v1\x1f{recipient}".encode("utf-8"), hashlib.sha256).digest()
+
+
+def rekey_pseudonyms(values: pa.Array | pa.ChunkedArray, key: bytes, recipient: str) -> pa.Array:
+    """Re-key internal pseudonyms for one recipient (None stays None)."""
+    context = f"share:{recipient}"
+    return pa.array([pseudonymise(v, key, context) for v in values.to_pylist()], type=pa.string())
+
+
+def _column(table: pa.Table, name: str, where: str) -> str:
+    match = next((c for c in table.column_names if c.lower() == name.lower()), None)
+    if match is None:
+        raise ProjectionError(f"{where}: column {name!r} is not in the gold table (has {table.column_names})")
+    return match
+
+
+def _condition_mask(table: pa.Table, condition: RowCondition, where: str) -> pa.ChunkedArray:
+    column = table[_column(table, condition.column, where)]
+    if condition.op == "not_null":
+        return pc.is_valid(column)
+    values = condition.value if condition.op in ("in", "not_in") else (condition.value,)
+    try:
+        value_set = pa.array(list(values)).cast(column.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ProjectionError(f"{where}: values {list(values)!r} do not fit column {condition.column!r} ({column.type})") from exc
+    mask = pc.is_in(column, value_set=value_set)
+    if condition.op == "not_in":
+        # SQL semantics: NULL NOT IN (...) is not true, so NULL rows are dropped too.
+        mask = pc.and_(pc.invert(mask), pc.is_valid(column))
+    return mask
+
+
+#: Column names that look like person identifiers: they may only leave the lake re-keyed.
+_PERSON_ID_HINTS = ("bsn", "pseudonym", "pseudoniem")
+
+
+def project(source: pa.Table, projection: Projection, recipient: str, sharing_secret: bytes | None, where: str) -> pa.Table:
+    """Apply a projection to the rows of a gold table: filter, select, re-key pseudonyms.
+
+    Raises :class:`ProjectionError` when a column that looks like a person identifier
+    would be shared without being declared a pseudonym column: a forgotten declaration
+    must fail the publication, not leak the internal pseudonym.
+    """
+    result = source
+    for condition in projection.row_filter:
+        result = result.filter(_condition_mask(result, condition, where))
+    if projection.columns is not None:
+        result = result.select([_column(result, c, where) for c in projection.columns])
+    pseudonyms = {_column(source, c, where) for c in projection.pseudonym_columns}
+    undeclared = [c for c in result.column_names if c not in pseudonyms and any(h in c.lower() for h in _PERSON_ID_HINTS)]
+    if undeclared:
+        raise ProjectionError(f"{where}: columns {undeclared} look like person identifiers; declare them in pseudonym_columns or leave them out")
+    present = [c for c in result.column_names if c in pseudonyms]
+    if present:
+        if sharing_secret is None:
+            raise ProjectionError(f"{where}: pseudonym columns need secret {SHARING_PSEUDONYM_KEY_SECRET}")
+        key = recipient_key(recipient, sharing_secret)
+        for name in present:
+            index = result.column_names.index(name)
+            result = result.set_column(index, pa.field(name, pa.string()), rekey_pseudonyms(result[name], key, recipient))
+    return result
+
+
+def _canonical(table: pa.Table) -> pa.Table:
+    # Content comparison independent of file layout and row order: sort by every column.
+    names = sorted(table.column_names)
+    ordered = table.select(names)
+    return ordered.sort_by([(name, "ascending") for name in names]).combine_chunks()
+
+
+def _same_content(location: Path, projected: pa.Table, partition_by: list[str]) -> bool:
+    """Whether the projection at ``location`` already holds exactly ``projected`` (any order)."""
+    from deltalake import DeltaTable
+
+    if not (location / "_delta_log").is_dir():
+        return False
+    current_table = DeltaTable(str(location))
+    if list(current_table.metadata().partition_columns) != partition_by:
+        return False
+    current = current_table.to_pyarrow_table()
+    if set(current.column_names) != set(projected.column_names) or current.num_rows != projected.num_rows:
+        return False
+    try:
+        aligned = projected.select(current.column_names).cast(current.schema)
+        return _canonical(current).equals(_canonical(aligned))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return False
+
+
+def _write(location: Path, projected: pa.Table, partition_by: list[str]) -> None:
+    from deltalake import DeltaTable, write_deltalake
+
+    exists = (location / "_delta_log").is_dir()
+    if exists and list(DeltaTable(str(location)).metadata().partition_columns) != partition_by:
+        # delta-rs cannot change partitioning in place; a partition change is a new table.
+        shutil.rmtree(location)
+        exists = False
+    location.parent.mkdir(parents=True, exist_ok=True)
+    write_deltalake(
+        str(location),
+        projected,
+        mode="overwrite",
+        partition_by=partition_by or None,
+        schema_mode="overwrite" if exists else None,
+        configuration=None if exists else CDF_CONFIGURATION,
+    )
+
+
+def _load_sharing_secret(required: bool) -> bytes | None:
+    if not required:
+        return None
+    return load_key(SHARING_PSEUDONYM_KEY_SECRET)
+
+
+def materialise_table(
+    recipient: Recipient,
+    table: SharedTable,
+    *,
+    lake_root: Path | None = None,
+    sharing_secret: bytes | None = None,
+) -> dict[str, Any]:
+    """Build or refresh one recipient's projection of one shared table; returns its report."""
+    from deltalake import DeltaTable
+
+    root = Path(lake_root or ggm_config.lake_root())
+    source_path = table.resolve_location(root)
+    where = f"{recipient.name}: {table.qualified_name}"
+    if not (source_path / "_delta_log").is_dir():
+        raise ProjectionError(f"{where}: no gold Delta table at {source_path}")
+    source_table = DeltaTable(str(source_path))
+    projection = recipient.projection(table)
+    location = projection_location(recipient.name, table, root)
+    fingerprint = _fingerprint(source_table, projection, recipient.name, sharing_secret)
+    recorded = _read_stamp(location)
+    if recorded is not None and recorded.get("fingerprint") == fingerprint and (location / "_delta_log").is_dir():
+        # Same gold version, same declaration, same key: the projection is already current.
+        current = DeltaTable(str(location))
+        return {
+            **recorded["report"],
+            "version": current.version(),
+            "changed": False,
+        }
+    source = source_table.to_pyarrow_table()
+    projected = project(source, projection, recipient.name, sharing_secret, where)
+    # Keep the gold partitioning where the columns survive: partition pruning keeps working.
+    partition_by = [c for c in source_table.metadata().partition_columns if c in projected.column_names]
+    changed = not _same_content(location, projected, partition_by)
+    if changed:
+        _write(location, projected, partition_by)
+    version = DeltaTable(str(location)).version()
+    report = {
+        "recipient": recipient.name,
+        "table": table.qualified_name,
+        "source_version": source_table.version(),
+        "location": str(location),
+        "rows": projected.num_rows,
+        "columns": projected.column_names,
+        "pseudonym_columns": [c for c in projected.column_names if c.lower() in {p.lower() for p in projection.pseudonym_columns}],
+        "version": version,
+        "changed": changed,
+    }
+    _write_stamp(location, {"fingerprint": fingerprint, "report": {k: v for k, v in report.items() if k not in ("version", "changed")}})
+    return report
+
+
+#: Sidecar next to the projection's _delta_log. Names starting with "_" are ignored by Delta
+#: readers and by VACUUM, and the server only serves files named in the log.
+_STAMP_FILE = "_ggm_projection.json"
+
+
+def _fingerprint(source_table, projection: Projection, recipient: str, sharing_secret: bytes | None) -> str:
+    """What a projection is a function of: gold table id and version, the declaration, the key."""
+    key_id = hashlib.sha256(recipient_key(recipient, sharing_secret)).hexdigest() if sharing_secret else None
+    material = json.dumps(
+        {
+            "source_id": source_table.metadata().id,
+            "source_version": source_table.version(),
+            "projection": repr(projection),
+            "key": key_id,
+            "format": 1,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def _read_stamp(location: Path) -> dict | None:
+    try:
+        return json.loads((location / _STAMP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_stamp(location: Path, stamp: dict) -> None:
+    tmp = location / f".{_STAMP_FILE}.tmp"
+    tmp.write_text(json.dumps(stamp, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, location / _STAMP_FILE)
+
+
+def _all_recipients(config: SharesConfig) -> list[Recipient]:
+    from sharing_server.recipients import TokenStore, all_recipient_names, find_recipient
+
+    store = TokenStore()
+    return [r for r in (find_recipient(config, store, n) for n in all_recipient_names(config, store)) if r is not None]
+
+
+def materialise_recipient_tables(
+    logical_date: date,
+    run_id: str | None = None,
+    spark=None,
+    *,
+    config_path: Path | str | None = None,
+    lake_root: Path | None = None,
+    recipients: list[Recipient] | None = None,
+    export_audit: bool = True,
+) -> dict:
+    """Materialise every recipient's projection of every table it is entitled to.
+
+    Called by the pipeline's publish step after gold is built. ``spark`` is accepted for
+    the pipeline's uniform signature but not needed: marts are small and delta-rs writes
+    them without a JVM. ``recipients`` defaults to those of shares.yaml plus the ones added
+    with the CLI (state file). Projections of recipients or tables no longer configured are
+    removed, so a withdrawn entitlement also withdraws the data. With ``export_audit`` the
+    server's request log is copied into the audit Delta table as well
+    (:func:`sharing_server.audit.export_audit_table`, report key ``audit``).
+
+    Returns ``{"logical_date", "run_id", "recipients": {name: {table: report}}, "removed": [...]}``
+    where each report holds ``rows``, ``columns``, ``version``, ``changed`` and ``location``.
+    """
+    del spark  # see docstring
+    config = load_shares_config(config_path)
+    root = Path(lake_root or ggm_config.lake_root())
+    wanted = recipients if recipients is not None else _all_recipients(config)
+    needs_secret = any(
+        recipient.projection(table).pseudonym_columns
+        for recipient in wanted
+        for share in config.shares_for(recipient)
+        for table in share.all_tables()
+    )
+    secret = _load_sharing_secret(needs_secret)
+    report: dict[str, Any] = {"logical_date": logical_date.isoformat(), "run_id": run_id, "recipients": {}, "removed": []}
+    keep: set[Path] = set()
+    for recipient in wanted:
+        per_table: dict[str, Any] = {}
+        for share in config.shares_for(recipient):
+            for table in share.all_tables():
+                result = materialise_table(recipient, table, lake_root=root, sharing_secret=secret)
+                keep.add(Path(result["location"]))
+                per_table[table.qualified_name] = result
+                log.info(
+                    "projection %s of %s: %d rows, columns %s, version %d%s",
+                    recipient.name, table.qualified_name, result["rows"], result["columns"], result["version"],
+                    "" if result["changed"] else " (unchanged)",
+                )
+        report["recipients"][recipient.name] = per_table
+    if recipients is None:
+        report["removed"] = [str(p) for p in _remove_stale(root / PROJECTIONS_DIR, keep)]
+    if export_audit:
+        from sharing_server.audit import export_audit_table
+
+        report["audit"] = export_audit_table(lake_root=root)
+    return report
+
+
+def _remove_stale(base: Path, keep: set[Path]) -> list[Path]:
+    """Delete projection tables that no configured recipient/table maps to any more."""
+    if not base.is_dir():
+        return []
+    removed = []
+    for log_dir in sorted(base.glob("*/*/*/*/_delta_log")):
+        table_dir = log_dir.parent
+        if table_dir not in keep:
+            shutil.rmtree(table_dir)
+            removed.append(table_dir)
+    return removed
