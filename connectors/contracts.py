@@ -712,6 +712,8 @@ class ContractConnector(DropzoneConnector):
 
     # A subclass with keys of its own builds its schema the same way, including CONTRACT_CONFIG_PROPERTIES.
     config_schema: ClassVar[dict[str, Any]] = dropzone_config_schema(CONTRACT_CONFIG_PROPERTIES)
+    # Register exports are full snapshots: of two exports of one kind in a run, only the newest lands.
+    supersede_older_deliveries: ClassVar[bool] = True
 
     @property
     def contract_path(self) -> Path:

@@ -75,7 +75,10 @@ OUTCOME_ACCEPTED = "accepted"
 OUTCOME_PARTIALLY_ACCEPTED = "partially_accepted"
 OUTCOME_REJECTED = "rejected"
 OUTCOME_DUPLICATE_FILE = "duplicate_file"
-ARCHIVED_OUTCOMES = (OUTCOME_ACCEPTED, OUTCOME_PARTIALLY_ACCEPTED)
+# A full export replaced by a newer export of the same kind delivered for the same run (a catch-up day).
+OUTCOME_SUPERSEDED = "superseded"
+ARCHIVED_OUTCOMES = (OUTCOME_ACCEPTED, OUTCOME_PARTIALLY_ACCEPTED, OUTCOME_SUPERSEDED)
+LANDED_OUTCOMES = (OUTCOME_ACCEPTED, OUTCOME_PARTIALLY_ACCEPTED)
 
 RULE_EMPTY_FILE = "empty_file"
 RULE_DUPLICATE_FILE = "duplicate_file"
@@ -576,6 +579,14 @@ class DropzoneConnector(Connector):
     # False: a day without a delivery lands no batch for a dataset, so snapshot mappings (full
     # exports such as the XAF or a register) keep the last delivery with ``on_missing_batch: keep``.
     land_empty_batches: ClassVar[bool] = False
+    # True for sources whose every file is a full export (XAF, register exports): when one run sees
+    # several exports of the same kind (a missed day, a re-sent file), only the newest one lands and
+    # the older ones are archived as superseded, so one snapshot never holds two states of an object.
+    supersede_older_deliveries: ClassVar[bool] = False
+
+    def delivery_group(self, file_name: str) -> str:
+        """Which exports replace each other: the file name without its date (``auditfile_2026_*.xaf``)."""
+        return _DATE_TOKEN.sub("*", file_name)
     duplicate_rule: ClassVar[str] = "duplicate"
     config_schema: ClassVar[dict[str, Any]] = dropzone_config_schema()
 
@@ -750,6 +761,12 @@ class _ZoneRun:
 
     def run(self) -> list[BatchResult]:
         candidates = self.collect()
+        if self.connector.supersede_older_deliveries:
+            # Newest export of each kind first: once one is accepted, older ones are superseded. If the
+            # newest is rejected, the next newest still lands.
+            newest_first = sorted(candidates, key=lambda c: (file_date(c.name) or date.min, c.name), reverse=True)
+            candidates = sorted(newest_first, key=lambda c: self.connector.delivery_group(c.name))
+        landed_groups: dict[str, str] = {}
         # Same-named deliveries of one day get a folder per checksum so neither overwrites the other.
         name_counts = Counter(c.name for c in candidates)
         shutil.rmtree(self.work_dir, ignore_errors=True)
@@ -778,7 +795,7 @@ class _ZoneRun:
                     Path(candidate.name) if name_counts[candidate.name] == 1
                     else Path(candidate.sha256[:12]) / candidate.name
                 )
-                results.append(self._process(candidate, relative, state, writers))
+                results.append(self._process(candidate, relative, state, writers, landed_groups))
             batches = []
             delivered = any(writer.parts for writer in writers.values())
             for dataset, writer in writers.items():
@@ -817,10 +834,15 @@ class _ZoneRun:
     # -- one file
 
     def _process(
-        self, candidate: _Candidate, relative: Path, state: _ZoneState, writers: dict[str, _StreamingBatchWriter]
+        self, candidate: _Candidate, relative: Path, state: _ZoneState, writers: dict[str, _StreamingBatchWriter],
+        landed_groups: dict[str, str] | None = None,
     ) -> _FileResult:
         name = candidate.name
-        if candidate.size == 0:
+        group = self.connector.delivery_group(name) if self.connector.supersede_older_deliveries else None
+        if group is not None and landed_groups is not None and group in landed_groups:
+            result = _FileResult(candidate, OUTCOME_SUPERSEDED,
+                                 message=f"superseded by the newer export {landed_groups[group]} of the same run")
+        elif candidate.size == 0:
             result = _FileResult(candidate, OUTCOME_REJECTED, rule=RULE_EMPTY_FILE,
                                  message="the file is empty (0 bytes)", position="byte 0")
         elif (copy := state.archived_copy(candidate.sha256, self.day)) is not None:
@@ -833,8 +855,10 @@ class _ZoneRun:
         else:
             result = self._parse(candidate, state, writers)
         result.target = (self.archive_day if result.outcome in ARCHIVED_OUTCOMES else self.quarantine_day) / relative
-        if result.outcome in ARCHIVED_OUTCOMES:
+        if result.outcome in LANDED_OUTCOMES:
             self._commit_parts(result, writers)
+            if group is not None and landed_groups is not None:
+                landed_groups[group] = name
         state.record_file(candidate.sha256, self.day, name, result.outcome)
         log.info("%s %s: %s -> %s%s", self.source, self.day, name, result.outcome,
                  f" ({result.rule}: {result.message})" if result.rule else "")
@@ -1009,7 +1033,8 @@ class _ZoneRun:
             "logical_date": self.day.isoformat(),
             "run_id": self.window.run_id,
             "files_seen": len(results),
-            "files_accepted": sum(1 for r in results if r.outcome in ARCHIVED_OUTCOMES),
+            "files_accepted": sum(1 for r in results if r.outcome in LANDED_OUTCOMES),
+            "files_superseded": [r.candidate.name for r in results if r.outcome == OUTCOME_SUPERSEDED],
             "files_partially_accepted": sum(1 for r in results if r.outcome == OUTCOME_PARTIALLY_ACCEPTED),
             "files_rejected": [
                 {"file": r.candidate.name, "rule": r.rule, "message": r.message, "position": r.position}

@@ -169,6 +169,8 @@ class XafConnector(DropzoneConnector):
     """Drop-zone connector for XML Auditfile Financieel 3.2; see the module docstring."""
 
     name: ClassVar[str] = "xaf"
+    # Every export is the whole year to date: of two exports in one run (a missed day), only the newest lands.
+    supersede_older_deliveries: ClassVar[bool] = True
     datasets: ClassVar[tuple[str, ...]] = (
         "facturen",
         "factuurregels",

@@ -390,17 +390,17 @@ def test_framework_quarantines_a_file_missing_columns_and_lands_the_good_rows_of
         "M-2026-00002;Z-2;09-03-2026;Klacht;Brandveiligheid;2057 AB;14;Afgehandeld;12,5O",  # letter O
         "M-2026-00003;Z-3;08-03-2026;Signaal;Bodem en asbest;2057 AC;1;Afgehandeld;2.500,00",
     ], "windows-1252", delimiter=";")
-    write_csv(zone / "vth_meldingen_20260308.csv", ["Meldingnummer;Status", "M-2026-00009;Open"], "windows-1252")
+    write_csv(zone / "vth_meldingen_aanvulling_20260308.csv", ["Meldingnummer;Status", "M-2026-00009;Open"], "windows-1252")
     connector = VthConnector({"dropzone_dir": str(zone)})
     batches = _extract(connector, MONDAY, landing)
     report = connector.last_report
     assert report["files_partially_accepted"] == 1
-    assert report["files_rejected"][0]["file"] == "vth_meldingen_20260308.csv"
+    assert report["files_rejected"][0]["file"] == "vth_meldingen_aanvulling_20260308.csv"
     assert report["files_rejected"][0]["rule"] == "missing_columns"
     assert "Datum melding" in report["files_rejected"][0]["message"]
     assert "Soort melding" in report["files_rejected"][0]["message"]
     quarantine = zone / "quarantine" / MONDAY.isoformat()
-    reason = json.loads((quarantine / "vth_meldingen_20260308.csv.reason.json").read_text(encoding="utf-8"))
+    reason = json.loads((quarantine / "vth_meldingen_aanvulling_20260308.csv.reason.json").read_text(encoding="utf-8"))
     assert reason["rule"] == "missing_columns" and "Categorie" in reason["message"]
     rejections = json.loads((quarantine / "vth_meldingen_20260309.csv.rejections.json").read_text(encoding="utf-8"))
     assert [(r["rule"], r["position"]) for r in rejections["rejections"]] == [

@@ -520,3 +520,40 @@ def test_configuration_from_airflow_connection_env_and_defaults(tmp_path: Path, 
     connector.extract(ExtractWindow.for_day(DAY1), tmp_path / "landing")
     assert (archive / "2026-03-01" / "anything.jsonl").exists()
     assert datetime.fromisoformat(zone_manifest(zone, DAY1)["files"][0]["arrival_time"]).tzinfo == timezone.utc
+
+
+def test_of_two_full_exports_in_one_run_only_the_newest_lands(zone: Path, landing: Path) -> None:
+    """A missed day brings two year-to-date exports; landing both would give silver two states of each object."""
+
+    class ExportToy(ToyConnector):
+        supersede_older_deliveries: ClassVar[bool] = True
+
+    deliver(zone, "toy_export_20260228.jsonl", {"id": "e1", "bedrag": "10"})
+    deliver(zone, "toy_export_20260301.jsonl", {"id": "e1", "bedrag": "12"})
+    connector = ExportToy({"dropzone_dir": str(zone)})
+
+    batches = run(connector, landing, DAY1)
+
+    assert records(batches["regels"]) == [{"id": "e1", "bedrag": "12"}]
+    assert connector.last_report["files_superseded"] == ["toy_export_20260228.jsonl"]
+    older = entry(zone_manifest(zone, DAY1), "toy_export_20260228.jsonl")
+    assert older["outcome"] == "superseded" and "toy_export_20260301.jsonl" in older["message"]
+    assert (zone / "archive" / DAY1.isoformat() / "toy_export_20260228.jsonl").exists()
+    # A rerun of the day gives the same answer from the archive.
+    again = run(ExportToy({"dropzone_dir": str(zone)}), landing, DAY1, run_id="manual__again")
+    assert records(again["regels"]) == [{"id": "e1", "bedrag": "12"}]
+
+
+def test_when_the_newest_export_is_bad_the_next_newest_lands(zone: Path, landing: Path) -> None:
+    class ExportToy(ToyConnector):
+        supersede_older_deliveries: ClassVar[bool] = True
+
+    deliver(zone, "toy_export_20260228.jsonl", {"id": "e1", "bedrag": "10"})
+    deliver(zone, "toy_export_20260301.jsonl", {"id": "e1"}, header="<xml/>")
+    connector = ExportToy({"dropzone_dir": str(zone)})
+
+    batches = run(connector, landing, DAY1)
+
+    assert records(batches["regels"]) == [{"id": "e1", "bedrag": "10"}]
+    assert [r["file"] for r in connector.last_report["files_rejected"]] == ["toy_export_20260301.jsonl"]
+    assert connector.last_report["files_superseded"] == []
