@@ -63,7 +63,7 @@ from typing import IO, Any, ClassVar, Iterator, Mapping
 
 from connectors.base import Connector, ExtractWindow
 from connectors.errors import SourceConfigError, SourceDataError
-from connectors.landing import BatchResult, BatchWriter
+from connectors.landing import BatchResult, BatchWriter, fsync_dir
 from ggm_lakehouse import config as ggm_config
 
 log = logging.getLogger(__name__)
@@ -232,20 +232,6 @@ class ParsedUnit:
 # ---------------------------------------------------------------------- file-system helpers
 
 
-def _fsync_dir(path: Path) -> None:
-    """Persist a rename or creation inside ``path`` (best effort where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_json_atomic(path: Path, document: Any) -> None:
     """Write ``document`` as JSON through a fsynced temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +246,7 @@ def _write_json_atomic(path: Path, document: Any) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _move_durably(source: Path, target: Path) -> None:
@@ -286,11 +272,11 @@ def _move_durably(source: Path, target: Path) -> None:
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         source.unlink()
     else:
-        _fsync_dir(target.parent)
-    _fsync_dir(source.parent)
+        fsync_dir(target.parent)
+    fsync_dir(source.parent)
 
 
 def _arrival_time(stat: os.stat_result) -> str:
@@ -1159,4 +1145,4 @@ class _ZoneRun:
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)

@@ -121,7 +121,7 @@ def _redact(value: Any) -> Any:
     return value
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Persist a rename/creation in ``path`` (no-op where directories cannot be opened)."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -328,7 +328,7 @@ class BatchWriter:
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         self._open = False
         self.result = BatchResult(
             source=self.source,

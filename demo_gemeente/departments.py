@@ -18,25 +18,14 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from datetime import date
 from pathlib import Path
 
+from demo_gemeente.delivery import write_atomic
 from demo_gemeente.model import Municipality
 
 AGB_KVK_HEADER = ("agb_code", "kvk_nummer")
 
-
-def _atomic_write(path: Path, content: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.read_bytes() == content:
-        return path
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
-    os.replace(tmp, path)
-    return path
 
 
 def write_agb_kvk_mapping(kvk_register, logical_date: date, path: Path) -> Path:
@@ -46,7 +35,7 @@ def write_agb_kvk_mapping(kvk_register, logical_date: date, path: Path) -> Path:
     writer.writerow(AGB_KVK_HEADER)
     pairs = sorted({(o.agb_code, o.kvk_nummer) for o in kvk_register.zorgaanbieders(logical_date) if o.agb_code})
     writer.writerows(pairs)
-    return _atomic_write(Path(path), buffer.getvalue().encode("utf-8"))
+    return write_atomic(Path(path), buffer.getvalue().encode("utf-8"))
 
 
 def write_departmental_deliveries(

@@ -19,12 +19,11 @@ from __future__ import annotations
 import bisect
 import csv
 import io
-import os
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 
 from demo_gemeente.generator import VOLGLIJST_NAZORG_DAYS
+from demo_gemeente.delivery import write_atomic
 from demo_gemeente.model import Buurt, Municipality
 
 VOLGLIJST_SOURCE = "brp-volglijst"
@@ -84,20 +83,7 @@ def _write_csv(path: Path, header: tuple[str, ...], rows, delimiter: str) -> Pat
     writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    data = buffer.getvalue().encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, buffer.getvalue().encode("utf-8"))
 
 
 def write_dropzone(muni: Municipality, dropzone_root: Path) -> list[Path]:

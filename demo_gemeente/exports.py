@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import random
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from demo_gemeente.generator import EPOCH
+from demo_gemeente.delivery import write_atomic
 from demo_gemeente.model import Municipality
 from demo_gemeente.names import FIRST_NAMES_MODERN, SURNAMES
 from ggm_lakehouse.bsn import complete_bsn
@@ -45,22 +44,6 @@ CENT = Decimal("0.01")
 
 # -- shared helpers
 
-
-def _atomic_write(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _rng(seed: int, *parts: object) -> random.Random:
@@ -224,7 +207,7 @@ def write_hr_deliveries(muni: Municipality, dropzone_root: Path, logical_date: d
                      nl_date(m.datum_in_dienst), nl_date(uit), m.dienstverband, "Ja" if m.leidinggevende else "Nee"))
     data = codec_bom(_csv_bytes(HR_HEADER, rows, "utf-8"))
     path = Path(dropzone_root) / HR_SOURCE / f"hr_medewerkers_{logical_date:%Y%m%d}.csv"
-    return [_atomic_write(path, data)]
+    return [write_atomic(path, data)]
 
 
 def codec_bom(data: bytes) -> bytes:
@@ -349,7 +332,7 @@ def write_vth_deliveries(muni: Municipality, dropzone_root: Path, logical_date: 
                      m.resultaat or "", nl_amount(m.dwangsom), m.team))
     data = _csv_bytes(VTH_HEADER, rows, "windows-1252")
     path = Path(dropzone_root) / VTH_SOURCE / f"vth_meldingen_{logical_date:%Y%m%d}.csv"
-    return [_atomic_write(path, data)]
+    return [write_atomic(path, data)]
 
 
 # -- subsidies
@@ -605,7 +588,7 @@ def write_subsidies_deliveries(muni: Municipality, dropzone_root: Path, logical_
     dossiers = subsidies(logical_date, seed, kvk_register, population, muni.gemeentecode)
     written = []
 
-    written.append(_atomic_write(root / f"subsidieprogrammas_{stamp}.xlsx", _xlsx_bytes(
+    written.append(write_atomic(root / f"subsidieprogrammas_{stamp}.xlsx", _xlsx_bytes(
         "Subsidieprogramma's", "Programma's", PROGRAMMA_HEADER,
         ((p.code, p.naam, p.omschrijving, p.begrotingsprogramma, p.afdeling, _excel_amount(p.budget),
           _excel_date(p.startdatum), _excel_date(p.einddatum)) for p in programmas),
@@ -613,7 +596,7 @@ def write_subsidies_deliveries(muni: Municipality, dropzone_root: Path, logical_
          "Budget (EUR): het subsidieplafond van het programma in euro's."),
         logical_date, muni.naam)))
 
-    written.append(_atomic_write(root / f"subsidies_{stamp}.xlsx", _xlsx_bytes(
+    written.append(write_atomic(root / f"subsidies_{stamp}.xlsx", _xlsx_bytes(
         "Subsidieregister", "Subsidies", SUBSIDIE_HEADER,
         ((s.dossiernummer, s.programma.code, s.onderwerp, s.soort, s.programma.sector, s.ontvanger.naam,
           s.ontvanger.kvk_nummer, s.ontvanger.rsin, _excel_date(s.datum_aanvraag), _excel_amount(s.aangevraagd),
@@ -641,7 +624,7 @@ def write_subsidies_deliveries(muni: Municipality, dropzone_root: Path, logical_
             beschikkingen.append((f"BS-{jaar}-{nummer}-S", s.dossiernummer, "Vaststelling",
                                   _excel_date(s.datum_vaststelling), _excel_date(s.datum_vaststelling + timedelta(days=2)),
                                   _excel_amount(s.vastgesteld), f"Z-{jaar}-SUB-{nummer}", None))
-    written.append(_atomic_write(root / f"subsidiebeschikkingen_{stamp}.xlsx", _xlsx_bytes(
+    written.append(write_atomic(root / f"subsidiebeschikkingen_{stamp}.xlsx", _xlsx_bytes(
         "Subsidiebeschikkingen", "Beschikkingen", BESCHIKKING_HEADER, beschikkingen,
         ("Alle beschikkingen: verlening (V), vaststelling (S) en afwijzing (A).",),
         logical_date, muni.naam)))

@@ -28,9 +28,7 @@ looks the same in every later export, and the same inputs give byte-identical fi
 from __future__ import annotations
 
 import functools
-import os
 import random
-import tempfile
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from xml.sax.saxutils import escape
 
+from demo_gemeente.delivery import write_atomic
 from demo_gemeente.model import Municipality
 
 XAF_SOURCE = "xaf"
@@ -518,17 +517,6 @@ def xaf_file_name(export_day: date) -> str:
     return f"auditfile_{export_day.year}_{export_day:%Y%m%d}.xaf"
 
 
-def _atomic_write(target: Path, content: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def write_xaf_deliveries(muni: Municipality, dropzone_root: Path, logical_date: date, seed: int = 42,
                          sociaal_domein_spending: list[dict[str, Any]] | None = None) -> list[Path]:
@@ -541,5 +529,5 @@ def write_xaf_deliveries(muni: Municipality, dropzone_root: Path, logical_date: 
     Returns the written file (the same bytes for the same inputs; written atomically).
     """
     target = Path(dropzone_root) / XAF_SOURCE / xaf_file_name(logical_date)
-    _atomic_write(target, render_auditfile(muni, logical_date, seed, sociaal_domein_spending))
+    write_atomic(target, render_auditfile(muni, logical_date, seed, sociaal_domein_spending))
     return [target]

@@ -75,9 +75,7 @@ import base64
 import calendar
 import hashlib
 import math
-import os
 import random
-import tempfile
 import threading
 import uuid
 from bisect import bisect_right
@@ -91,6 +89,7 @@ from typing import Callable
 from lxml import etree
 
 from demo_gemeente.generator import EPOCH, age_in_years
+from demo_gemeente.delivery import write_atomic
 from demo_gemeente.model import Municipality, Person
 
 IWMO_SOURCE = "iwmo"
@@ -1103,21 +1102,6 @@ def render_message(muni: Municipality, message: Bericht) -> bytes:
     return _envelope(message, payload, muni.naam) if _is_enveloped(message) else payload
 
 
-def _write_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
 
 # --------------------------------------------------------------------------- public API
 
@@ -1224,7 +1208,7 @@ def _write_deliveries(wet: str, source: str, muni: Municipality, dropzone_root: 
     todays = [m for m in planner.messages if m.wet == wet and m.day == logical_date]
     messages = (_backlog(planner, logical_date, wet) if include_backlog else []) + todays
     folder = Path(dropzone_root) / source
-    return [_write_atomic(folder / m.file_name, render_message(muni, m)) for m in messages]
+    return [write_atomic(folder / m.file_name, render_message(muni, m)) for m in messages]
 
 
 def write_iwmo_deliveries(muni: Municipality, dropzone_root: Path, logical_date: date, kvk_register=None,

@@ -29,9 +29,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -39,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from demo_gemeente.generator import EPOCH, _poisson, age_in_years
+from demo_gemeente.delivery import write_atomic
 from demo_gemeente.model import Municipality, Person
 
 SOURCE = "vroegsignalering"
@@ -326,21 +325,6 @@ def simulate(muni: Municipality, logical_date: date, seed: int = 42) -> list[Sig
     return signals
 
 
-def _write_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
 
 def export_document(muni: Municipality, logical_date: date, seed: int = 42) -> dict[str, Any]:
     """The daily export of ``logical_date``: the signals created or changed that day."""
@@ -395,7 +379,7 @@ def write_vroegsignalering_deliveries(muni: Municipality, dropzone_root: Path, l
     zone = Path(dropzone_root) / SOURCE
     document = export_document(muni, logical_date, seed)
     content = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
-    written = [_write_atomic(zone / f"vroegsignalen_{logical_date:%Y%m%d}.json", content)]
+    written = [write_atomic(zone / f"vroegsignalen_{logical_date:%Y%m%d}.json", content)]
     if partner_csv and logical_date.weekday() == 0 and logical_date > EPOCH:
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
@@ -403,6 +387,6 @@ def write_vroegsignalering_deliveries(muni: Municipality, dropzone_root: Path, l
         writer.writerow((f"Vroegsignalen {CSV_PARTNER.naam}", f"aangeleverd {logical_date:%d-%m-%Y}"))
         writer.writerow(CSV_HEADER)
         writer.writerows(partner_csv_rows(muni, logical_date, seed))
-        written.append(_write_atomic(zone / f"vroegsignalen_huur_{logical_date:%Y%m%d}.csv",
+        written.append(write_atomic(zone / f"vroegsignalen_huur_{logical_date:%Y%m%d}.csv",
                                      buffer.getvalue().encode("utf-8")))
     return written
