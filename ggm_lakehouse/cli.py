@@ -119,12 +119,20 @@ def cmd_sharing_audit(args: argparse.Namespace) -> int:
 
 def cmd_demo_dropzone(args: argparse.Namespace) -> int:
     from demo_gemeente.dropzone import write_dropzone
-    from demo_gemeente.generator import build_municipality
+    from demo_gemeente.generator import DemoWorld
+    from demo_gemeente.kvk import KvkRegister
     from ggm_lakehouse.config import dropzone_root
+    from ggm_lakehouse.demo import write_departmental_deliveries_for_demo
 
-    muni = build_municipality(population=args.population, seed=args.seed, as_of=args.date)
+    world = DemoWorld(args.population, args.seed)
+    muni = world.at(args.date)
     for path in write_dropzone(muni, dropzone_root()):
         print(path)
+    if args.departments:
+        delivered = write_departmental_deliveries_for_demo(muni, args.date, KvkRegister(world), args.seed)
+        for paths in delivered.values():
+            for path in paths:
+                print(path)
     return 0
 
 
@@ -282,10 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     r_rotate.set_defaults(handler=cmd_recipient_rotate)
 
     demo = sub.add_parser("demo", help="demo municipality").add_subparsers(dest="action", required=True)
-    d_drop = demo.add_parser("dropzone", help="write the demo drop-zone files for a date")
+    d_drop = demo.add_parser("dropzone", help="write the demo drop-zone files for a date (registries and departments)")
     d_drop.add_argument("--date", type=date.fromisoformat, default=_yesterday())
     d_drop.add_argument("--population", type=int, default=DEFAULT_POPULATION)
     d_drop.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    d_drop.add_argument("--no-departments", dest="departments", action="store_false",
+                        help="only the registry-related files (volglijst, wijk- en buurtindeling)")
     d_drop.set_defaults(handler=cmd_demo_dropzone)
 
     catalog = sub.add_parser("catalog", help="data catalog").add_subparsers(dest="action", required=True)

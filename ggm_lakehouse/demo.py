@@ -81,7 +81,7 @@ def connection_env(servers, muni) -> dict[str, str]:
     }
 
 
-def _write_departmental_deliveries(muni, logical_date: date, kvk_register, seed: int) -> dict:
+def write_departmental_deliveries_for_demo(muni, logical_date: date, kvk_register, seed: int) -> dict:
     """The departments' deliveries of the day (drop zones, Suite4 database, AGB-KvK list)."""
     from connectors.sql import suite4_demo_database_path
     from demo_gemeente.departments import write_departmental_deliveries
@@ -131,7 +131,7 @@ def run_demo_day(logical_date: date, population: int = 3000, seed: int = 42, ext
     volgindicaties.parent.mkdir(parents=True, exist_ok=True)
     keys = _standin_api_keys(data_root() / "standins" / "api_keys.json")
     with StandinServers(world, as_of=logical_date, api_keys=keys, volgindicaties_file=volgindicaties) as servers:
-        departmental = _write_departmental_deliveries(muni, logical_date, servers.kvk_register, seed)
+        departmental = write_departmental_deliveries_for_demo(muni, logical_date, servers.kvk_register, seed)
         env = airflow_environment(
             {**connection_env(servers, muni), **departmental_connection_env(departmental),
              "GGM_PSEUDONYM_KEY": demo_pseudonym_key(), **(extra_env or {})}

@@ -82,3 +82,18 @@ def test_catalog_build_writes_json_and_one_page_per_table(env, tmp_path):
     names = {t["ggm_name"] or t["name"] for t in catalog["tables"]}
     assert {"NATUURLIJKPERSOON", "BUURT"} <= names and "inwoners_per_buurt" in {t["name"] for t in catalog["tables"]}
     assert len(list((out / "tables").rglob("*.html"))) == len(catalog["tables"])
+
+
+def test_demo_dropzone_delivers_every_department_in_its_real_format(env, tmp_path):
+    result = _ggm("demo", "dropzone", "--date", "2026-05-04", "--population", "300", "--seed", "5", env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    zone = tmp_path / "data" / "dropzone"
+    written = {line.strip() for line in result.stdout.splitlines() if line.strip()}
+    for source, suffixes in {"iwmo": {".xml"}, "ijw": {".xml"}, "xaf": {".xaf"}, "subsidies": {".xlsx"},
+                             "vth": {".csv"}, "hr": {".csv"}, "vroegsignalering": {".json", ".csv"}}.items():
+        files = [p for p in (zone / source).iterdir() if p.is_file()]
+        assert files, f"no {source} delivery"
+        assert {p.suffix for p in files} <= suffixes and {str(p) for p in files} <= written
+    # The Suite4 database and the AGB-KvK list the iWmo connectors read.
+    assert (tmp_path / "data" / "suite4" / "suite4_sociaal_domein.sqlite").is_file()
+    assert (tmp_path / "data" / "config" / "agb_kvk.csv").read_text(encoding="utf-8").startswith("agb_code;kvk_nummer\n")
