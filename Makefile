@@ -12,7 +12,9 @@ POPULATION ?= 3000
 PYTEST_ARGS ?=
 # Two workers, one test file each at a time: the Airflow end-to-end files mostly wait on
 # spark-submit and subprocesses, so they overlap well with the rest (PYTEST_WORKERS= to run serially).
-PYTEST_WORKERS ?= -n 2 --dist loadfile
+# --no-loadscope-reorder keeps tests/conftest.py's order (the long end-to-end files first); xdist
+# would otherwise start the files with the most tests first and leave the long ones for last.
+PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: setup run test airflow sharing standins clean
 

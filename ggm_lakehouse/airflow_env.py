@@ -14,6 +14,12 @@ def airflow_home() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME", project_root() / "airflow_home"))
 
 
+# SQLite, the embedded default's metadata database, admits one writer at a time. Python's default
+# 5-second wait for the lock is too short when the scheduler, the API server and a CLI command such
+# as `airflow backfill create` write at once; Airflow imports this through sql_alchemy_connect_args.
+SQLITE_CONNECT_ARGS: dict[str, object] = {"timeout": 60}
+
+
 def airflow_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for Airflow processes of the embedded default."""
     env = dict(os.environ)
@@ -47,6 +53,8 @@ def airflow_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update(airflow_openlineage_env({**env, **(extra or {})}))
     env.setdefault("AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT", "180")
     env.update(extra or {})
+    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+        env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "ggm_lakehouse.airflow_env.SQLITE_CONNECT_ARGS")
     return env
 
 

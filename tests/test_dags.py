@@ -187,3 +187,16 @@ def test_unknown_target_fails_loudly(monkeypatch):
     monkeypatch.setenv("GGM_SPARK_TARGET", "mainframe")
     with pytest.raises(ValueError, match="mainframe"):
         spark_stage_task("bronze")
+
+
+def test_embedded_sqlite_metadata_db_waits_for_its_write_lock(tmp_path):
+    """Scheduler, API server and CLI write the SQLite DB at once; a 5-second lock wait made backfills fail."""
+    from importlib import import_module
+
+    from ggm_lakehouse.airflow_env import airflow_environment
+
+    sqlite = airflow_environment({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}"})
+    module, _, name = sqlite["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"].rpartition(".")
+    assert getattr(import_module(module), name)["timeout"] >= 30
+    postgres = airflow_environment({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airflow@db/airflow"})
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in postgres

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from conftest import SHARED
+from tests.conftest import SHARED
 from demo_gemeente.generator import DemoWorld, age_in_years
 from demo_gemeente.kvk import KvkRegister
 from demo_gemeente.sociaal_domein import (
