@@ -490,9 +490,33 @@ def test_rate_limit_429_with_retry_after():
         assert int(limited_brp[0].headers["Retry-After"]) >= 1
 
 
+def _free_port_block(size: int = 5) -> int:
+    """A base port with ``size`` consecutive free ports (other test workers bind ephemeral ports too)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + size > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + size):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise AssertionError("no block of free consecutive ports found on 127.0.0.1")
+
+
 def test_servers_port_base_and_urls():
-    with StandinServers(FIXTURE) as first:
-        base = first.brp.port
+    base = _free_port_block()
     with StandinServers(FIXTURE, port_base=base) as fixed:
         assert fixed.brp.port == base and fixed.bag.port == base + 1
         assert fixed.brp.url == f"http://127.0.0.1:{base}/haalcentraal/api/brp"
