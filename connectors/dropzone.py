@@ -59,7 +59,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import IO, Any, ClassVar, Iterator, Mapping
+from typing import IO, Any, Callable, ClassVar, Iterator, Mapping
 
 from connectors.base import Connector, ExtractWindow
 from connectors.errors import SourceConfigError, SourceDataError
@@ -232,14 +232,13 @@ class ParsedUnit:
 # ---------------------------------------------------------------------- file-system helpers
 
 
-def _write_json_atomic(path: Path, document: Any) -> None:
-    """Write ``document`` as JSON through a fsynced temporary file renamed into place."""
+def _write_text_atomic(path: Path, write: Callable[[IO[str]], None]) -> None:
+    """Let ``write`` fill a fsynced temporary file next to ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -247,6 +246,11 @@ def _write_json_atomic(path: Path, document: Any) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def _write_json_atomic(path: Path, document: Any) -> None:
+    """Write ``document`` as JSON through a fsynced temporary file renamed into place."""
+    _write_text_atomic(path, lambda handle: handle.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n"))
 
 
 def _move_durably(source: Path, target: Path) -> None:
@@ -1131,18 +1135,12 @@ class _ZoneRun:
             "source": self.source,
             "count": result.rejections.count,
         }
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                head = json.dumps(header, ensure_ascii=False, indent=2)
-                handle.write(head[:-2] + ',\n  "rejections": [')
-                for index, entry in enumerate(result.rejections.iter_entries()):
-                    handle.write(("\n    " if index == 0 else ",\n    ") + json.dumps(entry, ensure_ascii=False))
-                handle.write("\n  ]\n}\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        fsync_dir(path.parent)
+        def write(handle: IO[str]) -> None:
+            # Streamed entry by entry: a file may have far more rejections than fit in memory.
+            head = json.dumps(header, ensure_ascii=False, indent=2)
+            handle.write(head[:-2] + ',\n  "rejections": [')
+            for index, entry in enumerate(result.rejections.iter_entries()):
+                handle.write(("\n    " if index == 0 else ",\n    ") + json.dumps(entry, ensure_ascii=False))
+            handle.write("\n  ]\n}\n")
+
+        _write_text_atomic(path, write)
