@@ -1,7 +1,8 @@
-"""Gold DAGs, one per mart: build the policy mart from silver as of each logical date.
+"""Gold DAGs, one per domein: build the domein's policy marts from silver as of each logical date.
 
-``ggm_gold_<mart>`` is scheduled on the silver Assets of the tables the mart reads
-(``jobs.gold.MART_INPUTS``) and updates ``ggm://gold/<mart>``.
+``ggm_gold_<domein>`` is scheduled on the silver Assets of every table its marts read
+(``jobs.gold.MART_INPUTS``, declared in ``gold_marts/*.yaml``), runs one Spark job for all of
+them, updates ``ggm://gold/<mart>`` for each and republishes the policy dashboard.
 """
 from __future__ import annotations
 
@@ -9,24 +10,25 @@ from datetime import datetime
 
 from airflow.sdk import dag, get_current_context, task
 
-from ggm_lakehouse.orchestration import all_of, asset_event_extra, default_args, gold_asset, gold_marts, run_dates, silver_asset
+from ggm_lakehouse.orchestration import all_of, asset_event_extra, default_args, gold_asset, gold_domains, run_dates, silver_asset
 from ggm_lakehouse.spark_target import spark_stage_task
 
 DATES = "{{ ti.xcom_pull(task_ids='run_dates') }}"
 
 
-def gold_dag(mart: str, inputs: tuple[str, ...]):
-    asset = gold_asset(mart)
+def gold_dag(domein: str, marts: tuple[str, ...], inputs: tuple[str, ...]):
+    assets = [gold_asset(mart) for mart in marts]
 
     @dag(
-        dag_id=f"ggm_gold_{mart}",
+        dag_id=f"ggm_gold_{domein}",
         schedule=all_of([silver_asset(table) for table in inputs]),
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
-        tags=["ggm", "gold", mart],
-        doc_md=f"### Gold mart `{mart}`\nBuilt from silver {', '.join(inputs)} as of each logical date, "
-        "with small-cell suppression; a day's partition is replaced only when its content changed.",
+        tags=["ggm", "gold", domein],
+        doc_md=f"### Gold marts of domein `{domein}`\nMarts: {', '.join(marts)}. Built from silver "
+        f"{', '.join(inputs)} as of each logical date, with small-cell and secondary suppression; a day's "
+        "partition is replaced only when its content changed. Ends by republishing the dashboard.",
         default_args=default_args("team-beleidsinformatie"),
     )
     def build():
@@ -34,21 +36,27 @@ def gold_dag(mart: str, inputs: tuple[str, ...]):
         def dates() -> str:
             return ",".join(d.isoformat() for d in run_dates(get_current_context()))
 
-        gold = spark_stage_task("gold", mart=mart, dates_template=DATES, pool="spark")
+        gold = spark_stage_task("gold", domain=domein, dates_template=DATES, pool="spark")
 
-        @task(task_id="announce", outlets=[asset])
+        @task(task_id="announce", outlets=assets)
         def announce(days: str) -> str:
             context = get_current_context()
-            context["outlet_events"][asset].extra = asset_event_extra(
-                max(datetime.fromisoformat(d).date() for d in days.split(",")), context["run_id"], days=days.split(",")
-            )
+            newest = max(datetime.fromisoformat(d).date() for d in days.split(","))
+            for asset in assets:
+                context["outlet_events"][asset].extra = asset_event_extra(newest, context["run_id"], days=days.split(","))
             return days
 
+        @task(task_id="dashboard")
+        def dashboard() -> dict:
+            from ggm_lakehouse.pipeline import publish_dashboard
+
+            return publish_dashboard()
+
         days = dates()
-        days >> gold >> announce(days)
+        days >> gold >> announce(days) >> dashboard()
 
     return build()
 
 
-for _mart, _inputs in gold_marts().items():
-    gold_dag(_mart, _inputs)
+for _domein, (_marts, _inputs) in gold_domains().items():
+    gold_dag(_domein, _marts, _inputs)

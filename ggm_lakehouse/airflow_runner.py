@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from airflow.dag_processing.dagbag import DagBag
 
     from ggm_lakehouse.config import project_root
-    from ggm_lakehouse.orchestration import SOURCES, ensure_pools, gold_marts, silver_groups
+    from ggm_lakehouse.orchestration import SOURCES, ensure_pools, gold_domains, silver_groups
 
     bag = DagBag(dag_folder=str(project_root() / "dags"))
     if bag.import_errors:
@@ -72,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             all_ok = False
     built = 0
     selected_tables = {t for g in silver_groups() if set(g.needs) <= set(selected) for t in g.tables}
-    for mart, inputs in gold_marts().items():
+    for domein, (_, inputs) in gold_domains().items():
         if not set(inputs) <= selected_tables:
             continue
         if not set(inputs) <= fresh_tables:
-            print(f"skipped ggm_gold_{mart}: waits for {sorted(set(inputs) - fresh_tables)}", flush=True)
+            print(f"skipped ggm_gold_{domein}: waits for {sorted(set(inputs) - fresh_tables)}", flush=True)
             all_ok = False
             continue
-        if _run(bag.get_dag(f"ggm_gold_{mart}"), logical):
+        if _run(bag.get_dag(f"ggm_gold_{domein}"), logical):
             built += 1
         else:
             all_ok = False

@@ -58,8 +58,9 @@ class GoldDefinition:
     partitioned_by: tuple[str, ...] = ()
 
 
-# Kept next to the catalog rather than derived from jobs.gold: deriving columns would mean
-# running Spark. A test checks these names against jobs.gold.MARTS so they cannot drift apart.
+# Catalog text of the hand-written marts, kept next to the catalog rather than derived from jobs.gold:
+# deriving columns would mean running Spark. Declared marts (gold_marts/*.yaml) bring their own text.
+# A test checks these names against jobs.gold.MARTS so they cannot drift apart.
 GOLD_DEFINITIONS: dict[str, GoldDefinition] = {
     "inwoners_per_buurt": GoldDefinition(
         description=(
@@ -359,8 +360,33 @@ def _silver_entry(mapping, ggm: dict, report: tuple[str, dict] | None, shares: d
     }
 
 
+def _declared_gold_definition(mart) -> GoldDefinition:
+    """Catalog text of a declared mart (``gold_marts/<mart>.yaml``): its own description, inputs and columns."""
+    columns = [("peildatum", "date", "Reference date: silver versions valid on this day were counted.")]
+    if mart.gebied:
+        columns += [
+            ("gebiedsniveau", "string", "gemeente, wijk or buurt: the level this row totals."),
+            ("gebiedscode", "string", "CBS code of the area (GMxxxx, WKxxxxxx, BUxxxxxxxx) or 'onbekend'."),
+            ("gebiedsnaam", "string", "Name of the area."),
+            ("wijkcode", "string", "The wijk of a wijk or buurt row (empty for the gemeente)."),
+        ]
+    columns += [(d.kolom, "string", "Dimension" + ("" if not d.totaal else "; 'Totaal' across its values.")) for d in mart.dimensies]
+    columns += [(m.kolom, "", f"{m.functie} of {m.van or 'units'}" + ("; empty when suppressed." if mart.personen else ""))
+                for m in mart.maten]
+    if mart.gebied:
+        columns += [("inwoners", "bigint", "CBS kerncijfers: inwoners of the area."),
+                    ("huishoudens", "bigint", "CBS kerncijfers: huishoudens of the area.")]
+        columns += [(f"{m}_per_1000_inwoners", "double", f"{m} per 1,000 inwoners.") for m in mart.per_1000_inwoners]
+    columns += [("onderdrukt", "boolean", "True when the cell is hidden."),
+                ("onderdrukking", "string", "primair (below the threshold) or secundair (would reveal a hidden cell).")]
+    return GoldDefinition(description=f"{mart.titel}. {mart.beschrijving}", upstream=mart.inputs, columns=tuple(columns),
+                          owner=mart.eigenaar, partitioned_by=("peildatum",))
+
+
 def _gold_entry(name: str, builder, report: tuple[str, dict] | None, shares: dict) -> dict:
-    definition = GOLD_DEFINITIONS.get(name)
+    from jobs.gold import MartDefinition
+
+    definition = _declared_gold_definition(builder) if isinstance(builder, MartDefinition) else GOLD_DEFINITIONS.get(name)
     if definition is None:
         # A mart added to jobs.gold without catalog text still appears, with its docstring.
         definition = GoldDefinition(description=(builder.__doc__ or "").strip(), upstream=(), columns=())

@@ -8,6 +8,7 @@
     ggm sharing recipient add|list|revoke|rotate
     ggm sharing audit [--since D]
     ggm catalog build [--out DIR]      data catalog: catalog.json + one HTML page per table
+    ggm dashboard build|serve          the policy dashboard: static site from the gold marts, and its server
     ggm demo dropzone --date D         write the demo municipality's drop-zone files
     ggm lineage TABLE [--json]         upstream (source endpoint …) and downstream (… partner) of a table
     ggm processing-log [--date D]      verwerkingslog summary per processing activity
@@ -303,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     c_build.add_argument("--out", default=None, help="output folder (default: <data root>/catalog)")
     c_build.add_argument("--ggm-descriptions", default=None, help="GGM JSON-schema folder or ggm_tables.json for descriptions")
     c_build.set_defaults(handler=cmd_catalog)
+
+    from dashboard.cli import add_dashboard_commands
+
+    add_dashboard_commands(
+        sub.add_parser("dashboard", help="policy dashboard over the gold marts").add_subparsers(dest="action", required=True)
+    )
 
     _add_access_commands(sub, sharing)
     lineage = sub.add_parser("lineage", help="upstream and downstream of a table, from source endpoint to partner")

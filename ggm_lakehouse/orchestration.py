@@ -8,8 +8,8 @@ source, a mapping or a mart changes the DAGs without touching them:
 * one **silver DAG** per source (``ggm_silver_<source>``), scheduled on the bronze Assets
   of every source its mappings read (a lookup makes a dependency); it updates one Asset
   per GGM table, ``ggm://silver/<TABLE>``;
-* one **gold DAG** per mart (``ggm_gold_<mart>``), scheduled on the silver Assets the mart
-  reads, updating ``ggm://gold/<mart>``;
+* one **gold DAG** per domein (``ggm_gold_<domein>``), scheduled on the silver Assets its marts
+  read, updating ``ggm://gold/<mart>`` for each mart and publishing the dashboard;
 * the **share DAG** (``ggm_share``), scheduled on any shared gold Asset.
 
 A late source therefore delays only the silver tables and marts that read it.
@@ -228,6 +228,26 @@ def gold_marts() -> dict[str, tuple[str, ...]]:
     from jobs.gold import MART_INPUTS
 
     return dict(MART_INPUTS)
+
+
+def gold_domains() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Each domein with a gold DAG: (its marts, the silver tables that schedule it).
+
+    A mart that reads a table no mapping fills yet (a budget mart before a budget source exists)
+    does not hold its domein's DAG back: its tables are left out of the schedule, and the gold job
+    builds it on the first day they exist.
+    """
+    from jobs.gold import MART_DOMAINS, MART_INPUTS
+    from jobs.mappings import load_all
+
+    mapped = {m.target for m in load_all()}
+    domains: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for domein in sorted(set(MART_DOMAINS.values())):
+        marts = tuple(sorted(m for m, d in MART_DOMAINS.items() if d == domein))
+        live = [m for m in marts if set(MART_INPUTS[m]) <= mapped] or list(marts)
+        inputs = tuple(dict.fromkeys(t for m in live for t in MART_INPUTS[m]))
+        domains[domein] = (marts, inputs)
+    return domains
 
 
 def shared_gold_marts() -> list[str]:

@@ -90,16 +90,19 @@ def publish_share(logical_date: date, run_id: str | None = None) -> dict:
     from sharing_server.shares_config import load_shares_config
 
     config = load_shares_config()
-    tables = []
+    tables, waiting = [], []
     for share in config.shares:
         for table in share.all_tables():
             path = table.resolve_location()
             if not (path / "_delta_log").is_dir():
-                raise RuntimeError(f"shared table {table.qualified_name} has no Delta table at {path}")
+                # Its mart waits for sources that have not delivered yet; the other tables are still published.
+                waiting.append(table.qualified_name)
+                continue
             tables.append({"table": table.qualified_name, "version": DeltaTable(str(path)).version(), "location": str(path)})
     report = {
         "logical_date": logical_date.isoformat(),
         "tables": tables,
+        "waiting": waiting,
         "recipients": sorted(r.name for r in config.recipients),
         "how_to_read": "ggm sharing serve &  ggm sharing profile demo-partner > demo-partner.share; "
         "python -c \"import delta_sharing; print(delta_sharing.load_as_pandas("
@@ -115,10 +118,23 @@ def publish_share(logical_date: date, run_id: str | None = None) -> dict:
         for recipient, tables in projections["recipients"].items()
     }
     report["audit_table"] = projections.get("audit")
+    if not tables:
+        raise RuntimeError(f"no shared gold table exists yet (waiting: {waiting}); nothing to publish")
     with processing_operation("publish_share", logical_date=logical_date, run_id=run_id) as op:
         record_published_share(op, report)
     write_report(logical_date, "share", report)
     return report
+
+
+def publish_dashboard() -> dict:
+    """Rebuild the policy dashboard (static site) from the gold marts; returns the pages written."""
+    from dashboard.site import build_site
+
+    from ggm_lakehouse.config import data_root, lake_root
+
+    output = data_root() / "dashboard"
+    pages = build_site(lake_root(), output)
+    return {"site": str(output), "pages": [p.name for p in pages]}
 
 
 def run_summary(logical_date: date) -> dict:

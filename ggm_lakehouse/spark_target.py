@@ -73,27 +73,30 @@ def delta_spark_conf() -> dict[str, str]:
 
 
 def stage_arguments(stage: str, dates_template: str = DEFAULT_DATES_TEMPLATE, source: str | None = None,
-                    mart: str | None = None) -> list[str]:
+                    mart: str | None = None, domain: str | None = None) -> list[str]:
     """Command-line arguments of ``jobs/entrypoint.py`` for one stage run."""
     args = [stage, "--logical-date", dates_template, "--run-id", "{{ run_id }}"]
     if source:
         args += ["--source", source]
     if mart:
         args += ["--mart", mart]
+    if domain:
+        args += ["--domain", domain]
     return args
 
 
 def spark_stage_task(stage: str, task_id: str | None = None, *, source: str | None = None, mart: str | None = None,
-                     dates_template: str = DEFAULT_DATES_TEMPLATE, **operator_kwargs):
+                     domain: str | None = None, dates_template: str = DEFAULT_DATES_TEMPLATE, **operator_kwargs):
     """An Airflow operator that runs ``jobs/entrypoint.py <stage>`` on the configured target.
 
-    ``source`` limits bronze/silver to one connector's data and ``mart`` gold to one mart;
+    ``source`` limits bronze/silver to one connector's data, ``mart`` gold to one mart and
+    ``domain`` gold to the marts of one domein;
     ``dates_template`` renders to the logical date(s) to process (comma separated).
     """
     target = spark_target()
     task_id = task_id or stage
-    application_args = stage_arguments(stage, dates_template, source, mart)
-    label = "-".join(filter(None, [stage, source, mart]))
+    application_args = stage_arguments(stage, dates_template, source, mart, domain)
+    label = "-".join(filter(None, [stage, source, mart, domain]))
     if target == "databricks":
         from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
 

@@ -26,24 +26,26 @@ SPARK_SYSTEMS = ("Apache Spark", "Delta Lake")
 
 
 def run_stage(spark, stage: str, logical_date: date, run_id: str, source: str | None = None,
-              mart: str | None = None) -> dict:
+              mart: str | None = None, domain: str | None = None) -> dict:
     """Run one stage in an existing SparkSession and persist its report.
 
     ``source`` narrows bronze and silver to one source (the per-source ingest and silver
-    DAGs) and ``mart`` gold to one mart; without them everything of the day is processed.
+    DAGs), ``mart`` gold to one mart and ``domain`` gold to one domein's marts (the gold DAGs);
+    without them everything of the day is processed.
     Every run is one operation in the verwerkingslog (``ggm_lakehouse.processing_log``), with
     what it read and wrote and, for silver, the pseudonyms of the persons whose data changed.
     """
-    name = "_".join(filter(None, [stage, source, mart]))
+    name = "_".join(filter(None, [stage, source, mart, domain]))
     with processing_operation(name, logical_date=logical_date, run_id=run_id, systemen=SPARK_SYSTEMS) as op:
-        report = _execute_stage(spark, stage, logical_date, run_id, source, mart)
+        report = _execute_stage(spark, stage, logical_date, run_id, source, mart, domain)
         report["run_id"] = run_id
         record_stage_io(op, spark, report, logical_date)
     write_report(logical_date, name, report)
     return report
 
 
-def _execute_stage(spark, stage: str, logical_date: date, run_id: str, source: str | None, mart: str | None) -> dict:
+def _execute_stage(spark, stage: str, logical_date: date, run_id: str, source: str | None, mart: str | None,
+                   domain: str | None = None) -> dict:
     if stage == "bronze":
         from jobs import bronze
 
@@ -55,7 +57,7 @@ def _execute_stage(spark, stage: str, logical_date: date, run_id: str, source: s
     elif stage == "gold":
         from jobs import gold
 
-        report = gold.run(spark, logical_date, marts=[mart] if mart else None)
+        report = gold.run(spark, logical_date, marts=[mart] if mart else None, domain=domain)
     else:
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
     return report
@@ -94,6 +96,8 @@ def record_stage_io(op: ProcessingOperation, spark, report: dict, logical_date: 
 
         inputs = mart_inputs()
         for mart, entry in tables.items():
+            if entry.get("waiting_for"):
+                continue  # not built: its silver inputs do not exist yet
             op.read(*(f"silver.{table.lower()}" for table in inputs.get(mart, ())))
             op.wrote(f"gold.{mart}", entry["rows"] if entry.get("written") else 0)
 
@@ -149,13 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--source", help="only this source (bronze: landing source; silver: mappings reading it)")
     parser.add_argument("--mart", help="gold: only this mart")
+    parser.add_argument("--domain", help="gold: only the marts of this domein")
     args = parser.parse_args(argv)
 
     from ggm_lakehouse.spark import get_spark
 
     spark = get_spark(f"ggm-{args.stage}")
     for logical_date in args.logical_date:
-        report = run_stage(spark, args.stage, logical_date, args.run_id, source=args.source, mart=args.mart)
+        report = run_stage(spark, args.stage, logical_date, args.run_id, source=args.source, mart=args.mart,
+                           domain=args.domain)
         print(json.dumps(report, sort_keys=True, default=str))
     return 0
 

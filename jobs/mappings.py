@@ -20,7 +20,11 @@ A mapping says, in terms a municipal data analyst can review:
 * ``load``: ``snapshot`` (objects missing from the batch are closed) or ``incremental``;
 * ``on_missing_batch`` (optional): ``keep`` when a day without a batch means "unchanged" (a source
   that publishes rarely, such as CBS); the default ``fail`` stops on a missing day;
-* ``ggm: false`` (optional) marks a reference table of the lakehouse that is not a GGM table.
+* ``ggm: false`` (optional) marks a reference table of the lakehouse that is not a GGM table;
+* ``key_table`` (optional): the GGM table whose key space the surrogate key is hashed in (default the
+  target). A generalisation filled from the same records as one of its specialisations (AANVRAAGOFMELDING
+  next to VTH_MELDING) names the specialisation, so both rows of one object carry the same key while
+  keys of other specialisations (AOM_AANVRAAGWMOJEUGD) stay apart.
 
 This module only reads and validates mapping files; ``jobs.silver`` executes them.
 """
@@ -91,11 +95,17 @@ class Mapping:
     ggm: bool = True  # false for the lakehouse's own reference tables (e.g. CBS_KERNCIJFERS)
     on_missing_batch: str = "fail"  # "keep": no batch that day means no change (sources that publish rarely)
     union_sources: tuple[str, ...] = ()  # all bronze tables of a union source (``source`` is the first)
+    key_table_name: str = ""  # GGM table whose key space the surrogate key is hashed in (default: target)
 
     @property
     def surrogate_key(self) -> str:
         """The generated key column: ``<TARGET>_ID`` unless the mapping names a GGM variant."""
         return self.surrogate_key_column or f"{self.target}_ID"
+
+    @property
+    def key_table(self) -> str:
+        """The table name hashed into the surrogate key: ``key_table`` if the mapping names one, else the target."""
+        return self.key_table_name or self.target
 
     @property
     def silver_table(self) -> str:
@@ -261,6 +271,9 @@ def load_mapping(path: Path) -> Mapping:
     ggm = doc.get("ggm", True)
     if not isinstance(ggm, bool):
         raise _fail(path, "ggm must be true (a GGM v2.5.1 table) or false (a reference table of the lakehouse)")
+    key_table = str(doc.get("key_table", ""))
+    if key_table and not _GGM_NAME.match(key_table):
+        raise _fail(path, f"key_table {key_table!r} is not an upper-case GGM table name")
     depends = {r.params["table"] for r in rules if r.rule == "reference" and r.params["table"] != target}
     return Mapping(
         path=path,
@@ -281,6 +294,7 @@ def load_mapping(path: Path) -> Mapping:
         depends_on=tuple(sorted(depends)),
         surrogate_key_column=surrogate,
         pseudonymised_fields=pseudonymised_fields,
+        key_table_name=key_table,
     )
 
 

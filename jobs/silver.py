@@ -255,7 +255,7 @@ def conform_frame(ctx: ConformContext, mapping: Mapping, bronze):
         return F.expr(expression)
 
     frame = frame.withColumn(
-        mapping.surrogate_key, surrogate_key_expr(mapping.target, [key_part(k) for k in mapping.business_key])
+        mapping.surrogate_key, surrogate_key_expr(mapping.key_table, [key_part(k) for k in mapping.business_key])
     )
     frame = frame.withColumn("__bk", F.concat_ws("|", *[F.col(k) for k in mapping.business_key]))
     for column in mapping.columns:

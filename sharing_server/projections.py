@@ -325,6 +325,15 @@ def materialise_recipient_tables(
         per_table: dict[str, Any] = {}
         for share in config.shares_for(recipient):
             for table in share.all_tables():
+                if not (table.resolve_location(root) / "_delta_log").is_dir():
+                    # A mart whose sources have not delivered yet: nothing to share today. An existing
+                    # projection stays as it was (it is not stale, only not refreshed).
+                    existing = projection_location(recipient.name, table, root)
+                    if existing.is_dir():
+                        keep.add(existing)
+                    report.setdefault("waiting", []).append(f"{recipient.name}:{table.qualified_name}")
+                    log.warning("projection %s of %s waits: gold table not built yet", recipient.name, table.qualified_name)
+                    continue
                 result = materialise_table(recipient, table, lake_root=root, sharing_secret=secret)
                 keep.add(Path(result["location"]))
                 per_table[table.qualified_name] = result

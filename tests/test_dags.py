@@ -26,11 +26,11 @@ def _asset_uris(condition) -> set[str]:
 
 
 def test_every_dag_imports_without_errors(dagbag):
-    from ggm_lakehouse.orchestration import SOURCES, gold_marts, silver_groups
+    from ggm_lakehouse.orchestration import SOURCES, gold_domains, silver_groups
 
     assert dagbag.import_errors == {}
     expected = {s.dag_id for s in SOURCES.values()} | {g.dag_id for g in silver_groups()}
-    expected |= {f"ggm_gold_{m}" for m in gold_marts()} | {"ggm_share"}
+    expected |= {f"ggm_gold_{d}" for d in gold_domains()} | {"ggm_share"}
     assert set(dagbag.dag_ids) == expected
 
 
@@ -75,16 +75,27 @@ def test_silver_dags_wait_only_for_the_sources_their_mappings_read(dagbag):
 
 
 def test_gold_and_share_dags_are_chained_on_assets(dagbag):
-    from jobs.gold import MART_INPUTS
+    from jobs.gold import MART_DOMAINS, MART_INPUTS
 
-    gold = dagbag.dags["ggm_gold_inwoners_per_buurt"]
+    gold = dagbag.dags["ggm_gold_demografie"]
     assert _asset_uris(gold.timetable.asset_condition) == {
-        f"ggm://silver/{t}" for t in MART_INPUTS["inwoners_per_buurt"]
+        f"ggm://silver/{t}" for m, d in MART_DOMAINS.items() if d == "demografie" for t in MART_INPUTS[m]
     }
     share = dagbag.dags["ggm_share"]
     assert "ggm://gold/inwoners_per_buurt" in _asset_uris(share.timetable.asset_condition)
     tasks = {t.task_id: t for t in gold.tasks}
     assert "{{ ti.xcom_pull(task_ids='run_dates') }}" in tasks["gold"].application_args
+    assert tasks["gold"].application_args[-2:] == ["--domain", "demografie"]
+    assert {o.uri for o in tasks["announce"].outlets} == {"ggm://gold/inwoners_per_buurt"}
+    assert "dashboard" in tasks and tasks["dashboard"].upstream_task_ids == {"announce"}
+
+
+def test_every_mart_is_built_by_the_gold_dag_of_its_domein(dagbag):
+    from jobs.gold import MART_DOMAINS
+
+    for mart, domein in MART_DOMAINS.items():
+        announce = {t.task_id: t for t in dagbag.dags[f"ggm_gold_{domein}"].tasks}["announce"]
+        assert f"ggm://gold/{mart}" in {o.uri for o in announce.outlets}, mart
 
 
 def test_run_dates_come_from_logical_date_or_triggering_events():

@@ -79,7 +79,13 @@ def test_lineage_of_natuurlijkpersoon_runs_from_the_brp_endpoint_to_the_demo_par
     landing = result["upstream"][0]["children"][0]
     assert landing["last_batch"] == DAY.isoformat() and landing["last_run_id"] == "run-lineage"
 
-    assert _chain(result["downstream"]) == [["gold.inwoners_per_buurt", f"share {SHARE}", "recipient demo-partner"]]
+    chains = _chain(result["downstream"])
+    assert ["gold.inwoners_per_buurt", f"share {SHARE}", "recipient demo-partner"] in chains
+    # Every mart that reads residents (the INWONERS view) is downstream of NATUURLIJKPERSOON too.
+    from jobs.gold import MART_INPUTS
+
+    readers = {f"gold.{m}" for m, inputs in MART_INPUTS.items() if "NATUURLIJKPERSOON" in inputs}
+    assert {chain[0] for chain in chains} == readers
 
 
 def test_lineage_of_the_gold_mart_covers_every_source_and_the_share(brp_url):
