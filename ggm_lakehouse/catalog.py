@@ -391,6 +391,7 @@ def _gold_entry(name: str, builder, report: tuple[str, dict] | None, shares: dic
         # A mart added to jobs.gold without catalog text still appears, with its docstring.
         definition = GoldDefinition(description=(builder.__doc__ or "").strip(), upstream=(), columns=())
     declared = {c[0]: c for c in definition.columns}
+    mapped = _mapped_targets() if definition.upstream else frozenset()
     actual = _delta_columns("gold", name)
     if actual is not None:
         columns = [
@@ -429,7 +430,9 @@ def _gold_entry(name: str, builder, report: tuple[str, dict] | None, shares: dic
         "description": definition.description,
         "owner": definition.owner,
         "source": {"silver_tables": list(definition.upstream)},
-        "upstream": [{"layer": "silver", "name": t.lower(), "ggm_name": t, "page": f"tables/silver/{t.lower()}.html"}
+        # A table no mapping fills yet (a budget before its source exists) has no page to link to.
+        "upstream": [{"layer": "silver", "name": t.lower(), "ggm_name": t,
+                      "page": f"tables/silver/{t.lower()}.html" if t in mapped else None}
                      for t in definition.upstream],
         "partitioned_by": list(definition.partitioned_by),
         "schema_source": schema_source,
@@ -540,7 +543,9 @@ def _render_table(table: dict) -> str:
         if table.get("used_by"):
             facts.append(("Used by", ", ".join(_link(f"{back}tables/gold/{n}.html", n) for n in table["used_by"])))
     else:
-        facts.append(("Upstream silver", ", ".join(_link(back + u["page"], u["ggm_name"]) for u in table["upstream"]) or _e("")))
+        facts.append(("Upstream silver", ", ".join(
+            _link(back + u["page"], u["ggm_name"]) if u["page"] else _e(f"{u['ggm_name']} (no source yet)")
+            for u in table["upstream"]) or _e("")))
         facts.append(("Schema from", _e(table["schema_source"])))
     fresh = table["freshness"]
     facts += [("Latest run report", _e(fresh["report_date"])), ("Run id", _e(fresh["run_id"])),

@@ -444,7 +444,10 @@ def apply_observed(graph: LineageGraph, events: list[dict]) -> None:
             observation["parents"] = chain
         inputs = [k for k in (_dataset_node_key(d, lake) for d in event.get("inputs") or []) if k]
         outputs = [k for k in (_dataset_node_key(d, lake) for d in event.get("outputs") or []) if k]
-        if not outputs:
+        # A task without output datasets (extract, publish_share) is matched to the nodes it works on by
+        # its name; that says who last ran, not which input feeds which of them, so it adds no edges.
+        from_task_name = not outputs
+        if from_task_name:
             outputs = _task_node_keys(event.get("job", {}).get("name", ""), graph)
         for key in outputs:
             if key not in graph.nodes:
@@ -455,7 +458,7 @@ def apply_observed(graph: LineageGraph, events: list[dict]) -> None:
                 if source not in graph.nodes:
                     layer, name = source.split(":", 1)
                     graph.add(layer, name)
-                if source != key:
+                if source != key and not from_task_name:
                     graph.edges.setdefault((source, key), set()).add("openlineage")
 
 

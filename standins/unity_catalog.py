@@ -9,8 +9,18 @@ Exactly the endpoints ``ggm_lakehouse.access`` and ``sharing_server.unity_catalo
   ``PATCH`` takes ``{"changes": [{"principal", "add", "remove"}]}`` and answers the new
   ``privilege_assignments``;
 * ``POST|GET shares``, ``GET|PATCH shares/{name}`` (``updates`` with ``ADD``/``REMOVE``/``UPDATE`` of
-  data objects, ``include_shared_data``), ``GET|PATCH shares/{name}/permissions``;
+  ``TABLE`` and ``VIEW`` data objects, ``include_shared_data``; views carry no history status),
+  ``GET|PATCH shares/{name}/permissions``;
 * ``POST|GET recipients``, ``GET|PATCH recipients/{name}``;
+* ``GET tables/{full_name}`` — ``w.tables.get``: registered tables (``MANAGED``) and views created
+  through SQL (``VIEW`` with ``view_definition``);
+* ``POST /api/2.0/sql/statements`` and ``GET /api/2.0/sql/statements/{statement_id}`` — the SQL
+  Statement Execution API (``w.statement_execution``) on the one warehouse ``warehouse_id``. It
+  understands the DDL ``sharing_server.unity_catalog`` sends (``CREATE SCHEMA IF NOT EXISTS`` and
+  ``CREATE OR REPLACE VIEW … AS SELECT … FROM <table>``), answers ``SUCCEEDED`` synchronously and
+  keeps every executed statement in :attr:`UnityCatalogStandin.sql_statements`; anything else, or a
+  view over a missing table or into a missing schema, ends ``FAILED`` with an error as a warehouse
+  reports it (HTTP 200, ``status.error``);
 * ``GET /.well-known/databricks-config`` (unauthenticated), which the SDK probes when it starts.
 
 Like a workspace it checks what it is told: securables, tables and (when ``groups`` is given)
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import secrets
 import threading
 import time
@@ -38,6 +49,21 @@ from fastapi.responses import JSONResponse
 from standins.common import ThreadedUvicorn
 
 API_PREFIX = "/api/2.1/unity-catalog"
+SQL_STATEMENTS_PATH = "/api/2.0/sql/statements"
+DEFAULT_WAREHOUSE_ID = "4b9b953939869799"
+
+# The DDL the sharing module sends; identifiers are backtick-quoted with `` for a literal backtick.
+_IDENT = r"`((?:[^`]|``)+)`"
+_STRING = r"'((?:[^'\\]|\\.)*)'"
+_CREATE_SCHEMA = re.compile(rf"^\s*CREATE SCHEMA IF NOT EXISTS {_IDENT}\.{_IDENT}(?:\s+COMMENT\s+{_STRING})?\s*;?\s*$",
+                            re.IGNORECASE | re.DOTALL)
+_CREATE_VIEW = re.compile(rf"^\s*CREATE OR REPLACE VIEW {_IDENT}\.{_IDENT}\.{_IDENT}(?:\s+COMMENT\s+{_STRING})?"
+                          r"\s+AS\s+(SELECT\s.+?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
+_FROM_TABLE = re.compile(rf"\sFROM\s+{_IDENT}\.{_IDENT}\.{_IDENT}", re.IGNORECASE)
+
+
+def _unquote(identifier: str) -> str:
+    return identifier.replace("``", "`")
 
 # Which privileges a workspace accepts on which securable type (Unity Catalog privilege model).
 _SCHEMA_PRIVILEGES = frozenset({
@@ -106,6 +132,7 @@ class UnityCatalogStandin:
         token: str | None = None,
         page_size: int = 100,
         host: str = "127.0.0.1",
+        warehouse_id: str = DEFAULT_WAREHOUSE_ID,
     ) -> None:
         self.token = token or f"dapi{secrets.token_hex(16)}"
         self.host = host
@@ -120,6 +147,10 @@ class UnityCatalogStandin:
         self._shares: dict[str, _Share] = {}
         self._recipients: dict[str, dict[str, Any]] = {}
         self._faults: list[_Fault] = []
+        self.warehouse_id = warehouse_id
+        self.sql_statements: list[str] = []  # every statement that SUCCEEDED, in order
+        self._views: dict[str, dict[str, Any]] = {}  # lower-cased full name → view
+        self._statements: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._server: ThreadedUvicorn | None = None
         self.port: int | None = None
@@ -195,6 +226,17 @@ class UnityCatalogStandin:
         with self._lock:
             found = self._recipients.get(name.lower())
             return copy.deepcopy(found) if found else None
+
+    def view(self, full_name: str) -> dict[str, Any] | None:
+        """A view created through SQL: ``{"full_name", "definition", "comment"}``, or None."""
+        with self._lock:
+            found = self._views.get(full_name.lower())
+            return copy.deepcopy(found) if found else None
+
+    def views(self) -> list[str]:
+        """Full names of every view created through SQL."""
+        with self._lock:
+            return sorted(v["full_name"] for v in self._views.values())
 
     def calls(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
         """Recorded requests, optionally only those with ``method`` and ``path`` (relative to the API prefix)."""
@@ -276,6 +318,40 @@ class UnityCatalogStandin:
 
     def _recipient_json(self, recipient: dict[str, Any]) -> dict[str, Any]:
         return copy.deepcopy(recipient)
+
+    def _run_statement(self, statement: str) -> dict[str, Any] | None:
+        """Execute one DDL statement (lock held); None on success, else the warehouse's error."""
+        def failed(sql_state: str, message: str) -> dict[str, Any]:
+            return {"error_code": "BAD_REQUEST", "message": message, "sql_state": sql_state}
+
+        schema_match = _CREATE_SCHEMA.match(statement)
+        if schema_match:
+            catalog, schema = _unquote(schema_match.group(1)).lower(), _unquote(schema_match.group(2)).lower()
+            if catalog not in self._catalogs:
+                return failed("42704", f"[NO_SUCH_CATALOG_EXCEPTION] Catalog '{catalog}' was not found.")
+            self._catalogs[catalog].add(schema)
+            return None
+        view_match = _CREATE_VIEW.match(statement)
+        if view_match:
+            catalog, schema, name = (_unquote(view_match.group(i)) for i in (1, 2, 3))
+            full_name = f"{catalog}.{schema}.{name}"
+            if schema.lower() not in self._catalogs.get(catalog.lower(), set()):
+                return failed("42704", f"[SCHEMA_NOT_FOUND] The schema `{catalog}`.`{schema}` cannot be found.")
+            if full_name.lower() in self._tables:
+                return failed("42809", f"[EXPECT_VIEW_NOT_TABLE] {full_name} is a table, not a view.")
+            query = view_match.group(5)
+            sources = _FROM_TABLE.findall(query)
+            if len(sources) != 1:
+                return failed("0A000", "This stand-in only understands a view over exactly one table.")
+            source = ".".join(_unquote(part) for part in sources[0])
+            if source.lower() not in self._tables:
+                return failed("42P01", f"[TABLE_OR_VIEW_NOT_FOUND] The table or view {source} cannot be found.")
+            comment = view_match.group(4)
+            self._views[full_name.lower()] = {"full_name": full_name, "definition": query,
+                                              "comment": comment, "source": source}
+            return None
+        return failed("42601", "[PARSE_SYNTAX_ERROR] This stand-in only executes CREATE SCHEMA IF NOT EXISTS "
+                               "and CREATE OR REPLACE VIEW.")
 
     # ---- API -------------------------------------------------------------------------------
 
@@ -418,9 +494,16 @@ class UnityCatalogStandin:
                     data_object = update.get("data_object") or {}
                     object_name = str(data_object.get("name") or "")
                     existing = next((o for o in objects if o["name"].lower() == object_name.lower()), None)
+                    object_type = data_object.get("data_object_type", "TABLE")
                     if action == "ADD":
-                        if data_object.get("data_object_type", "TABLE") == "TABLE" and object_name.lower() not in self._tables:
+                        if object_type == "TABLE" and object_name.lower() not in self._tables:
                             return self._error(404, "TABLE_DOES_NOT_EXIST", f"Table '{object_name}' does not exist.")
+                        if object_type == "VIEW":
+                            if object_name.lower() not in self._views:
+                                return self._error(404, "TABLE_DOES_NOT_EXIST", f"View '{object_name}' does not exist.")
+                            if data_object.get("history_data_sharing_status") == "ENABLED":
+                                return self._error(400, "INVALID_PARAMETER_VALUE",
+                                                   "History sharing is not supported for views.")
                         if existing is not None:
                             return self._error(409, "RESOURCE_ALREADY_EXISTS",
                                                f"Data object '{object_name}' is already in share '{share.name}'.")
@@ -428,10 +511,11 @@ class UnityCatalogStandin:
                         if shared_as and any((o.get("shared_as") or "").lower() == shared_as.lower() for o in objects):
                             return self._error(400, "INVALID_PARAMETER_VALUE",
                                                f"Alias '{shared_as}' is already used in share '{share.name}'.")
-                        added = {**data_object, "data_object_type": data_object.get("data_object_type", "TABLE"),
+                        added = {**data_object, "data_object_type": object_type,
                                  "added_at": int(time.time() * 1000), "added_by": "ggm-automation@example.org",
                                  "status": "ACTIVE"}
-                        added.setdefault("history_data_sharing_status", "DISABLED")
+                        if object_type == "TABLE":
+                            added.setdefault("history_data_sharing_status", "DISABLED")
                         objects.append(added)
                     elif action in ("REMOVE", "UPDATE"):
                         if existing is None:
@@ -486,6 +570,60 @@ class UnityCatalogStandin:
                 if body.get("omit_permissions_list"):
                     return {}
                 return {"privilege_assignments": self._assignments(share.grants)}
+
+        # -- tables and SQL statements -------------------------------------------------------
+
+        @app.get(API_PREFIX + "/tables/{full_name}")
+        async def get_table(full_name: str):
+            with self._lock:
+                view = self._views.get(full_name.lower())
+                if view is None and full_name.lower() not in self._tables:
+                    return self._error(404, "TABLE_DOES_NOT_EXIST", f"Table '{full_name}' does not exist.")
+                name = view["full_name"] if view else full_name.lower()
+            catalog, schema, table = name.split(".")
+            body: dict[str, Any] = {"full_name": name, "catalog_name": catalog, "schema_name": schema,
+                                    "name": table, "owner": _DEFAULT_OWNER, "metastore_id": self.metastore_id}
+            if view is not None:
+                body.update({"table_type": "VIEW", "view_definition": view["definition"]})
+                if view["comment"] is not None:
+                    body["comment"] = view["comment"]
+            else:
+                body.update({"table_type": "MANAGED", "data_source_format": "DELTA"})
+            return body
+
+        @app.post(SQL_STATEMENTS_PATH)
+        async def execute_statement(request: Request):
+            body = await request.json()
+            statement = body.get("statement")
+            if not isinstance(statement, str) or not statement.strip():
+                return self._error(400, "INVALID_PARAMETER_VALUE", "statement must be specified.")
+            if body.get("warehouse_id") != self.warehouse_id:
+                return self._error(404, "RESOURCE_DOES_NOT_EXIST",
+                                   f"Warehouse {body.get('warehouse_id')!r} does not exist.")
+            statement_id = str(uuid.uuid4())
+            with self._lock:
+                error = self._run_statement(statement)
+                status: dict[str, Any] = {"state": "SUCCEEDED"}
+                if error is not None:
+                    status = {"state": "FAILED", "sql_state": error.pop("sql_state"), "error": error}
+                else:
+                    self.sql_statements.append(statement)
+                response: dict[str, Any] = {"statement_id": statement_id, "status": status}
+                if error is None:
+                    # DDL returns no rows: an empty JSON_ARRAY result, as a warehouse answers.
+                    response["manifest"] = {"format": "JSON_ARRAY", "schema": {"column_count": 0, "columns": []},
+                                            "total_chunk_count": 0, "total_row_count": 0, "truncated": False}
+                    response["result"] = {"chunk_index": 0, "row_count": 0, "row_offset": 0}
+                self._statements[statement_id] = response
+            return response
+
+        @app.get(SQL_STATEMENTS_PATH + "/{statement_id}")
+        async def get_statement(statement_id: str):
+            with self._lock:
+                found = self._statements.get(statement_id)
+            if found is None:
+                return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Statement {statement_id} does not exist.")
+            return found
 
         # -- recipients -----------------------------------------------------------------------
 

@@ -80,7 +80,8 @@ def test_default_config_roles_per_layer_and_quarantine_is_bronze_level():
     assert all("USE_CATALOG" in privileges for privileges in catalog_grants.values())
     partners = config.role("partners")
     assert partners is not None and partners.is_partner_role and partners.group is None
-    assert access.partner_summary() == [{"recipient": "demo-partner", "shares": ["gemeente_gold"]}]
+    assert access.partner_summary() == [{"recipient": "ggd-regio", "shares": ["sociaal_domein_monitor"]},
+                                        {"recipient": "demo-partner", "shares": ["gemeente_gold"]}]
 
 
 @pytest.mark.parametrize(
@@ -268,8 +269,9 @@ def test_cli_plan_and_apply_against_the_workspace(workspace, capsys):
                              capture_output=True, text=True, timeout=180)
     assert applied.returncode == 0, applied.stderr
     result = json.loads(applied.stdout)
-    assert result["applied"] is True and result["partners"] == [{"recipient": "demo-partner",
-                                                                 "shares": ["gemeente_gold"]}]
+    assert result["applied"] is True and result["partners"] == [
+        {"recipient": "ggd-regio", "shares": ["sociaal_domein_monitor"]},
+        {"recipient": "demo-partner", "shares": ["gemeente_gold"]}]
     assert workspace.grants("schema", "gemeente.bronze")["ggm-engineers"] == {"USE_SCHEMA", "SELECT", "MODIFY"}
 
 
