@@ -105,7 +105,8 @@ class MartView:
     gebied: str = "none"
     dimensies: tuple[str, ...] = ()
     maten: tuple[str, ...] = ()
-    personen: str | None = None
+    personen: str | None = None  # the count that hides a cell
+    ook_personen: tuple[str, ...] = ()  # further counts hidden on their own when small
     per_1000_inwoners: tuple[str, ...] = ()
     source: Path | None = None
 
@@ -196,7 +197,8 @@ def _parse_definition(path: Path) -> MartView:
         gebied=str(raw.get("gebied") or "none"),
         dimensies=columns("dimensies"),
         maten=columns("maten"),
-        personen=raw.get("personen"),
+        personen=_personen(raw.get("personen"))[0],
+        ook_personen=_personen(raw.get("personen"))[1],
         per_1000_inwoners=columns("per_1000_inwoners"),
         source=path,
     )
@@ -281,6 +283,16 @@ def _as_date(value: Any) -> date:
 
 
 # --------------------------------------------------------------------------- formatting
+
+
+def _personen(value) -> tuple[str | None, tuple[str, ...]]:
+    """``personen`` is one count or a list: the first hides the cell, the others are hidden on their own."""
+    if value is None:
+        return None, ()
+    if isinstance(value, str):
+        return value, ()
+    values = [str(v) for v in value]
+    return (values[0] if values else None), tuple(values[1:])
 
 
 def _humanize(column: str) -> str:
@@ -652,6 +664,8 @@ def _notes(view: MartView, peildatum: date, status: dict | None, section: MartSe
     ))
     if view.personen:
         notes.append(("Telt voor onderdrukking", _humanize(view.personen)))
+    if view.ook_personen:
+        notes.append(("Ook apart verborgen als klein", ", ".join(_humanize(m) for m in view.ook_personen)))
     if status is not None and status.get("definitie_sha256"):
         notes.append(("Definitie", f"{view.source.name if view.source else view.mart} "
                                    f"(sha256 {str(status['definitie_sha256'])[:12]})"))

@@ -43,18 +43,51 @@ def suppression_threshold() -> int:
 
 
 def silver_as_of(spark, table: str, peildatum: date):
-    """The versions of a silver table valid on ``peildatum`` (one row per object)."""
+    """The versions of a silver table valid on ``peildatum`` (one row per object).
+
+    A table whose source has not delivered yet but is allowed to skip days (a mapping with
+    ``on_missing_batch: keep``, such as a weekly partner file) reads as empty: no deliveries
+    means nothing to count, not a broken mart.
+    """
     from pyspark.sql import functions as F
 
     source = LakeTable("silver", table)
     if not source.exists(spark):
-        raise GoldError(f"silver table {table} does not exist at {source.location}")
+        mapping = _awaited_mapping(table)
+        if mapping is None:
+            raise GoldError(f"silver table {table} does not exist at {source.location}")
+        return _empty_silver_frame(spark, mapping)
     moment = F.lit(datetime.combine(peildatum, time.min)).cast("timestamp")
     frame = source.read(spark)
     return frame.where(
         (F.col("DWH_DATUMTIJDGELDIGVANAF") <= moment)
         & (F.col("DWH_DATUMTIJDGELDIGTOTMET").isNull() | (F.col("DWH_DATUMTIJDGELDIGTOTMET") > moment))
     )
+
+
+def _awaited_mapping(table: str):
+    """The mapping of ``table`` when it may legitimately not exist yet (``on_missing_batch: keep``)."""
+    from jobs.mappings import load_all
+
+    return next((m for m in load_all() if m.target == table and m.on_missing_batch == "keep"), None)
+
+
+def _empty_silver_frame(spark, mapping):
+    """An empty frame with the columns the silver table will have once its first delivery lands."""
+    from pyspark.sql import types as T
+
+    fields = [T.StructField(mapping.surrogate_key, T.LongType())]
+    for column in mapping.columns:
+        kind = "bigint" if column.key_of else (column.type or "string")
+        fields.append(T.StructField(column.name, T._parse_datatype_string(kind)))
+    fields += [T.StructField("DWH_BRONSYSTEEM", T.StringType()), T.StructField("DWH_DATUMTIJDGELADEN", T.TimestampType()),
+               T.StructField("DWH_DATUMTIJDGELDIGVANAF", T.TimestampType()),
+               T.StructField("DWH_DATUMTIJDGELDIGTOTMET", T.TimestampType())]
+    return spark.createDataFrame([], T.StructType(fields))
+
+
+def _exists_or_awaited(spark, table: str) -> bool:
+    return LakeTable("silver", table).exists(spark) or _awaited_mapping(table) is not None
 
 
 def suppress_small_cells(frame, count_column: str, threshold: int):
@@ -476,7 +509,7 @@ def build_mart(spark, definition: MartDefinition, peildatum: date):
     """The mart's rows for ``peildatum``: cells and totals, suppressed, with CBS denominators."""
     from pyspark.sql import types as T
 
-    missing = [t for t in definition.inputs if not LakeTable("silver", t).exists(spark)]
+    missing = [t for t in definition.inputs if not _exists_or_awaited(spark, t)]
     if missing:
         raise GoldError(f"mart {definition.mart}: silver tables {missing} do not exist yet")
     register_views(spark, definition.inputs, peildatum)
@@ -648,9 +681,11 @@ def write_mart_partition(spark, name: str, frame, peildatum: date) -> bool:
 
 
 def silver_versions(spark, tables) -> dict[str, tuple[int, datetime]]:
-    """Delta version and commit time of each silver table's newest commit."""
+    """Delta version and commit time of each silver table's newest commit (tables not delivered yet are left out)."""
     versions = {}
     for table in tables:
+        if not LakeTable("silver", table).exists(spark):
+            continue
         last = LakeTable("silver", table).delta(spark).history(1).select("version", "timestamp").collect()
         if last:
             versions[table] = (int(last[0]["version"]), last[0]["timestamp"])
@@ -725,7 +760,7 @@ def run(spark, logical_date: date, marts: list[str] | None = None, domain: str |
     if marts and set(marts) - set(MARTS):
         raise GoldError(f"unknown gold marts {sorted(set(marts) - set(MARTS))}; known: {sorted(MARTS)}")
     for name in selected:
-        missing = [t for t in MART_INPUTS[name] if not LakeTable("silver", t).exists(spark)]
+        missing = [t for t in MART_INPUTS[name] if not _exists_or_awaited(spark, t)]
         if missing:
             report[name] = {"waiting_for": missing, "written": False, "rows": 0, "suppressed_cells": 0}
             continue

@@ -360,3 +360,18 @@ def test_command_line_build_and_its_error(lake, definitions, tmp_path, capsys):
                                                *(str(output / f"{d}.html") for d in DOMAIN_PAGES)]
     assert dashboard_main(["build", "--lake-root", str(tmp_path / "none"), "--output", str(output)]) == 2
     assert f"dashboard build: no gold layer at {tmp_path / 'none' / 'gold'}" in capsys.readouterr().err
+
+
+def test_the_checked_in_mart_definitions_build_a_page_each(lake, tmp_path):
+    """Every gold_marts/*.yaml of the project parses (incl. a list of person counts) and gets its section."""
+    import yaml
+
+    from ggm_lakehouse.config import project_root
+
+    definitions = project_root() / "gold_marts"
+    pages = build_site(lake, tmp_path / "site", definitions)
+    marts = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted(definitions.glob("*.yaml"))]
+    assert any(isinstance(m.get("personen"), list) for m in marts)
+    html = "".join(p.read_text(encoding="utf-8") for p in pages)
+    for mart in marts:
+        assert mart["titel"] in html or mart["mart"] in html, mart["mart"]

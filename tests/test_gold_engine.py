@@ -250,3 +250,20 @@ def test_every_checked_in_mart_definition_loads_and_names_silver_tables_that_hav
     for name, definition in DEFINITIONS.items():
         unknown = set(definition.inputs) - targets - set(HELPER_VIEWS)
         assert unknown == AWAITING_A_SOURCE.get(name, set()), f"{definition.path}: bronnen {sorted(unknown)} have no silver mapping"
+
+
+def test_a_source_that_has_not_delivered_yet_reads_as_empty_only_when_it_may_skip_days(spark, data_root):
+    """CONTACTPOGING comes from a weekly partner file (on_missing_batch: keep): before its first delivery a
+    mart counts no contacts instead of waiting. A daily source's missing table is still an error."""
+    from jobs.gold import GoldError, silver_as_of
+    from jobs.mappings import load_all
+
+    contactpoging = next(m for m in load_all() if m.target == "CONTACTPOGING")
+    frame = silver_as_of(spark, "CONTACTPOGING", PEILDATUM)
+    assert frame.count() == 0
+    assert {c.name for c in contactpoging.columns} | {"CONTACTPOGING_ID", "DWH_DATUMTIJDGELDIGVANAF"} <= set(frame.columns)
+    assert dict(frame.dtypes)["DATUM"] == "date"
+    pand = next(m for m in load_all() if m.target == "PAND")  # BAG: delivered every day
+    assert pand.on_missing_batch != "keep"
+    with pytest.raises(GoldError, match="PAND"):
+        silver_as_of(spark, "PAND", PEILDATUM)
