@@ -80,8 +80,15 @@ def _write_deliveries(dropzone: Path) -> None:
 
 
 def _airflow(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True,
-                            timeout=300)
+    # The CLI shares the SQLite metadata DB with the running scheduler and DAG processor. SQLite
+    # refuses a write at once ("database is locked", no busy wait) when another connection committed
+    # since this one started reading; the command did nothing then, so it is simply run again.
+    for attempt in range(6):
+        result = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True,
+                                timeout=300)
+        if result.returncode == 0 or "database is locked" not in result.stderr + result.stdout:
+            break
+        time.sleep(2 + 3 * attempt)
     if check and result.returncode != 0:
         pytest.fail(f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
