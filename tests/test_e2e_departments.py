@@ -21,7 +21,7 @@ from datetime import date
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(4200)]
 
 POPULATION = 300
 SEED = 5
@@ -42,7 +42,7 @@ def run(tmp_path_factory):
         completed = subprocess.run(
             [sys.executable, "-m", "ggm_lakehouse.cli", "run", "--date", DAY.isoformat(), "--population",
              str(POPULATION), "--seed", str(SEED)],
-            env=dict(os.environ), capture_output=True, text=True, timeout=2400,
+            env=dict(os.environ), capture_output=True, text=True, timeout=3900,
         )
         assert completed.returncode == 0, f"ggm run failed:\n{completed.stdout[-6000:]}\n{completed.stderr[-6000:]}"
         from ggm_lakehouse.pipeline import run_summary
