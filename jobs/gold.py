@@ -53,7 +53,7 @@ def silver_as_of(spark, table: str, peildatum: date):
 
     source = LakeTable("silver", table)
     if not source.exists(spark):
-        mapping = _awaited_mapping(table)
+        mapping = _awaited_mapping(spark, table)
         if mapping is None:
             raise GoldError(f"silver table {table} does not exist at {source.location}")
         return _empty_silver_frame(spark, mapping)
@@ -65,11 +65,17 @@ def silver_as_of(spark, table: str, peildatum: date):
     )
 
 
-def _awaited_mapping(table: str):
-    """The mapping of ``table`` when it may legitimately not exist yet (``on_missing_batch: keep``)."""
+def _awaited_mapping(spark, table: str):
+    """The mapping of ``table`` when it may legitimately not exist yet: its source may skip days
+    (``on_missing_batch: keep``) and the same source system already delivered other tables."""
     from jobs.mappings import load_all
 
-    return next((m for m in load_all() if m.target == table and m.on_missing_batch == "keep"), None)
+    mappings = load_all()
+    mapping = next((m for m in mappings if m.target == table and m.on_missing_batch == "keep"), None)
+    if mapping is None:
+        return None
+    siblings = [m.target for m in mappings if m.bronsysteem == mapping.bronsysteem and m.target != table]
+    return mapping if any(LakeTable("silver", t).exists(spark) for t in siblings) else None
 
 
 def _empty_silver_frame(spark, mapping):
@@ -87,7 +93,7 @@ def _empty_silver_frame(spark, mapping):
 
 
 def _exists_or_awaited(spark, table: str) -> bool:
-    return LakeTable("silver", table).exists(spark) or _awaited_mapping(table) is not None
+    return LakeTable("silver", table).exists(spark) or _awaited_mapping(spark, table) is not None
 
 
 def suppress_small_cells(frame, count_column: str, threshold: int):
@@ -664,6 +670,7 @@ def write_mart_partition(spark, name: str, frame, peildatum: date) -> bool:
     if target.exists(spark):
         existing = target.read(spark).where(F.col("peildatum") == F.lit(peildatum))
         if existing.columns == frame.columns and _content_hash(existing) == _content_hash(frame):
+            frame.unpersist()
             return False
         target.save(
             spark,
@@ -675,6 +682,7 @@ def write_mart_partition(spark, name: str, frame, peildatum: date) -> bool:
         target.save(
             spark, frame.write.format("delta").partitionBy("peildatum").option("delta.enableChangeDataFeed", "true")
         )
+    frame.unpersist()
     return True
 
 

@@ -253,12 +253,16 @@ def test_every_checked_in_mart_definition_loads_and_names_silver_tables_that_hav
 
 
 def test_a_source_that_has_not_delivered_yet_reads_as_empty_only_when_it_may_skip_days(spark, data_root):
-    """CONTACTPOGING comes from a weekly partner file (on_missing_batch: keep): before its first delivery a
-    mart counts no contacts instead of waiting. A daily source's missing table is still an error."""
+    """CONTACTPOGING comes from a weekly partner file (on_missing_batch: keep): once its source system has
+    delivered (VROEGSIGNAAL exists) a mart counts no contacts instead of waiting. Before that, and for a
+    daily source, a missing table is an error."""
     from jobs.gold import GoldError, silver_as_of
     from jobs.mappings import load_all
 
     contactpoging = next(m for m in load_all() if m.target == "CONTACTPOGING")
+    with pytest.raises(GoldError, match="CONTACTPOGING"):
+        silver_as_of(spark, "CONTACTPOGING", PEILDATUM)  # nothing of vroegsignalering delivered yet
+    write_silver_table(spark, "VROEGSIGNAAL", [{"VROEGSIGNAAL_ID": 1}], "VROEGSIGNAAL_ID BIGINT")
     frame = silver_as_of(spark, "CONTACTPOGING", PEILDATUM)
     assert frame.count() == 0
     assert {c.name for c in contactpoging.columns} | {"CONTACTPOGING_ID", "DWH_DATUMTIJDGELDIGVANAF"} <= set(frame.columns)

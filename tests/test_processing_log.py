@@ -142,7 +142,7 @@ def test_reads_and_writes_come_from_the_stage_reports(stage_rows):
     publish = rows["publish_share"]
     assert publish["gelezen"] == ["gold.inwoners_per_buurt"]
     assert publish["geschreven"] == ["share.gemeente_gold.demografie.inwoners_per_buurt"]
-    assert publish["ontvangers"] == ["demo-partner"]
+    assert publish["ontvangers"] == ["demo-partner"]  # ggd-regio's marts wait for departmental sources
     assert "Delta Sharing server" in publish["systemen"]
 
 
