@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime, time
 from typing import Callable
 
@@ -65,12 +66,20 @@ def silver_as_of(spark, table: str, peildatum: date):
     )
 
 
+@lru_cache(maxsize=4)
+def _mappings(directory) -> tuple:
+    """The silver mappings of ``directory``, parsed once per process (every mart input asks)."""
+    from jobs.mappings import load_all
+
+    return tuple(load_all(directory))
+
+
 def _awaited_mapping(spark, table: str):
     """The mapping of ``table`` when it may legitimately not exist yet: its source may skip days
     (``on_missing_batch: keep``) and the same source system already delivered other tables."""
-    from jobs.mappings import load_all
+    from jobs.mappings import mappings_dir
 
-    mappings = load_all()
+    mappings = _mappings(mappings_dir())
     mapping = next((m for m in mappings if m.target == table and m.on_missing_batch == "keep"), None)
     if mapping is None:
         return None
@@ -450,7 +459,7 @@ def _aggregate_sql(definition: MartDefinition) -> str:
     return f"SELECT {', '.join(selected)} FROM _units GROUP BY GROUPING SETS ({grouping})"
 
 
-def secondary_suppression(cells: dict, relations: list[tuple], primary: set, person_count: dict) -> dict:
+def secondary_suppression(relations: list[tuple], primary: set, person_count: dict) -> dict:
     """Hide further cells until no published total reveals a hidden cell.
 
     ``relations`` are (total cell, [component cells]) groups in which the total is (at most) the
@@ -551,7 +560,8 @@ def build_mart(spark, definition: MartDefinition, peildatum: date):
             "wijkcode", F.when(F.col("wijkcode").isin(*sorted(known)), F.col("wijkcode")).otherwise(F.lit(UNKNOWN))
         )
     prepared.createOrReplaceTempView("_units")
-    aggregated = spark.sql(_aggregate_sql(definition)).collect()
+    aggregate = spark.sql(_aggregate_sql(definition))
+    aggregated = aggregate.collect()
 
     dims = [d.kolom for d in definition.dimensies]
     measure_names = [m.kolom for m in definition.maten]
@@ -574,16 +584,16 @@ def build_mart(spark, definition: MartDefinition, peildatum: date):
         relations = _relations(keys, key_names, definition, parents)
         counts = {k: cells[k][definition.personen] or 0 for k in keys}
         primary = {k for k in keys if counts[k] < threshold}
-        reasons = secondary_suppression(cells, relations, primary, counts)
+        reasons = secondary_suppression(relations, primary, counts)
         for measure in definition.ook_personen:
             sub_counts = {k: cells[k][measure] or 0 for k in keys}
             # Zero is published (it reveals no one); a small positive count is hidden, with the same
             # secondary rule so that the measure's own totals cannot give it away.
             sub_primary = set(reasons) | {k for k in keys if 0 < sub_counts[k] < threshold}
-            for key in secondary_suppression(cells, relations, sub_primary, sub_counts):
+            for key in secondary_suppression(relations, sub_primary, sub_counts):
                 hidden_measures.setdefault(key, set()).add(measure)
 
-    measure_types = {f.name: f.dataType for f in spark.sql(_aggregate_sql(definition)).schema.fields}
+    measure_types = {f.name: f.dataType for f in aggregate.schema.fields}
     fields = [T.StructField("peildatum", T.DateType(), False)]
     if definition.gebied:
         fields += [T.StructField(n, T.StringType()) for n in ("gebiedsniveau", "gebiedscode", "gebiedsnaam", "wijkcode")]

@@ -190,12 +190,12 @@ def test_secondary_suppression_rule_on_a_table():
     # total T = a + b + c; a hidden; b is the smallest published → hidden too; nothing else.
     relations = [("T", ["a", "b", "c"])]
     counts = {"T": 20, "a": 2, "b": 6, "c": 12}
-    assert secondary_suppression({}, relations, {"a"}, counts) == {"a": "primair", "b": "secundair"}
+    assert secondary_suppression(relations, {"a"}, counts) == {"a": "primair", "b": "secundair"}
     # A hidden total with all components published → the smallest component goes too.
-    assert secondary_suppression({}, relations, {"T"}, counts) == {"T": "primair", "a": "secundair"}
+    assert secondary_suppression(relations, {"T"}, counts) == {"T": "primair", "a": "secundair"}
     # Chains: hiding b in the second relation makes it lone there → d is hidden as well.
     chained = [("T", ["a", "b", "c"]), ("U", ["b", "d"])]
-    result = secondary_suppression({}, chained, {"a"}, {**counts, "U": 15, "d": 9})
+    result = secondary_suppression(chained, {"a"}, {**counts, "U": 15, "d": 9})
     assert result == {"a": "primair", "b": "secundair", "d": "secundair"}
 
 
