@@ -17,7 +17,7 @@ different input the versions opened at D are corrected in place.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
 from pathlib import Path
 
@@ -50,10 +50,24 @@ class ConformContext:
     run_id: str
     pseudonym_key: bytes
     loaded_at: datetime
+    # Frames cached while conforming one day; released together once the quarantine is written,
+    # because a long-lived session (tests, a replay of many days) would otherwise fill the driver.
+    cached: list = field(default_factory=list)
 
     @property
     def valid_from(self) -> datetime:
         return datetime.combine(self.logical_date, time.min)
+
+    def cache(self, frame):
+        """Cache ``frame`` for the rest of this day's conformance and remember to release it."""
+        frame = frame.cache()
+        self.cached.append(frame)
+        return frame
+
+    def release(self) -> None:
+        """Unpersist every frame cached through :meth:`cache`."""
+        while self.cached:
+            self.cached.pop().unpersist()
 
 
 # ---------------------------------------------------------------------------
@@ -271,7 +285,7 @@ def conform_frame(ctx: ConformContext, mapping: Mapping, bronze):
     any_failure = F.coalesce(*[F.col(n) for n, _ in fail_columns], F.lit(None).cast("string")) if fail_columns else F.lit(None)
     # A record without a business key cannot be versioned at all.
     missing_key = F.col(mapping.surrogate_key).isNull()
-    frame = frame.withColumn("__failed", any_failure.isNotNull() | missing_key).cache()
+    frame = ctx.cache(frame.withColumn("__failed", any_failure.isNotNull() | missing_key))
 
     reject_parts = [
         frame.where(F.col(n).isNotNull()).select(F.lit(rule.rule).alias("rule"), F.col(n).alias("reason"), "*")
@@ -380,7 +394,7 @@ def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) 
     kept_keys = incoming.select(key).unionByName(rejected_keys.select(key)).distinct()
     closing = current.join(kept_keys, current["__cur_key"] == kept_keys[key], "left_anti") if mapping.load == "snapshot" else None
 
-    changed = changed.cache()
+    changed = ctx.cache(changed)
     n_changed = changed.count()
     n_closing = closing.count() if closing is not None else 0
     counts = {"new_or_changed": n_changed, "closed": n_closing, "written": False}
@@ -462,9 +476,9 @@ def conform(ctx: ConformContext, mapping: Mapping) -> tuple[dict, object]:
         return {"source": mapping.source, "skipped": "no batch on this day; current versions kept"}, None
     source_rows = bronze.count()
     conformed, rejects, rejected_keys = conform_frame(ctx, mapping, bronze)
-    conformed = conformed.cache()
+    conformed = ctx.cache(conformed)
     n_conformed = conformed.count()
-    rejects = rejects.cache()
+    rejects = ctx.cache(rejects)
     quarantined = {r["rule"]: r["count"] for r in rejects.groupBy("rule").count().collect()}
     counts = merge_scd2(ctx, mapping, conformed, rejected_keys)
     silver = LakeTable("silver", mapping.target).read(ctx.spark)
@@ -472,7 +486,6 @@ def conform(ctx: ConformContext, mapping: Mapping) -> tuple[dict, object]:
         F.count(F.lit(1)).alias("total"),
         F.sum(F.col("DWH_DATUMTIJDGELDIGTOTMET").isNull().cast("int")).alias("current"),
     ).first()
-    conformed.unpersist()
     report = {
         "source": mapping.source,
         "source_rows": source_rows,
@@ -584,15 +597,18 @@ def _conform_day(spark, logical_date: date, run_id: str, selected: list[Mapping]
     # Mappings of one dependency level are independent; running them side by side keeps both
     # cores busy while the driver plans, reads Delta logs and commits.
     workers = max(1, int(os.environ.get("GGM_SILVER_PARALLELISM", "3")))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ggm-silver") as pool:
-        for level in dependency_levels(selected):
-            for mapping, result in zip(level, pool.map(lambda m: conform(ctx, m), level)):
-                results[mapping.target] = result
-    # Silver DAGs of different sources share the quarantine table and may commit at the same time.
-    retry_on_write_conflict(
-        lambda: write_quarantine(ctx, [m.target for m in selected], [rejects for _, rejects in results.values()]),
-        "quarantine silver_rejects",
-    )
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ggm-silver") as pool:
+            for level in dependency_levels(selected):
+                for mapping, result in zip(level, pool.map(lambda m: conform(ctx, m), level)):
+                    results[mapping.target] = result
+        # Silver DAGs of different sources share the quarantine table and may commit at the same time.
+        retry_on_write_conflict(
+            lambda: write_quarantine(ctx, [m.target for m in selected], [rejects for _, rejects in results.values()]),
+            "quarantine silver_rejects",
+        )
+    finally:
+        ctx.release()
     return {m.target: results[m.target][0] for m in selected}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,28 @@ def spark():
     session = get_spark("ggm-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_spark_cache():
+    """Drop what a test module left cached in the shared session before the next module runs.
+
+    One session serves a worker for the whole run, and every module writes its Delta tables under
+    its own data root. Cached frames and Delta's cached log states of those tables would otherwise
+    pile up in the driver's storage memory until a broadcast no longer fits next to them.
+    """
+    yield
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is None:
+        return
+    active.catalog.clearCache()
+    active._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+    for rdd in active.sparkContext._jsc.getPersistentRDDs().values():
+        rdd.unpersist(False)
 
 
 @pytest.fixture(scope="module")

@@ -275,6 +275,7 @@ def test_bronze_and_silver_reference_table(spark, data_root, cbs, at_day):
     ctx = silver.ConformContext(spark, BEFORE_ACTUALISATION, "cbs-1", load_key(),
                                 datetime.now(timezone.utc).replace(tzinfo=None))
     conformed, _ = silver.conform(ctx, mapping)
+    ctx.release()
     assert conformed["conformed_rows"] == MUNICIPALITY_CODES and conformed["quarantined"] == {}
 
     table = spark.read.format("delta").load(str(table_path("silver", "CBS_KERNCIJFERS")))

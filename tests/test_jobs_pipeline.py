@@ -128,6 +128,7 @@ def test_bad_record_is_quarantined_with_file_record_and_rule(spark, day1):
     row = reject["elfproef"]
     assert "elfproef" in row["reason"] and row["source_file"].endswith("part-00001.json") and row["record_index"] == 0
     assert BAD_BSN in row["payload"] and row["target_table"] == "NATUURLIJKPERSOON"
+    ctx.release()
 
 
 def day1_loaded_at():

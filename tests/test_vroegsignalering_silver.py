@@ -45,6 +45,8 @@ def conformed(spark, data_root):
         assert connector.last_report["units_rejected"] == 0 and connector.last_report["files_rejected"] == []
         bronze.run(spark, day, run_id, source="vroegsignalering")
         reports[day] = silver.run(spark, day, run_id, tables=TABLES)["tables"]
+        # Silver releases what it cached: a session that conforms day after day must not fill up.
+        assert spark._jsparkSession.sharedState().cacheManager().isEmpty()
         assert all(entry.get("quarantined", {}) == {} for entry in reports[day].values()), reports[day]
     return documents, reports
 
