@@ -11,6 +11,7 @@ See docs/architecture.md ("Landing batches") for the batch + manifest contract.
 from __future__ import annotations
 
 from connectors.bag import BagConnector
+from connectors.begroting import BegrotingConnector
 from connectors.base import Connector, ExtractWindow, HttpConnector
 from connectors.brp import BrpPersonenConnector
 from connectors.cbs import CbsStatlineConnector
@@ -37,6 +38,7 @@ CONNECTORS: dict[str, type[Connector]] = {
         IwmoConnector,
         IjwConnector,
         XafConnector,
+        BegrotingConnector,
         SubsidiesConnector,
         VthConnector,
         HrConnector,
@@ -60,6 +62,7 @@ __all__ = [
     "BagConnector",
     "BatchResult",
     "BatchWriter",
+    "BegrotingConnector",
     "BrpPersonenConnector",
     "CbsStatlineConnector",
     "Connector",

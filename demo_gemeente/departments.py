@@ -5,6 +5,7 @@ The demo municipality's own systems deliver in their real formats:
 * ``iwmo/``, ``ijw/`` - iWmo/iJw 3.2 messages with zorgaanbieders (``demo_gemeente.sociaal_domein``);
 * ``xaf/`` - the ledger's year-to-date XML Auditfile Financieel, booking the same declaraties
   (``demo_gemeente.financien``);
+* ``begroting/`` - the begroting after every raadsbesluit (CSV, ``demo_gemeente.begroting``);
 * ``subsidies/`` (Excel), ``vth/`` and ``hr/`` (CSV) - register exports (``demo_gemeente.exports``);
 * ``vroegsignalering/`` - signals of payment arrears (``demo_gemeente.vroegsignalering``);
 * the Suite4 sociaal-domein database (SQLite) the SQL connector reads (``demo_gemeente.suite4``);
@@ -55,6 +56,7 @@ def write_departmental_deliveries(
     platform receives the departments' files: the message traffic then includes the current
     toewijzingen (backlog) and the weekly exports deliver on that day too, so every table starts filled.
     """
+    from demo_gemeente.begroting import write_begroting_deliveries
     from demo_gemeente.exports import write_hr_deliveries, write_subsidies_deliveries, write_vth_deliveries
     from demo_gemeente.financien import write_xaf_deliveries
     from demo_gemeente.sociaal_domein import sociaal_domein_state, write_ijw_deliveries, write_iwmo_deliveries
@@ -70,6 +72,7 @@ def write_departmental_deliveries(
         "ijw": write_ijw_deliveries(muni, root, logical_date, kvk_register=kvk_register, seed=seed,
                                     include_backlog=first_delivery),
         "xaf": write_xaf_deliveries(muni, root, logical_date, seed=seed, sociaal_domein_spending=spending),
+        "begroting": write_begroting_deliveries(muni, root, logical_date, seed=seed, first_delivery=first_delivery),
         "subsidies": write_subsidies_deliveries(muni, root, logical_date, seed=seed, kvk_register=kvk_register,
                                                 **weekly),
         "vth": write_vth_deliveries(muni, root, logical_date, seed=seed),

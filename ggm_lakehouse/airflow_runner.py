@@ -2,9 +2,10 @@
 
 The scheduler chains the DAGs through Assets; without a scheduler this runner walks the
 same chain for one logical date: every ingest DAG, then the silver DAGs whose sources all
-succeeded, then the gold DAGs whose silver tables are all fresh, then the share DAG. A
-failed source therefore skips only what depends on it, as in production. Started as a
-subprocess with the embedded Airflow environment; exits 0 only when every DAG succeeded.
+succeeded, then the gold DAGs whose silver tables are all fresh, then the share DAG when a
+mart some share exposes was rebuilt. A failed source therefore skips only what depends on
+it, as in production. Started as a subprocess with the embedded Airflow environment; exits
+0 only when every DAG succeeded.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from airflow.dag_processing.dagbag import DagBag
 
     from ggm_lakehouse.config import project_root
-    from ggm_lakehouse.orchestration import SOURCES, ensure_pools, gold_domains, silver_groups
+    from ggm_lakehouse.orchestration import SOURCES, ensure_pools, gold_domains, shared_gold_marts, silver_groups
 
     bag = DagBag(dag_folder=str(project_root() / "dags"))
     if bag.import_errors:
@@ -70,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             fresh_tables.update(group.tables)
         else:
             all_ok = False
-    built = 0
+    built_marts: set[str] = set()
     selected_tables = {t for g in silver_groups() if set(g.needs) <= set(selected) for t in g.tables}
-    for domein, (_, inputs) in gold_domains().items():
+    for domein, (marts, inputs) in gold_domains().items():
         if not set(inputs) <= selected_tables:
             continue
         if not set(inputs) <= fresh_tables:
@@ -80,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             all_ok = False
             continue
         if _run(bag.get_dag(f"ggm_gold_{domein}"), logical):
-            built += 1
+            built_marts.update(marts)
         else:
             all_ok = False
-    if built:
+    # As the share DAG's Asset schedule does: it runs once a mart some share exposes was rebuilt.
+    if built_marts & set(shared_gold_marts()):
         all_ok = _run(bag.get_dag("ggm_share"), logical) and all_ok
     return 0 if all_ok else 1
 

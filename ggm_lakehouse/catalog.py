@@ -430,7 +430,7 @@ def _gold_entry(name: str, builder, report: tuple[str, dict] | None, shares: dic
         "description": definition.description,
         "owner": definition.owner,
         "source": {"silver_tables": list(definition.upstream)},
-        # A table no mapping fills yet (a budget before its source exists) has no page to link to.
+        # A table no mapping fills yet (a mart declared before its source is wired) has no page to link to.
         "upstream": [{"layer": "silver", "name": t.lower(), "ggm_name": t,
                       "page": f"tables/silver/{t.lower()}.html" if t in mapped else None}
                      for t in definition.upstream],

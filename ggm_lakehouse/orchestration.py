@@ -73,6 +73,8 @@ SOURCES: dict[str, SourceSpec] = {
                    "Vroegsignalering schulden: signals of payment arrears and their follow-up."),
         SourceSpec("xaf", "ggm_xaf", "team-financien", "0 6 * * *", "dropzone", 1,
                    "XML Auditfile Financieel 3.2: the ledger's year-to-date re-export, mapped to IV3 taakvelden."),
+        SourceSpec("begroting", "ggm_begroting", "team-financien", "0 6 * * *", "dropzone", 1,
+                   "Begroting export (CSV) after every raadsbesluit: begrote lasten and baten per kostenplaats."),
         SourceSpec("subsidies", "ggm_subsidies", "team-financien", "0 6 * * *", "dropzone", 1,
                    "Subsidy register export (Excel): programma's, verleningen and vaststellingen."),
         SourceSpec("vth", "ggm_vth", "team-veiligheid", "0 6 * * *", "dropzone", 1,
@@ -233,8 +235,8 @@ def gold_marts() -> dict[str, tuple[str, ...]]:
 def gold_domains() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """Each domein with a gold DAG: (its marts, the silver tables that schedule it).
 
-    A mart that reads a table no mapping fills yet (a budget mart before a budget source exists)
-    does not hold its domein's DAG back: its tables are left out of the schedule, and the gold job
+    A mart that reads a table no mapping fills yet (one a municipality declares before wiring its
+    source) does not hold its domein's DAG back: its tables are left out of the schedule, and the gold job
     builds it on the first day they exist.
     """
     from jobs.gold import MART_DOMAINS, MART_INPUTS

@@ -90,7 +90,8 @@ def test_demo_dropzone_delivers_every_department_in_its_real_format(env, tmp_pat
     zone = tmp_path / "data" / "dropzone"
     written = {line.strip() for line in result.stdout.splitlines() if line.strip()}
     for source, suffixes in {"iwmo": {".xml"}, "ijw": {".xml"}, "xaf": {".xaf"}, "subsidies": {".xlsx"},
-                             "vth": {".csv"}, "hr": {".csv"}, "vroegsignalering": {".json", ".csv"}}.items():
+                             "vth": {".csv"}, "hr": {".csv"}, "vroegsignalering": {".json", ".csv"},
+                             "begroting": {".csv"}}.items():
         files = [p for p in (zone / source).iterdir() if p.is_file()]
         assert files, f"no {source} delivery"
         assert {p.suffix for p in files} <= suffixes and {str(p) for p in files} <= written

@@ -434,6 +434,8 @@ STAND_INS: dict[str, RegistryStandIn | DropZoneStandIn | ParsedDropZoneStandIn |
     "ijw": ParsedDropZoneStandIn(_departmental("demo_gemeente.sociaal_domein.write_ijw_deliveries", include_backlog=True),
                                  population=400),
     "xaf": ParsedDropZoneStandIn(_departmental("demo_gemeente.financien.write_xaf_deliveries")),
+    "begroting": ParsedDropZoneStandIn(_departmental("demo_gemeente.begroting.write_begroting_deliveries",
+                                                     first_delivery=True)),
     "subsidies": ParsedDropZoneStandIn(_departmental("demo_gemeente.exports.write_subsidies_deliveries", delivery_weekday=None)),
     "vth": ParsedDropZoneStandIn(_departmental("demo_gemeente.exports.write_vth_deliveries")),
     "hr": ParsedDropZoneStandIn(_departmental("demo_gemeente.exports.write_hr_deliveries", delivery_weekday=None)),

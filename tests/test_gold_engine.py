@@ -237,11 +237,6 @@ def test_definition_errors_name_the_file_and_the_key(tmp_path, change, message):
     assert str(path) in str(error.value)
 
 
-# Tables a mart may read before any source fills them: the budget mart is built from the first day a
-# begroting delivery exists (docs/gold-marts.md); until then it is reported as waiting.
-AWAITING_A_SOURCE = {"financien_realisatie_begroting": {"BEGROTING", "BEGROTINGREGEL"}}
-
-
 def test_every_checked_in_mart_definition_loads_and_names_silver_tables_that_have_mappings():
     from jobs.gold import DEFINITIONS, HELPER_VIEWS
     from jobs.mappings import load_all
@@ -249,7 +244,7 @@ def test_every_checked_in_mart_definition_loads_and_names_silver_tables_that_hav
     targets = {m.target for m in load_all()}
     for name, definition in DEFINITIONS.items():
         unknown = set(definition.inputs) - targets - set(HELPER_VIEWS)
-        assert unknown == AWAITING_A_SOURCE.get(name, set()), f"{definition.path}: bronnen {sorted(unknown)} have no silver mapping"
+        assert unknown == set(), f"{definition.path}: bronnen {sorted(unknown)} have no silver mapping"
 
 
 def test_a_source_that_has_not_delivered_yet_reads_as_empty_only_when_it_may_skip_days(spark, data_root):
