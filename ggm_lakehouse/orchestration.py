@@ -21,6 +21,7 @@ dates of their triggering events, oldest first (:func:`run_dates`).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Mapping
@@ -280,7 +281,8 @@ def run_dates(context: Mapping[str, Any]) -> list[date]:
 
     Scheduled and manual runs have a logical date. Asset-triggered runs take the dates of
     their triggering events (several when upstream ran more than once before this run
-    started, e.g. during a backfill); ``dag_run.conf["logical_dates"]`` overrides both.
+    started, e.g. during a backfill, or when an upstream run caught up missed days and lists
+    them in the event's ``days``); ``dag_run.conf["logical_dates"]`` overrides both.
     """
     conf = getattr(context.get("dag_run"), "conf", None) or {}
     if conf.get("logical_dates"):
@@ -292,43 +294,58 @@ def run_dates(context: Mapping[str, Any]) -> list[date]:
     for events in (context.get("triggering_asset_events") or {}).values():
         for event in events:
             extra = getattr(event, "extra", None) or {}
-            if extra.get("logical_date"):
-                dates.add(date.fromisoformat(extra["logical_date"]))
+            # A run that conformed several days (a catch-up) names them all in ``days``.
+            for day in [extra.get("logical_date"), *(extra.get("days") or [])]:
+                if day:
+                    dates.add(date.fromisoformat(day))
     if not dates:
         raise ValueError("this run has no logical date and no triggering Asset event names one")
     return sorted(dates)
 
 
 def catch_up_window_days() -> int:
-    """How many days back an Asset-triggered silver run looks for days it missed (``GGM_CATCHUP_DAYS``, default 14)."""
+    """How recent (in days of wall-clock time) a bronze report must be for an Asset-triggered silver
+    run to catch its day up (``GGM_CATCHUP_DAYS``, default 14)."""
     return int(os.environ.get("GGM_CATCHUP_DAYS", "14"))
 
 
-def missed_silver_dates(group: "SilverGroup", until: date, window_days: int | None = None) -> list[date]:
-    """Days up to ``until`` whose bronze is newer than this group's silver, oldest first.
+def missed_silver_dates(group: "SilverGroup", window_days: int | None = None, now: float | None = None) -> list[date]:
+    """Days whose bronze is newer than this group's silver, oldest first.
 
     A day counts when the bronze reports of every source the group needs (and the silver
-    reports of the groups whose tables it references) exist, and the group's own silver
-    report is missing or older than one of them. This is the scheduler safety net: an Asset
-    event that reaches the scheduler while a silver run is already queued can end up
-    triggering no run of its own, and without this the day would never be conformed.
-    Asset-triggered silver runs therefore process their triggering dates plus these.
+    reports of the groups whose tables it references) exist, the group's own silver report is
+    missing or older than one of them, and the newest of those inputs was written in the last
+    ``window_days`` days. This is the scheduler safety net: an Asset event that reaches the
+    scheduler while a silver run is already queued can end up triggering no run of its own, and
+    without this the day would never be conformed. The window is wall-clock time, not distance to
+    the triggering date, because a backfill lands days far in the past next to today's run, and
+    any of their events can be the one that reached no run; a day whose silver keeps failing drops
+    out of the safety net once its bronze is older than the window.
     """
-    from ggm_lakehouse.reports import report_path
+    from ggm_lakehouse.reports import runs_dir
 
     window_days = catch_up_window_days() if window_days is None else window_days
+    oldest_write = (time.time() if now is None else now) - window_days * 86400
     producers = {table: g.source for g in silver_groups() for table in g.tables}
     inputs = [f"bronze_{s}" for s in group.needs] + sorted(
         {f"silver_{producers[t]}" for t in group.references if t in producers}
     )
+    runs_root = runs_dir(date.today()).parent
+    if not inputs or not runs_root.is_dir():
+        return []
     missed = []
-    for offset in range(window_days, -1, -1):
-        day = until - timedelta(days=offset)
-        input_paths = [report_path(day, name) for name in inputs]
-        if not input_paths or not all(p.exists() for p in input_paths):
+    for folder in sorted(runs_root.iterdir()):
+        try:
+            day = date.fromisoformat(folder.name)
+        except ValueError:
             continue
-        own = report_path(day, f"silver_{group.source}")
+        input_paths = [folder / f"{name}.json" for name in inputs]
+        if not all(p.exists() for p in input_paths):
+            continue
         newest_input = max(p.stat().st_mtime for p in input_paths)
+        if newest_input < oldest_write:
+            continue
+        own = folder / f"silver_{group.source}.json"
         if not own.exists() or own.stat().st_mtime < newest_input:
             missed.append(day)
     return missed
@@ -338,13 +355,13 @@ def silver_run_dates(context: Mapping[str, Any], group: "SilverGroup") -> list[d
     """:func:`run_dates` of a silver run, plus the missed days (:func:`missed_silver_dates`) when Asset-triggered.
 
     Runs with explicit dates (``conf["logical_dates"]`` or a logical date) process exactly
-    those; only Asset-triggered runs catch up, within the window before their newest date.
+    those; only Asset-triggered runs catch up.
     """
     dates = run_dates(context)
     conf = getattr(context.get("dag_run"), "conf", None) or {}
     if conf.get("logical_dates") or context.get("logical_date") is not None:
         return dates
-    return sorted(set(dates) | set(missed_silver_dates(group, max(dates))))
+    return sorted(set(dates) | set(missed_silver_dates(group)))
 
 
 def ensure_pools() -> dict[str, int]:

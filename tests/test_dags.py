@@ -106,6 +106,10 @@ def test_run_dates_come_from_logical_date_or_triggering_events():
     events = [SimpleNamespace(extra={"logical_date": "2026-03-04"}), SimpleNamespace(extra={"logical_date": "2026-03-03"})]
     triggered = {"logical_date": None, "triggering_asset_events": {"ggm://bronze/brp": events}}
     assert run_dates(triggered) == [date(2026, 3, 3), date(2026, 3, 4)]
+    # A silver run that caught up missed days announces them all; gold builds every one of them.
+    caught_up = SimpleNamespace(extra={"logical_date": "2026-11-29", "days": ["2026-03-02", "2026-11-29"]})
+    from_silver = {"logical_date": None, "triggering_asset_events": {"ggm://silver/buurt": [caught_up]}}
+    assert run_dates(from_silver) == [date(2026, 3, 2), date(2026, 11, 29)]
     with pytest.raises(ValueError, match="no logical date"):
         run_dates({"logical_date": None, "triggering_asset_events": {}})
 
@@ -113,6 +117,7 @@ def test_run_dates_come_from_logical_date_or_triggering_events():
 def test_asset_triggered_silver_runs_catch_up_days_whose_bronze_is_newer(tmp_path, monkeypatch):
     """The scheduler safety net: a day whose bronze event reached no silver run is conformed by the next one."""
     import os
+    import time
 
     from ggm_lakehouse.orchestration import SilverGroup, missed_silver_dates, silver_run_dates
     from ggm_lakehouse.reports import report_path, write_report
@@ -120,21 +125,31 @@ def test_asset_triggered_silver_runs_catch_up_days_whose_bronze_is_newer(tmp_pat
     monkeypatch.setenv("GGM_DATA_ROOT", str(tmp_path))
     group = SilverGroup("gebieden", ("BUURT", "WIJK"), ("gebieden",))
     done, missed, rerun, no_bronze = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)
-    for day in (done, missed, rerun):
+    backfilled, abandoned = date(2024, 6, 3), date(2026, 2, 2)
+    for day in (done, missed, rerun, backfilled, abandoned):
         write_report(day, "bronze_gebieden", {})
     write_report(done, "silver_gebieden", {})
     write_report(rerun, "silver_gebieden", {})
     write_report(no_bronze, "silver_gebieden", {})
+    (tmp_path / "runs" / "notes").mkdir()
+
+    def age(day, name, seconds):
+        path = report_path(day, name)
+        os.utime(path, (path.stat().st_atime, path.stat().st_mtime + seconds))
+
     # The bronze of `rerun` was landed again after its silver ran: silver is stale.
-    bronze = report_path(rerun, "bronze_gebieden")
-    os.utime(bronze, (bronze.stat().st_atime, report_path(rerun, "silver_gebieden").stat().st_mtime + 60))
-    assert missed_silver_dates(group, no_bronze, window_days=7) == [missed, rerun]
-    # Only the window before the newest date is searched.
-    assert missed_silver_dates(group, no_bronze, window_days=1) == [rerun]
+    age(rerun, "bronze_gebieden", 60)
+    # `abandoned` was landed 20 days ago and its silver never ran (it kept failing, say).
+    age(abandoned, "bronze_gebieden", -20 * 86400)
+    # `backfilled` is a day far in the past that a backfill landed just now: its event may be the lost one.
+    assert missed_silver_dates(group, window_days=14) == [backfilled, missed, rerun]
+    assert missed_silver_dates(group, window_days=30) == [backfilled, abandoned, missed, rerun]
+    # The window is wall-clock time since the bronze was written.
+    assert missed_silver_dates(group, window_days=14, now=time.time() + 15 * 86400) == []
 
     events = [SimpleNamespace(extra={"logical_date": "2026-03-04"})]
     triggered = {"logical_date": None, "triggering_asset_events": {"ggm://bronze/gebieden": events}}
-    assert silver_run_dates(triggered, group) == [missed, rerun, no_bronze]
+    assert silver_run_dates(triggered, group) == [backfilled, missed, rerun, no_bronze]
     # Explicit dates are processed exactly, without catching up.
     manual = {"logical_date": None, "dag_run": SimpleNamespace(conf={"logical_dates": ["2026-03-04"]})}
     assert silver_run_dates(manual, group) == [no_bronze]
