@@ -2,7 +2,9 @@
 
 ``ggm_gold_<domein>`` is scheduled on the silver Assets of every table its marts read
 (``jobs.gold.MART_INPUTS``, declared in ``gold_marts/*.yaml``), runs one Spark job for all of
-them, updates ``ggm://gold/<mart>`` for each and republishes the policy dashboard.
+them, updates ``ggm://gold/<mart>`` for each and republishes the policy dashboard. It builds the
+logical dates its triggering Asset events name, plus any recent day whose silver is newer than
+its gold (a day whose event reached no run).
 """
 from __future__ import annotations
 
@@ -10,7 +12,15 @@ from datetime import datetime
 
 from airflow.sdk import dag, get_current_context, task
 
-from ggm_lakehouse.orchestration import all_of, asset_event_extra, default_args, gold_asset, gold_domains, run_dates, silver_asset
+from ggm_lakehouse.orchestration import (
+    all_of,
+    asset_event_extra,
+    default_args,
+    gold_asset,
+    gold_domains,
+    gold_run_dates,
+    silver_asset,
+)
 from ggm_lakehouse.spark_target import spark_stage_task
 
 DATES = "{{ ti.xcom_pull(task_ids='run_dates') }}"
@@ -34,7 +44,7 @@ def gold_dag(domein: str, marts: tuple[str, ...], inputs: tuple[str, ...]):
     def build():
         @task(task_id="run_dates")
         def dates() -> str:
-            return ",".join(d.isoformat() for d in run_dates(get_current_context()))
+            return ",".join(d.isoformat() for d in gold_run_dates(get_current_context(), domein, inputs))
 
         gold = spark_stage_task("gold", domain=domein, dates_template=DATES, pool="spark")
 

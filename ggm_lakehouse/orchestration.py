@@ -304,36 +304,30 @@ def run_dates(context: Mapping[str, Any]) -> list[date]:
 
 
 def catch_up_window_days() -> int:
-    """How recent (in days of wall-clock time) a bronze report must be for an Asset-triggered silver
-    run to catch its day up (``GGM_CATCHUP_DAYS``, default 14)."""
+    """How recent (in days of wall-clock time) an upstream report must be for an Asset-triggered
+    silver or gold run to catch its day up (``GGM_CATCHUP_DAYS``, default 14)."""
     return int(os.environ.get("GGM_CATCHUP_DAYS", "14"))
 
 
-def missed_silver_dates(group: "SilverGroup", window_days: int | None = None, now: float | None = None) -> list[date]:
-    """Days whose bronze is newer than this group's silver, oldest first.
+def stale_days(inputs: list[str], own: str, window_days: int | None = None, now: float | None = None) -> list[date]:
+    """Days whose run reports ``inputs`` all exist and are newer than the report ``own``, oldest first.
 
-    A day counts when the bronze reports of every source the group needs (and the silver
-    reports of the groups whose tables it references) exist, the group's own silver report is
-    missing or older than one of them, and the newest of those inputs was written in the last
-    ``window_days`` days. This is the scheduler safety net: an Asset event that reaches the
-    scheduler while a silver run is already queued can end up triggering no run of its own, and
-    without this the day would never be conformed. The window is wall-clock time, not distance to
-    the triggering date, because a backfill lands days far in the past next to today's run, and
-    any of their events can be the one that reached no run; a day whose silver keeps failing drops
-    out of the safety net once its bronze is older than the window.
+    Only days whose newest input report was written in the last ``window_days`` days (wall-clock
+    time) count. This is the scheduler safety net of the Asset-triggered DAGs: Airflow can leave an
+    Asset event that arrives while a run of the consuming DAG is queued (``max_active_runs=1``)
+    without a run of its own, and without this the day would never be processed. The window is
+    wall-clock time, not distance to the triggering date, because a backfill lands days far in the
+    past next to today's run and any of their events can be the one that reached no run; a day that
+    keeps failing drops out of the safety net once its input is older than the window.
     """
     from ggm_lakehouse.reports import runs_dir
 
     window_days = catch_up_window_days() if window_days is None else window_days
     oldest_write = (time.time() if now is None else now) - window_days * 86400
-    producers = {table: g.source for g in silver_groups() for table in g.tables}
-    inputs = [f"bronze_{s}" for s in group.needs] + sorted(
-        {f"silver_{producers[t]}" for t in group.references if t in producers}
-    )
     runs_root = runs_dir(date.today()).parent
     if not inputs or not runs_root.is_dir():
         return []
-    missed = []
+    stale = []
     for folder in sorted(runs_root.iterdir()):
         try:
             day = date.fromisoformat(folder.name)
@@ -345,10 +339,44 @@ def missed_silver_dates(group: "SilverGroup", window_days: int | None = None, no
         newest_input = max(p.stat().st_mtime for p in input_paths)
         if newest_input < oldest_write:
             continue
-        own = folder / f"silver_{group.source}.json"
-        if not own.exists() or own.stat().st_mtime < newest_input:
-            missed.append(day)
-    return missed
+        own_path = folder / f"{own}.json"
+        if not own_path.exists() or own_path.stat().st_mtime < newest_input:
+            stale.append(day)
+    return stale
+
+
+def _silver_producers() -> dict[str, str]:
+    return {table: g.source for g in silver_groups() for table in g.tables}
+
+
+def missed_silver_dates(group: "SilverGroup", window_days: int | None = None, now: float | None = None) -> list[date]:
+    """Days whose bronze is newer than this group's silver (:func:`stale_days`), oldest first.
+
+    The inputs are the bronze reports of every source the group needs and the silver reports of
+    the groups whose tables its reference rules check.
+    """
+    producers = _silver_producers()
+    inputs = [f"bronze_{s}" for s in group.needs] + sorted(
+        {f"silver_{producers[t]}" for t in group.references if t in producers}
+    )
+    return stale_days(inputs, f"silver_{group.source}", window_days, now)
+
+
+def missed_gold_dates(domein: str, inputs: tuple[str, ...], window_days: int | None = None,
+                      now: float | None = None) -> list[date]:
+    """Days whose silver inputs are newer than the domein's gold (:func:`stale_days`), oldest first.
+
+    ``inputs`` are the silver tables that schedule the domein's DAG; the reports compared are
+    those of the silver groups that produce them.
+    """
+    producers = _silver_producers()
+    reports = sorted({f"silver_{producers[t]}" for t in inputs if t in producers})
+    return stale_days(reports, f"gold_{domein}", window_days, now)
+
+
+def _explicit_dates(context: Mapping[str, Any]) -> bool:
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    return bool(conf.get("logical_dates")) or context.get("logical_date") is not None
 
 
 def silver_run_dates(context: Mapping[str, Any], group: "SilverGroup") -> list[date]:
@@ -358,10 +386,17 @@ def silver_run_dates(context: Mapping[str, Any], group: "SilverGroup") -> list[d
     those; only Asset-triggered runs catch up.
     """
     dates = run_dates(context)
-    conf = getattr(context.get("dag_run"), "conf", None) or {}
-    if conf.get("logical_dates") or context.get("logical_date") is not None:
+    if _explicit_dates(context):
         return dates
     return sorted(set(dates) | set(missed_silver_dates(group)))
+
+
+def gold_run_dates(context: Mapping[str, Any], domein: str, inputs: tuple[str, ...]) -> list[date]:
+    """:func:`run_dates` of a gold run, plus the missed days (:func:`missed_gold_dates`) when Asset-triggered."""
+    dates = run_dates(context)
+    if _explicit_dates(context):
+        return dates
+    return sorted(set(dates) | set(missed_gold_dates(domein, inputs)))
 
 
 def ensure_pools() -> dict[str, int]:

@@ -155,6 +155,39 @@ def test_asset_triggered_silver_runs_catch_up_days_whose_bronze_is_newer(tmp_pat
     assert silver_run_dates(manual, group) == [no_bronze]
 
 
+def test_asset_triggered_gold_runs_catch_up_days_whose_silver_is_newer(tmp_path, monkeypatch):
+    """The same safety net for gold: a day whose silver event reached no gold run is built by the next one."""
+    import os
+
+    from ggm_lakehouse.orchestration import gold_run_dates, missed_gold_dates, silver_groups
+    from ggm_lakehouse.reports import report_path, write_report
+
+    monkeypatch.setenv("GGM_DATA_ROOT", str(tmp_path))
+    producers = {table: g.source for g in silver_groups() for table in g.tables}
+    inputs = ("WIJK", "BUURT", "NATUURLIJKPERSOON")
+    sources = sorted({producers[t] for t in inputs})
+    assert len(sources) == 2, sources  # gebieden and brp: the day needs both silver reports
+    built, lost, half, stale = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)
+    for day in (built, lost, stale):
+        for source in sources:
+            write_report(day, f"silver_{source}", {})
+    write_report(half, f"silver_{sources[0]}", {})
+    for day in (built, stale):
+        write_report(day, "gold_demografie", {})
+    # Silver of `stale` was conformed again (a late delivery replayed it) after its gold was built.
+    silver = report_path(stale, f"silver_{sources[1]}")
+    os.utime(silver, (silver.stat().st_atime, report_path(stale, "gold_demografie").stat().st_mtime + 60))
+    assert missed_gold_dates("demografie", inputs) == [lost, stale]
+    # Another domein's gold report does not count.
+    assert missed_gold_dates("veiligheid", inputs) == [built, lost, stale]
+
+    events = [SimpleNamespace(extra={"logical_date": "2026-03-01"})]
+    triggered = {"logical_date": None, "triggering_asset_events": {"ggm://silver/buurt": events}}
+    assert gold_run_dates(triggered, "demografie", inputs) == [built, lost, stale]
+    scheduled = {"logical_date": datetime(2026, 3, 1, tzinfo=timezone.utc)}
+    assert gold_run_dates(scheduled, "demografie", inputs) == [built]
+
+
 def test_retries_are_configurable_for_operators(monkeypatch):
     from ggm_lakehouse.orchestration import default_args
 
