@@ -16,18 +16,16 @@ gemeente, year): the same arguments give byte-identical files.
 """
 from __future__ import annotations
 
-import csv
-import io
 import random
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+from connectors.xaf import TaakveldMapping, default_iv3_taakvelden, default_taakveld_mapping
 from demo_gemeente.delivery import write_atomic
-from demo_gemeente.exports import nl_amount, nl_date
+from demo_gemeente.exports import csv_bytes, nl_amount, nl_date
 from demo_gemeente.financien import SALARY_SHARE, SUPPLIERS, WELZIJN_SUBSIDIE_PER_MONTH
 from demo_gemeente.model import Municipality
-from ggm_lakehouse.config import project_root
 
 BEGROTING_SOURCE = "begroting"
 BEGROTING_HEADER = ("Begrotingsjaar", "Besluit", "Datum raadsbesluit", "Kostenplaats", "Grootboekrekening",
@@ -103,26 +101,18 @@ def begroting_regels(muni: Municipality, year: int, stage: int, seed: int = 42) 
     return regels
 
 
-def _taakvelden() -> dict[str, str]:
-    """kostenplaats -> IV3 taakveld, from the taakveld mapping the XAF connector uses as well."""
-    with (project_root() / "config" / "taakvelden.csv").open(encoding="utf-8", newline="") as handle:
-        return {row["kostenplaats"]: row["taakveld"] for row in csv.DictReader(handle)
-                if row["kostenplaats"] and not row["grootboekrekening"]}
-
-
 def render_begroting(muni: Municipality, day: date, seed: int = 42) -> bytes:
     """The begroting export of ``day``: every open year's regels after its latest besluit."""
-    taakvelden = _taakvelden()
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(BEGROTING_HEADER)
+    # The financial system fills the taakveld column from the same mapping the XAF connector reads.
+    taakvelden = TaakveldMapping.load(default_taakveld_mapping(), default_iv3_taakvelden())
+    rows = []
     for year in open_years(day):
         stage = _stage(year, day)
         besluit, besloten = BESLUITEN[stage], besluit_dates(year)[stage]
         for cost, account, kind, amount in begroting_regels(muni, year, stage, seed):
-            writer.writerow((year, besluit, nl_date(besloten), cost, account, taakvelden.get(cost, ""), kind,
-                             nl_amount(amount)))
-    return buffer.getvalue().encode("utf-8")
+            rows.append((year, besluit, nl_date(besloten), cost, account, taakvelden.resolve(account, cost) or "", kind,
+                         nl_amount(amount)))
+    return csv_bytes(BEGROTING_HEADER, rows, "utf-8")
 
 
 def is_besluit_day(day: date) -> bool:

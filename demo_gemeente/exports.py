@@ -64,7 +64,8 @@ def nl_amount(amount: Decimal | None) -> str:
     return text.replace(",", "_").replace(".", ",").replace("_", ".")
 
 
-def _csv_bytes(header: Sequence[str], rows: Iterable[Sequence[object]], encoding: str) -> bytes:
+def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[object]], encoding: str) -> bytes:
+    """A ``;``-separated export as a Windows application writes it (CRLF, minimal quoting)."""
     buffer = io.StringIO()
     # Windows applications end lines with CRLF; minimal quoting as Excel does.
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
@@ -205,7 +206,7 @@ def write_hr_deliveries(muni: Municipality, dropzone_root: Path, logical_date: d
         rows.append((m.personeelsnummer, m.achternaam, m.voorvoegsel or "", m.voornaam, nl_date(m.geboortedatum), m.bsn,
                      m.organisatorische_eenheid, m.functie, m.schaal, f"{m.fte}".replace(".", ","),
                      nl_date(m.datum_in_dienst), nl_date(uit), m.dienstverband, "Ja" if m.leidinggevende else "Nee"))
-    data = codec_bom(_csv_bytes(HR_HEADER, rows, "utf-8"))
+    data = codec_bom(csv_bytes(HR_HEADER, rows, "utf-8"))
     path = Path(dropzone_root) / HR_SOURCE / f"hr_medewerkers_{logical_date:%Y%m%d}.csv"
     return [write_atomic(path, data)]
 
@@ -330,7 +331,7 @@ def write_vth_deliveries(muni: Municipality, dropzone_root: Path, logical_date: 
                      adres.huisnummer, adres.huisletter or "", adres.huisnummertoevoeging or "", postcode,
                      m.nummeraanduiding_id if m.met_bag_id else "", m.status, nl_date(m.datum_afhandeling),
                      m.resultaat or "", nl_amount(m.dwangsom), m.team))
-    data = _csv_bytes(VTH_HEADER, rows, "windows-1252")
+    data = csv_bytes(VTH_HEADER, rows, "windows-1252")
     path = Path(dropzone_root) / VTH_SOURCE / f"vth_meldingen_{logical_date:%Y%m%d}.csv"
     return [write_atomic(path, data)]
 
