@@ -315,10 +315,11 @@ def stale_days(inputs: list[str], own: str, window_days: int | None = None, now:
     Only days whose newest input report was written in the last ``window_days`` days (wall-clock
     time) count. This is the scheduler safety net of the Asset-triggered DAGs: Airflow can leave an
     Asset event that arrives while a run of the consuming DAG is queued (``max_active_runs=1``)
-    without a run of its own, and without this the day would never be processed. The window is
-    wall-clock time, not distance to the triggering date, because a backfill lands days far in the
-    past next to today's run and any of their events can be the one that reached no run; a day that
-    keeps failing drops out of the safety net once its input is older than the window.
+    without a run of its own (apache/airflow#56050), and without this the day would never be
+    processed. The window is wall-clock time, not distance to the triggering date, because a
+    backfill lands days far in the past next to today's run and any of their events can be the
+    one that reached no run; a day that keeps failing drops out of the safety net once its input
+    is older than the window.
     """
     from ggm_lakehouse.reports import runs_dir
 
