@@ -321,15 +321,15 @@ def stale_days(inputs: list[str], own: str, window_days: int | None = None, now:
     one that reached no run; a day that keeps failing drops out of the safety net once its input
     is older than the window.
     """
-    from ggm_lakehouse.reports import runs_dir
+    from ggm_lakehouse.reports import runs_root
 
     window_days = catch_up_window_days() if window_days is None else window_days
     oldest_write = (time.time() if now is None else now) - window_days * 86400
-    runs_root = runs_dir(date.today()).parent
-    if not inputs or not runs_root.is_dir():
+    root = runs_root()
+    if not inputs or not root.is_dir():
         return []
     stale = []
-    for folder in sorted(runs_root.iterdir()):
+    for folder in sorted(root.iterdir()):
         try:
             day = date.fromisoformat(folder.name)
         except ValueError:

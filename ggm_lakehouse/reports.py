@@ -12,9 +12,14 @@ from pathlib import Path
 from ggm_lakehouse.config import data_root
 
 
+def runs_root() -> Path:
+    """Folder with one sub-folder of reports per logical date."""
+    return data_root() / "runs"
+
+
 def runs_dir(logical_date: date) -> Path:
     """Folder with the reports of ``logical_date``."""
-    return data_root() / "runs" / logical_date.isoformat()
+    return runs_root() / logical_date.isoformat()
 
 
 def report_path(logical_date: date, name: str) -> Path:
