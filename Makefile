@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # would otherwise start the files with the most tests first and leave the long ones for last.
 PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
-.PHONY: setup run test airflow sharing standins clean
+.PHONY: setup run test airflow spark spark-stop sharing standins clean
 
 setup: $(STAMP_INSTALL) $(STAMP_JARS) $(AIRFLOW_DB)
 
@@ -49,6 +49,13 @@ test: setup
 ## The Airflow UI with every DAG loaded (prints URL and login).
 airflow: setup
 	$(BIN)/python -m ggm_lakehouse.airflow_env standalone
+
+## The day's Spark Connect server (127.0.0.1:15002, token in .cache/spark-connect); `make run` starts it when needed.
+spark: setup
+	$(BIN)/ggm spark serve
+
+spark-stop: setup
+	$(BIN)/ggm spark stop
 
 ## The Delta Sharing server on http://127.0.0.1:8765/delta-sharing
 sharing: setup

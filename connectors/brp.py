@@ -67,7 +67,9 @@ Spec notes (BRP API Personen 2.7.0, ``specificatie/resolved/openapi.yaml``):
   feature answers an unexpected parameter with ``400 unknownParam``. It is therefore
   not sent; raadplegen by BSN is not filtered on death in the first place.
 * the proef environment authenticates with header ``X-API-KEY``; production uses
-  PKIoverheid mTLS + OAuth2 client credentials (plug in a different ``SourceAuth``).
+  PKIoverheid mTLS and/or OAuth2 client credentials (config ``auth``, ``client_cert``,
+  ``ca_bundle``, ``token_url``, ...; see :mod:`connectors.auth`). The Update API is
+  called with the same auth and TLS settings (:meth:`BrpPersonenConnector.update_http`).
 
 Dataset ``personen``; ``record_path`` ``personen``. BSNs are de-duplicated and sorted,
 so the same volglijst always yields the same requests in the same order.
@@ -88,7 +90,7 @@ from typing import Any, ClassVar, Iterator
 from connectors.base import ExtractWindow, HttpConnector, http_config_schema
 from connectors.errors import SourceDataError
 from connectors.files import newest_delivery
-from connectors.http import ApiKeyHeaderAuth, HttpSource, RetryPolicy
+from connectors.http import HttpSource
 from connectors.landing import (
     BatchResult,
     BatchWriter,
@@ -244,24 +246,24 @@ class BrpPersonenConnector(HttpConnector):
         return path, valid, rejected
 
     def update_http(self) -> HttpSource:
-        """A configured :class:`HttpSource` for the BRP Update API (close it when done)."""
+        """A configured :class:`HttpSource` for the BRP Update API (close it when done).
+
+        It comes from the shared :meth:`HttpConnector.http`, so the Update API gets the
+        same auth mode (API key, OAuth2 client credentials or mTLS), client certificate,
+        CA bundle, timeouts, retry policy, ``sleep`` and ``retry_log`` as BRP Personen.
+        In ``api_key`` mode it sends ``update_api_key`` (default: ``api_key``) in header
+        ``update_api_key_header``.
+        """
         cfg = self.config
         if not cfg.get("update_base_url"):
             raise RuntimeError("update_base_url is not configured")
-        return HttpSource(
-            f"{self.name}-update",
-            cfg["update_base_url"],
-            auth=ApiKeyHeaderAuth(cfg["update_api_key_header"], cfg.get("update_api_key") or cfg["api_key"]),
-            connect_timeout=float(cfg["connect_timeout"]),
-            read_timeout=float(cfg["read_timeout"]),
-            retry=RetryPolicy(
-                max_attempts=int(cfg["max_attempts"]),
-                backoff_base=float(cfg["backoff_base"]),
-                backoff_max=float(cfg["backoff_max"]),
-                max_retry_after=float(cfg["max_retry_after"]),
-            ),
-            requests_per_second=cfg.get("requests_per_second"),
-        )
+        overrides: dict[str, Any] = {"api_key_header": cfg["update_api_key_header"]}
+        if cfg.get("update_api_key"):
+            overrides["api_key"] = cfg["update_api_key"]
+        source = self.http(cfg["update_base_url"], **overrides)
+        # Errors name the Update API, not BRP Personen, so an operator knows which key or endpoint failed.
+        source.source = f"{self.name}-update"
+        return source
 
     # -- extraction
 

@@ -705,19 +705,36 @@ def _csv_bytes(rows: list[dict]) -> bytes:
     if rows:
         writer = csv.writer(buffer, lineterminator="\n")
         columns = list(rows[0])
-        writer.writerow(columns)
+        writer.writerow([neutralise_csv_text(str(c)) for c in columns])
         for row in rows:
             # Hidden cells stay empty: a 0 would be a wrong number.
             writer.writerow(["" if row.get(c) is None else _csv_value(row.get(c)) for c in columns])
     return buffer.getvalue().encode("utf-8")
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection").
+CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_csv_text(text: str) -> str:
+    """``text`` with a leading single quote if a spreadsheet would take it for a formula.
+
+    Gold text columns hold names from source systems (street, organisation, free text);
+    a value such as ``=HYPERLINK(...)`` must stay text when the CSV is opened in Excel
+    or LibreOffice, as the OWASP CSV injection guidance prescribes.
+    """
+    return "'" + text if text.startswith(CSV_FORMULA_PREFIXES) else text
+
+
 def _csv_value(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, default=str, sort_keys=True)
-    return str(value)
+        return neutralise_csv_text(json.dumps(value, default=str, sort_keys=True))
+    if isinstance(value, (bool, int, float, Decimal)):
+        # Real numbers stay numbers: a negative amount is data, not a formula.
+        return str(value)
+    return neutralise_csv_text(str(value))
 
 
 def _environment():

@@ -37,8 +37,7 @@ def airflow_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
             "GGM_PROJECT_ROOT": str(project_root()),
             "PATH": os.pathsep.join([venv_bin, env.get("PATH", "")]),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root()), env.get("PYTHONPATH")])),
-            # Spark on the embedded default runs in local mode on this machine.
-            "AIRFLOW_CONN_GGM_SPARK": env.get("AIRFLOW_CONN_GGM_SPARK", '{"conn_type": "spark", "host": "local[2]"}'),
+            "AIRFLOW_CONN_GGM_SPARK": env.get("AIRFLOW_CONN_GGM_SPARK") or default_spark_connection(env),
         }
     )
     # DAG files import the orchestration module (mappings, shares); on a busy 2-core machine that
@@ -56,6 +55,15 @@ def airflow_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
         env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "ggm_lakehouse.airflow_env.SQLITE_CONNECT_ARGS")
     return env
+
+
+def default_spark_connection(env: dict[str, str]) -> str:
+    """Connection ``ggm_spark`` of the embedded default: the local Spark Connect server, or local mode for spark-submit."""
+    if env.get("GGM_SPARK_TARGET", "connect") == "connect":
+        from ggm_lakehouse.spark_connect import airflow_connection
+
+        return airflow_connection()
+    return '{"conn_type": "spark", "host": "local[2]"}'
 
 
 def demo_pseudonym_key() -> str:
@@ -104,7 +112,15 @@ def standalone() -> None:
     print("Airflow UI: http://localhost:8080")
     print(f"Login: admin / {login['admin']}  (stored in {passwords})")
     sys.stdout.flush()
-    os.execvpe(sys.executable, [sys.executable, "-m", "airflow", "standalone"], env)
+    from ggm_lakehouse.spark_connect import running_server
+
+    # The DAGs' Spark stages are clients of the day's Spark Connect server: start it for the UI's
+    # lifetime unless it already runs (then it is left running afterwards, as it was found).
+    with running_server():
+        try:
+            subprocess.run([sys.executable, "-m", "airflow", "standalone"], env=env, check=False)
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

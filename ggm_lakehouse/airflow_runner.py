@@ -15,11 +15,33 @@ import sys
 from datetime import date, datetime, timezone
 
 
+PROGRESS_FILE: str | None = None  # where the parent (``ggm run``) follows the day, one JSON line per DAG run
+
+
+def _progress(dag_id: str, state: str, seconds: float | None = None, detail: str | None = None) -> None:
+    if PROGRESS_FILE:
+        import json
+
+        with open(PROGRESS_FILE, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"dag_id": dag_id, "state": state, "seconds": seconds, "detail": detail}) + "\n")
+
+
 def _run(dag, logical: datetime) -> bool:
+    import time
+
+    _progress(dag.dag_id, "running")
+    started = time.monotonic()
     run = dag.test(logical_date=logical)
-    state = str(getattr(run, "state", "unknown"))
-    print(f"DAG run {dag.dag_id} {logical.date()}: {state}", flush=True)
+    state = str(getattr(run, "state", "unknown")).rsplit(".", 1)[-1]
+    seconds = round(time.monotonic() - started, 1)
+    print(f"DAG run {dag.dag_id} {logical.date()}: {state} in {seconds} s", flush=True)
+    _progress(dag.dag_id, state, seconds)
     return state.endswith("success")
+
+
+def _skipped(dag_id: str, waits_for: list[str]) -> None:
+    print(f"skipped {dag_id}: waits for {waits_for}", flush=True)
+    _progress(dag_id, "skipped", detail=f"waits for {', '.join(waits_for)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dag-id", help="run only this DAG")
     parser.add_argument("--sources", type=lambda v: [s for s in v.split(",") if s],
                         help="comma-separated sources to ingest; only what depends on them alone runs after")
+    parser.add_argument("--progress", help="append one JSON line per DAG run to this file (for a live view)")
     args = parser.parse_args(argv)
+    global PROGRESS_FILE
+    PROGRESS_FILE = args.progress
     # dag.test cannot evaluate deadline alerts (see orchestration.daily_deadline); the scheduler does.
     os.environ["GGM_DEADLINE_HOURS"] = "off"
 
@@ -64,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             continue  # not asked for: neither run nor a failure
         missing = sorted((set(group.needs) - ok_sources) | (set(group.references) - fresh_tables))
         if missing:
-            print(f"skipped {group.dag_id}: waits for {missing}", flush=True)
+            _skipped(group.dag_id, missing)
             all_ok = False
             continue
         if _run(bag.get_dag(group.dag_id), logical):
@@ -77,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if not set(inputs) <= selected_tables:
             continue
         if not set(inputs) <= fresh_tables:
-            print(f"skipped ggm_gold_{domein}: waits for {sorted(set(inputs) - fresh_tables)}", flush=True)
+            _skipped(f"ggm_gold_{domein}", sorted(set(inputs) - fresh_tables))
             all_ok = False
             continue
         if _run(bag.get_dag(f"ggm_gold_{domein}"), logical):

@@ -14,6 +14,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import subprocess
 import sys
@@ -109,8 +111,32 @@ def departmental_connection_env(departmental: dict) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def spark_for_the_day(env: dict[str, str]):
+    """The day's Spark Connect server for the ``connect`` target: started unless running, stopped after if started here."""
+    if env.get("GGM_SPARK_TARGET", "connect") != "connect":
+        yield
+        return
+    from ggm_lakehouse.spark_connect import running_server
+
+    with running_server():
+        yield
+
+
+def _run_airflow_day(command: list[str], env: dict[str, str], logical_date: date, quiet: bool) -> int:
+    """Run the Airflow runner; ``quiet`` sends its logs to a file per run and prints one line per DAG run."""
+    if not quiet:
+        return subprocess.run(command, env=env).returncode
+    from ggm_lakehouse.config import data_root
+    from ggm_lakehouse.run_console import follow, run_log_paths
+
+    log, progress = run_log_paths(data_root() / "runs" / logical_date.isoformat() / "logs")
+    print(f"Running {logical_date} through Airflow (logs: {log})", flush=True)
+    return follow([*command, "--progress", str(progress)], env, log, progress)
+
+
 def run_demo_day(logical_date: date, population: int = 3000, seed: int = 42, extra_env: dict | None = None,
-                 sources: list[str] | None = None) -> dict:
+                 sources: list[str] | None = None, quiet: bool = False) -> dict:
     """Run the daily pipeline for ``logical_date`` against the demo municipality; returns the summary.
 
     ``sources`` limits the run to those sources and what depends on them alone (default: all).
@@ -137,11 +163,10 @@ def run_demo_day(logical_date: date, population: int = 3000, seed: int = 42, ext
              "GGM_PSEUDONYM_KEY": demo_pseudonym_key(), **(extra_env or {})}
         )
         _ensure_airflow_db(env)
-        result = subprocess.run(
-            [sys.executable, "-m", "ggm_lakehouse.airflow_runner", "--date", logical_date.isoformat(),
-             *(["--sources", ",".join(sources)] if sources else [])],
-            env=env,
-        )
+        command = [sys.executable, "-m", "ggm_lakehouse.airflow_runner", "--date", logical_date.isoformat(),
+                   *(["--sources", ",".join(sources)] if sources else [])]
+        with spark_for_the_day(env):
+            returncode = _run_airflow_day(command, env, logical_date, quiet)
     summary = run_summary(logical_date)
-    summary["state"] = "success" if result.returncode == 0 else "failed"
+    summary["state"] = "success" if returncode == 0 else "failed"
     return summary

@@ -37,13 +37,35 @@ class LakeTable:
         """Human-readable address: the catalog name or the filesystem path."""
         return self.name or str(table_path(self.layer, self.table))
 
+    @property
+    def sql_name(self) -> str:
+        """How SQL names the table: the catalog name, or ``delta.`<path>``` for a path-addressed table."""
+        if self.name:
+            return ".".join(f"`{part}`" for part in self.name.split("."))
+        return "delta.`" + str(table_path(self.layer, self.table)).replace("`", "``") + "`"
+
     def exists(self, spark) -> bool:
-        """True when the table exists (and, for paths, is a Delta table)."""
+        """True when the table exists (and, for paths, is a Delta table).
+
+        Asked through SQL, so it works the same in a local session, over Spark Connect and on a
+        cluster whose files this process cannot see.
+        """
         if self.name:
             return spark.catalog.tableExists(self.name)
-        from delta.tables import DeltaTable
+        path = table_path(self.layer, self.table)
+        if path.parent.parent.is_dir():
+            # The lake is on a file system this process sees too (the embedded default, a shared
+            # volume): look, rather than ask Spark and have it raise for a missing table.
+            return (path / "_delta_log").is_dir()
+        from pyspark.errors import AnalysisException
 
-        return DeltaTable.isDeltaTable(spark, str(table_path(self.layer, self.table)))
+        try:
+            spark.sql(f"DESCRIBE DETAIL {self.sql_name}").collect()
+        except AnalysisException as exc:
+            if "DELTA_MISSING_DELTA_TABLE" in str(exc) or "PATH_NOT_FOUND" in str(exc) or "not a Delta table" in str(exc):
+                return False
+            raise
+        return True
 
     def read(self, spark):
         """The table as a DataFrame."""
@@ -51,13 +73,18 @@ class LakeTable:
             return spark.table(self.name)
         return spark.read.format("delta").load(str(table_path(self.layer, self.table)))
 
-    def delta(self, spark):
-        """The table as a ``DeltaTable`` (merge, delete, history)."""
-        from delta.tables import DeltaTable
+    def delete(self, spark, condition: str) -> None:
+        """``DELETE FROM`` the table where the SQL ``condition`` holds."""
+        spark.sql(f"DELETE FROM {self.sql_name} WHERE {condition}")
 
-        if self.name:
-            return DeltaTable.forName(spark, self.name)
-        return DeltaTable.forPath(spark, str(table_path(self.layer, self.table)))
+    def update(self, spark, assignments: str, condition: str) -> None:
+        """``UPDATE`` the table: ``SET assignments`` where the SQL ``condition`` holds."""
+        spark.sql(f"UPDATE {self.sql_name} SET {assignments} WHERE {condition}")
+
+    def last_commit(self, spark) -> tuple[int, object] | None:
+        """Version and timestamp of the newest commit (``DESCRIBE HISTORY``), or None for an empty history."""
+        rows = spark.sql(f"DESCRIBE HISTORY {self.sql_name} LIMIT 1").select("version", "timestamp").collect()
+        return (int(rows[0]["version"]), rows[0]["timestamp"]) if rows else None
 
     def save(self, spark, writer) -> None:
         """Finish a ``DataFrame.write.format("delta")…`` chain into this table."""
@@ -123,3 +150,22 @@ def retry_on_write_conflict(action, what: str, attempts: int = 5, first_wait: fl
             )
             time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def sql_timestamp(moment) -> str:
+    """A SQL TIMESTAMP literal of a naive UTC datetime (sessions run in UTC).
+
+    Delta's MERGE, UPDATE and DELETE do not bind SQL parameters, so their values are written as
+    literals; only values the code computes (dates, times) are, never text from a source.
+    """
+    return f"TIMESTAMP'{moment.isoformat(sep=' ')}'"
+
+
+def sql_date(day) -> str:
+    """A SQL DATE literal."""
+    return f"DATE'{day.isoformat()}'"
+
+
+def sql_string(text: str) -> str:
+    """A SQL string literal (quotes and backslashes escaped)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

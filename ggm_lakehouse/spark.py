@@ -68,21 +68,24 @@ def session_jars() -> list[Path]:
     return cached_delta_jars() + (cached_openlineage_jars() if openlineage_transport() else [])
 
 
-def _base_builder(app_name: str, master: str | None):
-    from pyspark.sql import SparkSession
-
-    builder = SparkSession.builder.appName(app_name)
-    if master:
-        builder = builder.master(master)
-    conf = {
+def delta_conf() -> dict[str, str]:
+    """Settings that enable Delta Lake in a session (the JARs are passed separately)."""
+    return {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+    }
+
+
+def session_conf() -> dict[str, str]:
+    """Every Spark setting of the project, in one place: local sessions, spark-submit and the Connect server."""
+    return {
+        **delta_conf(),
         # Small local data: a handful of shuffle partitions is far faster than the default 200.
         "spark.sql.shuffle.partitions": os.environ.get("GGM_SPARK_SHUFFLE_PARTITIONS", "2"),
         # Delta reads its log with 50 partitions by default; municipal tables have small logs.
         "spark.databricks.delta.snapshotPartitions": os.environ.get("GGM_DELTA_SNAPSHOT_PARTITIONS", "2"),
-        "spark.ui.enabled": "false",
         # Bronze hands batches to Spark as pandas frames; Arrow ships them in columnar chunks.
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
@@ -91,13 +94,96 @@ def _base_builder(app_name: str, master: str | None):
         "spark.sql.warehouse.dir": str(project_root() / ".cache" / "spark-warehouse"),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={project_root() / '.cache' / 'derby'}",
     }
-    for key, value in conf.items():
+
+
+def _base_builder(app_name: str, master: str | None):
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    for key, value in session_conf().items():
         builder = builder.config(key, value)
     return builder
 
 
+def remote_url() -> str | None:
+    """The Spark Connect URL jobs use (``GGM_SPARK_REMOTE``, e.g. ``sc://localhost:15002/;token=…``), if any."""
+    return os.environ.get("GGM_SPARK_REMOTE") or None
+
+
+def connect_session(url: str, app_name: str = "ggm-lakehouse"):
+    """A new Spark Connect session on ``url``: a thin client, no JVM in this process.
+
+    Every caller gets its own server-side session (its own temp views, conf and cached
+    frames); :func:`release` gives it back.
+    """
+    import logging
+
+    from pyspark.sql import SparkSession
+
+    # The client logs every server-side error at ERROR before raising it as an exception, and warns
+    # about releasing executions of a session already closed: the exceptions say all of it.
+    logging.getLogger("pyspark.sql.connect.logging").setLevel(logging.CRITICAL)
+    session = SparkSession.builder.remote(url).appName(app_name).create()
+    # pyspark resolves some settings (UDF debugging, for one) through the active or default session, and
+    # keeps the first one ever created there: make the session this code opened the one in use.
+    session_class = type(session)
+    with session_class._lock:
+        session_class._default_session = session
+    session_class._active_session.session = session
+    _fail_fast_and_exit_cleanly(session)
+    # Session-level settings travel with the client; the server's static settings (Delta, memory) it has already.
+    for key in ("spark.sql.shuffle.partitions", "spark.databricks.delta.snapshotPartitions"):
+        session.conf.set(key, session_conf()[key])
+    return session
+
+
+def _fail_fast_and_exit_cleanly(session) -> None:
+    """Short retries, and no clean-up calls at exit to a server that is gone.
+
+    pyspark's default policy retries an unreachable server for about ten minutes, and at interpreter
+    exit every open client sends clean-up calls under that policy: a process whose server was stopped
+    first would hang. The day's server is on this machine, so a few seconds of retries are enough.
+    """
+    import atexit
+    import socket
+
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    client = session.client
+    client.set_retry_policies([DefaultPolicy(max_retries=5, max_backoff=2000)])
+    host, _, port = client._builder.endpoint.rpartition(":")
+
+    def close_if_server_gone() -> None:
+        if client.is_closed:
+            return
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+        except OSError:
+            client.close()
+
+    # Registered after the client's own exit hook, so it runs before it (atexit is last in, first out).
+    atexit.register(close_if_server_gone)
+
+
+def release(spark) -> None:
+    """End a Connect session: drop what it cached and release it on the server (local sessions stay)."""
+    if not is_connect(spark):
+        return
+    try:
+        spark.catalog.clearCache()
+    finally:
+        spark.stop()
+
+
+def is_connect(spark) -> bool:
+    """True when ``spark`` is a Spark Connect client session."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
 def get_spark(app_name: str = "ggm-lakehouse", master: str | None = None):
-    """Return the active SparkSession or create a local one with Delta Lake enabled."""
+    """Return the active SparkSession, a Connect session when ``GGM_SPARK_REMOTE`` is set, or a local one with Delta."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -105,6 +191,8 @@ def get_spark(app_name: str = "ggm-lakehouse", master: str | None = None):
         return active
     # Under spark-submit (PYSPARK_GATEWAY_PORT is set) or on Databricks the master is already decided.
     launched_by_spark = "PYSPARK_GATEWAY_PORT" in os.environ or os.environ.get("DATABRICKS_RUNTIME_VERSION")
+    if remote_url() and not launched_by_spark:
+        return connect_session(remote_url(), app_name)
     if master is None and not launched_by_spark:
         master = os.environ.get("GGM_SPARK_MASTER", "local[2]")
     # Python workers must use this interpreter (with pandas/pyarrow), not whatever python3 is on PATH.

@@ -3,10 +3,14 @@
 The target comes from configuration, never from DAG code:
 
 * ``GGM_SPARK_TARGET`` environment variable or Airflow Variable ``ggm_spark_target``:
-  ``local`` (default), ``cluster`` or ``databricks``;
-* ``local`` and ``cluster`` use ``SparkSubmitOperator`` with Airflow connection
-  ``ggm_spark`` (host ``local[2]`` on the embedded default, ``spark://host:7077`` or
-  ``k8s://…`` for a cluster);
+  ``connect`` (default), ``local``, ``cluster`` or ``databricks``;
+* ``connect`` runs the stage in the task's own process as a thin Spark Connect client of the day's
+  long-lived server (``PySparkOperator`` with Airflow connection ``ggm_spark`` of type
+  ``spark_connect``, ``sc://localhost:15002`` on the embedded default, see
+  :mod:`ggm_lakehouse.spark_connect`; the compose file's ``spark-connect`` service on a cluster):
+  no JVM starts in a task;
+* ``local`` and ``cluster`` use ``SparkSubmitOperator``, a JVM per stage, with Airflow connection
+  ``ggm_spark`` (type ``spark``: host ``local[2]``, ``spark://host:7077`` or ``k8s://…``);
 * ``databricks`` uses ``DatabricksSubmitRunOperator`` with connection ``ggm_databricks``
   and runs the same ``jobs/entrypoint.py`` as a ``spark_python_task``; the cluster spec
   comes from Airflow Variable ``ggm_databricks_cluster`` (JSON), the entry point's
@@ -22,7 +26,7 @@ import sys
 
 from ggm_lakehouse.config import project_root
 
-TARGETS = ("local", "cluster", "databricks")
+TARGETS = ("connect", "local", "cluster", "databricks")
 # Scheduled runs process their own logical date; Asset-triggered runs pass the dates of their
 # triggering events (see ggm_lakehouse.orchestration.run_dates) through ``dates_template``.
 DEFAULT_DATES_TEMPLATE = "{{ ds }}"
@@ -56,7 +60,7 @@ def _setting(env_name: str, variable_name: str, default: str) -> str:
 
 def spark_target() -> str:
     """The configured target; raises on an unknown value so a typo fails loudly."""
-    target = _setting("GGM_SPARK_TARGET", "ggm_spark_target", "local")
+    target = _setting("GGM_SPARK_TARGET", "ggm_spark_target", "connect")
     if target not in TARGETS:
         raise ValueError(f"GGM_SPARK_TARGET/ggm_spark_target must be one of {TARGETS}, got {target!r}")
     return target
@@ -64,12 +68,9 @@ def spark_target() -> str:
 
 def delta_spark_conf() -> dict[str, str]:
     """Spark settings that enable Delta Lake (the JARs are passed separately)."""
-    return {
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.sql.session.timeZone": "UTC",
-        "spark.ui.enabled": "false",
-    }
+    from ggm_lakehouse.spark import delta_conf
+
+    return delta_conf()
 
 
 def stage_arguments(stage: str, dates_template: str = DEFAULT_DATES_TEMPLATE, source: str | None = None,
@@ -97,6 +98,17 @@ def spark_stage_task(stage: str, task_id: str | None = None, *, source: str | No
     task_id = task_id or stage
     application_args = stage_arguments(stage, dates_template, source, mart, domain)
     label = "-".join(filter(None, [stage, source, mart, domain]))
+    if target == "connect":
+        from airflow.providers.apache.spark.operators.spark_pyspark import PySparkOperator
+
+        return PySparkOperator(
+            task_id=task_id,
+            conn_id="ggm_spark",
+            python_callable=run_stage_task,
+            op_kwargs={"stage": stage, "dates": dates_template, "run_id": "{{ run_id }}", "source": source,
+                       "mart": mart, "domain": domain},
+            **operator_kwargs,
+        )
     if target == "databricks":
         from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
 
@@ -150,3 +162,20 @@ def spark_stage_task(stage: str, task_id: str | None = None, *, source: str | No
         env_vars=env,
         **operator_kwargs,
     )
+
+
+def run_stage_task(stage: str, dates: str, run_id: str, source: str | None = None, mart: str | None = None,
+                   domain: str | None = None, spark=None) -> list[dict]:
+    """The ``connect`` target's task body: run the stage for each date in the session the operator opened.
+
+    ``PySparkOperator`` opens a Spark Connect session from connection ``ggm_spark`` and stops it when
+    this returns, so each stage has its own server-side session and gives it back.
+    """
+    import logging
+
+    from jobs.entrypoint import parse_logical_dates, run_stages
+
+    logging.getLogger("pyspark.sql.connect.logging").setLevel(logging.CRITICAL)
+    reports = run_stages(spark, stage, parse_logical_dates(dates), run_id, source=source, mart=mart, domain=domain)
+    return [{"logical_date": r.get("logical_date"), "stage": r.get("stage"), "tables": len(r.get("tables", {}))}
+            for r in reports]

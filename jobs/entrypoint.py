@@ -133,11 +133,21 @@ def changed_person_pseudonyms(spark, mappings: list, logical_date: date) -> list
     return [row["pseudonym"] for row in union.where("pseudonym IS NOT NULL").distinct().collect()]
 
 
-def _logical_dates(text: str) -> list[date]:
-    dates = sorted({date.fromisoformat(part.strip()) for part in text.split(",") if part.strip()})
+def parse_logical_dates(text: str) -> list[date]:
+    """The dates of ``2026-11-27`` or ``2026-11-26,2026-11-27`` (an Asset-triggered run's days), oldest first."""
+    try:
+        dates = sorted({date.fromisoformat(part.strip()) for part in text.split(",") if part.strip()})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"logical dates must be YYYY-MM-DD, comma separated; got {text!r}") from exc
     if not dates:
         raise argparse.ArgumentTypeError("no logical date given")
     return dates
+
+
+def run_stages(spark, stage: str, dates: list[date], run_id: str, source: str | None = None, mart: str | None = None,
+               domain: str | None = None) -> list[dict]:
+    """Run one stage for each of ``dates`` (oldest first) in ``spark``; returns the reports."""
+    return [run_stage(spark, stage, day, run_id, source=source, mart=mart, domain=domain) for day in dates]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--logical-date",
         required=True,
-        type=_logical_dates,
+        type=parse_logical_dates,
         help="one date, or several separated by commas (an Asset-triggered run can cover several days; "
         "they are processed oldest first)",
     )
@@ -159,9 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     from ggm_lakehouse.spark import get_spark
 
     spark = get_spark(f"ggm-{args.stage}")
-    for logical_date in args.logical_date:
-        report = run_stage(spark, args.stage, logical_date, args.run_id, source=args.source, mart=args.mart,
-                           domain=args.domain)
+    for report in run_stages(spark, args.stage, args.logical_date, args.run_id, source=args.source, mart=args.mart,
+                             domain=args.domain):
         print(json.dumps(report, sort_keys=True, default=str))
     return 0
 

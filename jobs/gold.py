@@ -704,9 +704,9 @@ def silver_versions(spark, tables) -> dict[str, tuple[int, datetime]]:
     for table in tables:
         if not LakeTable("silver", table).exists(spark):
             continue
-        last = LakeTable("silver", table).delta(spark).history(1).select("version", "timestamp").collect()
+        last = LakeTable("silver", table).last_commit(spark)
         if last:
-            versions[table] = (int(last[0]["version"]), last[0]["timestamp"])
+            versions[table] = last
     return versions
 
 

@@ -17,13 +17,14 @@ different input the versions opened at D are corrected in place.
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
 from pathlib import Path
 
 import pandas as pd  # module level: pandas_udf resolves its type hints in this module's globals
 
-from ggm_lakehouse.lake import LakeTable, retry_on_write_conflict
+from ggm_lakehouse.lake import LakeTable, retry_on_write_conflict, sql_date, sql_string, sql_timestamp
 from jobs.mappings import Mapping, load_all
 
 DWH_COLUMNS = (
@@ -48,7 +49,6 @@ class ConformContext:
     spark: object
     logical_date: date
     run_id: str
-    pseudonym_key: bytes
     loaded_at: datetime
     # Frames cached while conforming one day; released together once the quarantine is written,
     # because a long-lived session (tests, a replay of many days) would otherwise fill the driver.
@@ -104,14 +104,19 @@ def surrogate_key_value(table: str, *parts: str) -> int:
     return int(digest[:15], 16)
 
 
-def pseudonymise_column(column, key: bytes):
-    """Spark column of HMAC pseudonyms (see ``ggm_lakehouse.pseudonym``) of a BSN column."""
-    from pyspark.sql.functions import pandas_udf
+def pseudonymise_column(column):
+    """Spark column of HMAC pseudonyms (see ``ggm_lakehouse.pseudonym``) of a BSN column.
 
-    from ggm_lakehouse.pseudonym import pseudonymise
+    The key is read where the UDF runs, from the Spark side's own secret (its environment, a
+    Databricks secret scope), so it never travels with the query from the client that plans it.
+    """
+    from pyspark.sql.functions import pandas_udf
 
     @pandas_udf("string")
     def _pseudonymise(values: pd.Series) -> pd.Series:
+        from ggm_lakehouse.pseudonym import load_key, pseudonymise
+
+        key = load_key()
         return values.map(lambda v: pseudonymise(v, key) if isinstance(v, str) else None)
 
     return _pseudonymise(column)
@@ -261,7 +266,7 @@ def conform_frame(ctx: ConformContext, mapping: Mapping, bronze):
     # Keys built on a BSN are built on its keyed pseudonym: an unkeyed hash of a BSN could be
     # reversed by hashing every possible BSN.
     for name in mapping.pseudonymised_fields:
-        frame = frame.withColumn(f"__pseudonym_{name}", pseudonymise_column(F.col(name), ctx.pseudonym_key))
+        frame = frame.withColumn(f"__pseudonym_{name}", pseudonymise_column(F.col(name)))
 
     def key_part(expression: str):
         if expression in mapping.pseudonymised_fields:
@@ -321,7 +326,7 @@ def conform_frame(ctx: ConformContext, mapping: Mapping, bronze):
     conformed = ranked.where(F.col("__rank") == 1)
     for column in mapping.columns:
         if column.pseudonymise and column.expr not in mapping.pseudonymised_fields:
-            conformed = conformed.withColumn(column.name, pseudonymise_column(F.col(column.name), ctx.pseudonym_key))
+            conformed = conformed.withColumn(column.name, pseudonymise_column(F.col(column.name)))
     conformed = conformed.select(mapping.surrogate_key, *[c.name for c in mapping.columns], "__bk")
 
     rejects = None
@@ -375,8 +380,7 @@ def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) 
         table.save(spark, first.select(*[F.col(c) for c in [key, *attributes, *DWH_COLUMNS]]).write.format("delta"))
         n_new = table.read(spark).count()
         return {"new_or_changed": n_new, "closed": 0, "written": True}
-    target = table.delta(spark)
-    existing = target.toDF()
+    existing = table.read(spark)
 
     later = existing.where(F.col("DWH_DATUMTIJDGELDIGVANAF") > F.lit(ctx.valid_from)).limit(1).count()
     if later:
@@ -422,24 +426,43 @@ def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) 
         staged = staged.withColumn("__close", F.lit(False))
     staged = staged.fillna({"__close": False})
 
-    opened_today = F.col("t.DWH_DATUMTIJDGELDIGVANAF") == valid_from
-    correct_in_place = {c: F.col(f"s.{c}") for c in attributes}
-    correct_in_place["DWH_DATUMTIJDGELADEN"] = F.col("s.DWH_DATUMTIJDGELADEN")
-    (
-        target.alias("t")
-        .merge(staged.alias("s"), f"t.`{key}` = s.__merge_key AND t.DWH_DATUMTIJDGELDIGTOTMET IS NULL")
-        .whenMatchedDelete(condition=F.col("s.__close") & opened_today)
-        .whenMatchedUpdate(condition=F.col("s.__close"), set={"DWH_DATUMTIJDGELDIGTOTMET": valid_from})
-        .whenMatchedUpdate(condition=opened_today, set=correct_in_place)
-        .whenMatchedUpdate(set={"DWH_DATUMTIJDGELDIGTOTMET": valid_from})
-        .whenNotMatchedInsert(
-            condition=~F.col("s.__close"),
-            values={c: F.col(f"s.{c}") for c in [key, *attributes, *DWH_COLUMNS]},
-        )
-        .execute()
-    )
+    _merge_versions(spark, table, staged, key, attributes, ctx.valid_from)
     counts["written"] = True
     return counts
+
+
+def _merge_versions(spark, table: LakeTable, staged, key: str, attributes: list[str], valid_from: datetime) -> None:
+    """One Delta ``MERGE INTO`` (SQL, so it runs the same locally and over Spark Connect) of the staged versions.
+
+    A staged row with ``__merge_key`` closes the open version (or corrects it in place when it was
+    opened today); a row with ``__close`` only ends it (or deletes one opened today); the rest opens
+    a new version.
+    """
+    # A temp view rather than ``spark.sql(..., staged=frame)``: the client would copy the staged plan,
+    # which is deep (joins, unions, many columns), into a message nested past protobuf's decoding limit.
+    view = f"__ggm_staged_{uuid.uuid4().hex}"
+    staged.createOrReplaceTempView(view)
+    try:
+        _merge_sql(spark, table, view, key, attributes, valid_from)
+    finally:
+        spark.catalog.dropTempView(view)
+
+
+def _merge_sql(spark, table: LakeTable, view: str, key: str, attributes: list[str], valid_from: datetime) -> None:
+    opened_today = f"t.DWH_DATUMTIJDGELDIGVANAF = {sql_timestamp(valid_from)}"
+    correct = ", ".join(f"`{c}` = s.`{c}`" for c in [*attributes, "DWH_DATUMTIJDGELADEN"])
+    columns = ", ".join(f"`{c}`" for c in [key, *attributes, *DWH_COLUMNS])
+    values = ", ".join(f"s.`{c}`" for c in [key, *attributes, *DWH_COLUMNS])
+    end_open = f"DWH_DATUMTIJDGELDIGTOTMET = {sql_timestamp(valid_from)}"
+    spark.sql(
+        f"MERGE INTO {table.sql_name} t USING `{view}` s "
+        f"ON t.`{key}` = s.__merge_key AND t.DWH_DATUMTIJDGELDIGTOTMET IS NULL "
+        f"WHEN MATCHED AND s.__close AND {opened_today} THEN DELETE "
+        f"WHEN MATCHED AND s.__close THEN UPDATE SET {end_open} "
+        f"WHEN MATCHED AND {opened_today} THEN UPDATE SET {correct} "
+        f"WHEN MATCHED THEN UPDATE SET {end_open} "
+        f"WHEN NOT MATCHED AND NOT s.__close THEN INSERT ({columns}) VALUES ({values})"
+    )
 
 
 def write_quarantine(ctx: ConformContext, targets: list[str], rejects: list) -> None:
@@ -447,15 +470,13 @@ def write_quarantine(ctx: ConformContext, targets: list[str], rejects: list) -> 
 
     One delete and one append per run, so reruns never duplicate rejected records.
     """
-    from pyspark.sql import functions as F
 
     spark = ctx.spark
     quarantine = LakeTable("quarantine", QUARANTINE_TABLE)
     exists = quarantine.exists(spark)
     if exists:
-        quarantine.delta(spark).delete(
-            F.col("target_table").isin(targets) & (F.col("logical_date") == F.lit(ctx.logical_date))
-        )
+        names = ", ".join(sql_string(t) for t in targets)
+        quarantine.delete(spark, f"target_table IN ({names}) AND logical_date = {sql_date(ctx.logical_date)}")
     combined = None
     for frame in (r for r in rejects if r is not None):
         combined = frame if combined is None else combined.unionByName(frame)
@@ -566,31 +587,23 @@ def roll_back(spark, selected: list[Mapping], logical_date: date) -> None:
     Versions opened on or after the day are removed and versions closed on or after it are
     reopened: exactly the history that processing the earlier days in order produced.
     """
-    from pyspark.sql import functions as F
 
-    moment = F.lit(datetime.combine(logical_date, time.min)).cast("timestamp")
+    moment = sql_timestamp(datetime.combine(logical_date, time.min))
     for mapping in selected:
         table = LakeTable("silver", mapping.target)
         if not table.exists(spark):
             continue
-        delta = table.delta(spark)
-        delta.delete(F.col("DWH_DATUMTIJDGELDIGVANAF") >= moment)
-        delta.update(
-            condition=F.col("DWH_DATUMTIJDGELDIGTOTMET") >= moment,
-            set={"DWH_DATUMTIJDGELDIGTOTMET": F.lit(None).cast("timestamp")},
-        )
+        table.delete(spark, f"DWH_DATUMTIJDGELDIGVANAF >= {moment}")
+        table.update(spark, "DWH_DATUMTIJDGELDIGTOTMET = NULL", f"DWH_DATUMTIJDGELDIGTOTMET >= {moment}")
 
 
 def _conform_day(spark, logical_date: date, run_id: str, selected: list[Mapping]) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
-    from ggm_lakehouse.pseudonym import load_key
-
     ctx = ConformContext(
         spark=spark,
         logical_date=logical_date,
         run_id=run_id,
-        pseudonym_key=load_key(),
         loaded_at=datetime.now(timezone.utc).replace(tzinfo=None),
     )
     results: dict[str, tuple[dict, object]] = {}

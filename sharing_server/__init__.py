@@ -10,7 +10,9 @@ Public entry points:
   :func:`sharing_server.audit.export_audit_table` - the log as the Delta table ``<lake>/audit/sharing_requests``;
 * :func:`sharing_server.projections.materialise_recipient_tables` - every recipient's own copy of the
   tables it may read (columns, rows, pseudonyms re-keyed per recipient), run by the publish step;
-* :class:`sharing_server.embedded.EmbeddedServer` - the server in a background thread (tests, benchmarks).
+* :class:`sharing_server.embedded.EmbeddedServer` - the server in a background thread (tests, benchmarks);
+* :mod:`sharing_server.limits` (bounds on client input) and :mod:`sharing_server.logredact` (no
+  credentials in log lines) - the server's hardening helpers.
 
 What is shared is declared in ``config/shares.yaml`` (:mod:`sharing_server.shares_config`);
 recipients live there or, when added by the CLI, in the sharing state file.

@@ -24,32 +24,41 @@ in ``config/shares.yaml`` (or, for recipients added by the CLI, in the state fil
 see :mod:`sharing_server.recipients`). A share that does not exist and a share that exists but is
 not shared with the caller produce the same 404 answer, so a recipient cannot probe
 for other recipients' shares.
+
+Hardening: every client value is bounded and validated (:mod:`sharing_server.limits`), so
+hostile input gets a 4xx and never a 500 or a hang; the token is checked before anything
+else (a valid token is never throttled by others' failures) and before any body byte is
+read; file URLs are built on the configured public endpoint, never the Host header; log
+lines carry no signatures or tokens (:mod:`sharing_server.logredact`).
 """
 from __future__ import annotations
 
-import base64
-import binascii
+import asyncio
+import contextlib
 import functools
 import hashlib
 import json
 import logging
+import logging.config
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ggm_lakehouse import config as ggm_config
 
-from sharing_server import audit, delta_tables, predicates, projections
-from sharing_server.ratelimit import TokenBuckets, retry_after_header
+from sharing_server import audit, delta_tables, limits, logredact, predicates, projections
 from sharing_server.delta_tables import TableSnapshot
+from sharing_server.ratelimit import RATE_LIMIT_FILE_NAME, SharedTokenBuckets, TokenBuckets, retry_after_header
 from sharing_server.recipients import TokenRecord, TokenStore, find_recipient
 from sharing_server.shares_config import (
     InvalidNameError,
@@ -70,6 +79,8 @@ FILE_ID_HASH_HEADER = "fileidhash"
 SIGNATURE_PARAM = "X-Databricks-Signature"
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+#: How often the configuration is re-read without traffic (removed recipients lose access).
+CONFIG_POLL_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("sharing_server.access")
@@ -135,6 +146,7 @@ _ERRORS = {
     401: {"description": "Missing, invalid, expired or revoked bearer token (UNAUTHENTICATED)", "content": _ERROR_CONTENT},
     403: {"description": "Not allowed (PERMISSION_DENIED)", "content": _ERROR_CONTENT},
     404: {"description": "No such share, schema or table for this recipient (RESOURCE_DOES_NOT_EXIST)", "content": _ERROR_CONTENT},
+    413: {"description": "Request body over the size limit (MALFORMED_REQUEST)", "content": _ERROR_CONTENT},
     429: {"description": "Rate limit of the recipient exceeded (RESOURCE_EXHAUSTED), see Retry-After", "content": _ERROR_CONTENT},
     500: {"description": "Internal error (INTERNAL_ERROR)", "content": _ERROR_CONTENT},
 }
@@ -184,6 +196,7 @@ _QUERY_BODY = {
 }
 
 
+
 # --------------------------------------------------------------------------- helpers
 @dataclass(frozen=True)
 class Caller:
@@ -200,36 +213,16 @@ def _name(value: str, kind: str) -> str:
         raise _invalid(str(exc)) from None
 
 
-def _parse_max_results(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_PAGE_SIZE
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _invalid("maxResults must be an integer") from None
-    if value < 0:
-        raise _invalid("maxResults must be non-negative")
-    return min(value, MAX_PAGE_SIZE)
-
-
 def _paginate(items: list[dict], max_results_raw: str | None, page_token: str | None, listing: str) -> dict:
     """One page of ``items``; page tokens are bound to the listing they came from."""
-    max_results = _parse_max_results(max_results_raw)
-    offset = 0
-    if page_token:
-        try:
-            raw = json.loads(base64.urlsafe_b64decode(page_token + "=" * (-len(page_token) % 4)))
-            offset = int(raw["o"])
-            if raw["l"] != listing or offset < 0:
-                raise ValueError
-        except (ValueError, KeyError, TypeError, binascii.Error):
-            raise _invalid("pageToken is not valid for this listing") from None
+    max_results = limits.parse_long(max_results_raw, "maxResults")
+    max_results = DEFAULT_PAGE_SIZE if max_results is None else min(max_results, MAX_PAGE_SIZE)
+    offset = limits.decode_page_token(page_token, listing, len(items)) if page_token else 0
     page = items[offset : offset + max_results]
     body: dict[str, Any] = {"items": page}
     next_offset = offset + len(page)
     if next_offset < len(items):
-        token = json.dumps({"o": next_offset, "l": listing}, separators=(",", ":")).encode()
-        body["nextPageToken"] = base64.urlsafe_b64encode(token).rstrip(b"=").decode()
+        body["nextPageToken"] = limits.encode_page_token(next_offset, listing)
     return body
 
 
@@ -248,15 +241,16 @@ def _table_json(table: SharedTable, share: Share) -> dict:
 
 def _parse_timestamp(raw: object, field: str) -> int:
     """Milliseconds since epoch of a protocol timestamp (ISO 8601, UTC, e.g. 2022-01-01T00:00:00Z)."""
-    if not isinstance(raw, str):
+    if not isinstance(raw, str) or len(raw) > 64:
         raise _invalid(f"{field} must be an ISO 8601 timestamp string")
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise _invalid(f"{field} {raw!r} is not an ISO 8601 timestamp such as 2022-01-01T00:00:00Z") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp() * 1000)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        # Converting year 1 or 9999 with an offset overflows: out of range, not a server error.
+        return int(parsed.timestamp() * 1000)
+    except (ValueError, OverflowError):
+        raise _invalid(f"{field} {raw[:64]!r} is not an ISO 8601 timestamp such as 2022-01-01T00:00:00Z") from None
 
 
 def _parse_capabilities(request: Request) -> dict[str, list[str]]:
@@ -280,15 +274,47 @@ def _ndjson(lines: Iterable[dict], headers: dict[str, str]) -> Response:
     return Response(content=body, media_type=NDJSON, headers=headers)
 
 
+def _bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise _unauthenticated("missing bearer token")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthenticated("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def _listening_endpoint(request: Request) -> str:
+    """``<scheme>://<address the connection was accepted on>/delta-sharing``: server facts, never the Host header."""
+    host, port = request.scope.get("server") or ("127.0.0.1", 8765)
+    if ":" in str(host):
+        host = f"[{host}]"
+    return f"{request.url.scheme}://{host}:{port}{PREFIX}"
+
+
 # --------------------------------------------------------------------------- service
 class SharingService:
     """Request-independent logic: authentication, entitlement, table access."""
 
-    def __init__(self, config: ReloadingSharesConfig, tokens: TokenStore, signer: UrlSigner):
-        self.config = config
+    def __init__(
+        self,
+        config_path: Path | str | None,
+        tokens: TokenStore,
+        signer: UrlSigner,
+        buckets: TokenBuckets | SharedTokenBuckets,
+        public_endpoint: str | None = None,
+    ):
         self.tokens = tokens
+        # Every valid configuration (the first included) retires recipients it no longer lists.
+        self.config = ReloadingSharesConfig(config_path, on_change=self._reconcile)
         self.signer = signer
-        self.buckets = TokenBuckets()
+        self.buckets = buckets
+        self.public_endpoint = public_endpoint.rstrip("/") if public_endpoint else None
+
+    def _reconcile(self, config: SharesConfig) -> None:
+        retired = self.tokens.reconcile(r.name for r in config.recipients)
+        for name in retired:
+            log.warning("recipient %s left the shares configuration: its tokens are revoked", name)
 
     def throttle(self, recipient: str) -> None:
         """Spend one request of ``recipient``'s allowance or answer 429 (per-recipient bucket)."""
@@ -301,27 +327,30 @@ class SharingService:
         return self.config.get()
 
     def authenticate(self, request: Request) -> Caller:
-        header = request.headers.get("authorization")
-        if not header:
-            raise _unauthenticated("missing bearer token")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise _unauthenticated("the Authorization header must be 'Bearer <token>'")
-        client = request.client.host if request.client else "unknown"
-        # Guessing tokens is throttled per client address; only failures spend from that bucket.
-        wait = self.buckets.peek_empty(f"failed-login:{client}", self.shares.rate_limit)
-        if wait > 0:
-            raise _rate_limited(wait)
-        record = self.tokens.authenticate(token.strip())
-        if record is None:
-            self.buckets.take(f"failed-login:{client}", self.shares.rate_limit)
+        """The caller of ``request``; 401 for a bad token, 429 when its address keeps sending bad ones.
+
+        The token is checked first: a valid token is never refused because of failures
+        from the same address, so a flood of bad tokens cannot lock partners out.
+        Guessing gains nothing from that: a secret has 256 random bits.
+        """
+        token = _bearer_token(request)
+        shares = self.shares
+        record = self.tokens.authenticate(token)
+        recipient = find_recipient(shares, self.tokens, record.recipient) if record is not None else None
+        if record is None or recipient is None:
+            self._count_failed_login(request, shares)
             raise _unauthenticated("the bearer token is invalid, expired or revoked")
         audit.annotate(request, recipient=record.recipient)
         self.throttle(record.recipient)
-        recipient = find_recipient(self.shares, self.tokens, record.recipient)
-        if recipient is None:
-            raise _unauthenticated("the bearer token belongs to a recipient that no longer exists")
         return Caller(recipient=recipient, token=record)
+
+    def _count_failed_login(self, request: Request, shares: SharesConfig) -> None:
+        # Per client address (X-Forwarded-For only from configured proxies): 429 once its
+        # failures exceed the burst, which slows floods and tells honest clients to stop.
+        client = request.client.host if request.client else "unknown"
+        wait = self.buckets.take(f"failed-login:{client}", shares.rate_limit)
+        if wait > 0:
+            raise _rate_limited(wait)
 
     def share_for(self, caller: Caller, share_name: str) -> Share:
         _name(share_name, "share")
@@ -367,11 +396,11 @@ class SharingService:
         if not table.history_shared:
             raise _invalid(f"table {table.qualified_name} is shared without history: version/timestamp not allowed")
         if version is not None:
-            if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-                raise _invalid("version must be a non-negative integer")
-            return version
+            return limits.check_long(version, "version")
         try:
             return delta_tables.version_as_of(self.location(table, caller=caller), _parse_timestamp(timestamp, "timestamp"))
+        except delta_tables.TableUnavailableError:
+            raise _not_found(f"table {table.qualified_name} has no data available") from None
         except delta_tables.VersionNotFoundError as exc:
             raise _invalid(str(exc)) from None
 
@@ -383,6 +412,12 @@ class SharingService:
             raise _not_found(f"table {table.qualified_name} has no data available") from None
         except delta_tables.VersionNotFoundError as exc:
             raise _invalid(str(exc)) from None
+
+    def public_base(self, request: Request) -> str:
+        """The endpoint URLs are built on: configured (argument, ``server.public_endpoint``,
+        ``GGM_SHARING_ENDPOINT``), else the address the server listens on; never the Host header."""
+        configured = self.public_endpoint or self.shares.public_endpoint or os.environ.get("GGM_SHARING_ENDPOINT")
+        return configured.rstrip("/") if configured else _listening_endpoint(request)
 
     def file_url(
         self,
@@ -408,13 +443,12 @@ class SharingService:
             token_id=caller.token.token_id,
             kind=kind,
         )
-        base = str(request.base_url).rstrip("/")
         payload, _, mac = self.signer.sign(claims).partition(".")
         # The signature travels as a query parameter under a name that delta-kernel (the
         # official client's delta-format reader) recognises as a pre-signed URL; without it
         # the reader takes the URL for a local path. The path form "<payload>.<mac>" is
         # accepted as well.
-        return f"{base}{PREFIX}/files/{payload}?{SIGNATURE_PARAM}={mac}"
+        return f"{self.public_base(request)}/files/{payload}?{SIGNATURE_PARAM}={mac}"
 
     def url_expiry_ms(self, caller: Caller) -> int:
         expiry = int(time.time() * 1000) + self.shares.url_ttl_seconds * 1000
@@ -440,6 +474,7 @@ def _files_of_version(location: str, table_id: str, version: int, kind: str = "a
     if kind in ("cdf", "remove"):
         return delta_tables.commit_file_paths(Path(location), version, kind)
     return frozenset()
+
 
 
 # --------------------------------------------------------------------------- response formats
@@ -537,18 +572,6 @@ def _apply_limit_hint(files: tuple[delta_tables.DataFile, ...], limit_hint: int 
     return chosen
 
 
-def _cdf_bound(raw: str | None, name: str) -> int | None:
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _invalid(f"{name} must be an integer") from None
-    if value < 0:
-        raise _invalid(f"{name} must be non-negative")
-    return value
-
-
 def _cdf_range(
     location: Path,
     latest: int,
@@ -570,14 +593,14 @@ def _cdf_range(
         if starting_timestamp is not None:
             start = delta_tables.version_at_or_after(location, _parse_timestamp(starting_timestamp, "startingTimestamp"))
         else:
-            parsed_start = _cdf_bound(starting_version, "startingVersion")
+            parsed_start = limits.parse_long(starting_version, "startingVersion")
             if parsed_start is None:
                 raise _invalid("startingVersion or startingTimestamp is required")
             start = parsed_start
         if ending_timestamp is not None:
             end = delta_tables.version_as_of(location, _parse_timestamp(ending_timestamp, "endingTimestamp"))
         else:
-            parsed_end = _cdf_bound(ending_version, "endingVersion")
+            parsed_end = limits.parse_long(ending_version, "endingVersion")
             end = latest if parsed_end is None else min(parsed_end, latest)
     except delta_tables.VersionNotFoundError as exc:
         raise _invalid(str(exc)) from None
@@ -626,39 +649,382 @@ def _change_line(change: delta_tables.ChangeFile, url: str, file_id: str, expire
     }
 
 
-# --------------------------------------------------------------------------- app
-def create_app(
-    config_path: Path | str | None = None,
-    *,
-    state_path: Path | str | None = None,
-    url_key: bytes | None = None,
-    audit_dir: Path | str | None = None,
-) -> FastAPI:
-    """Build the Delta Sharing server application.
+# --------------------------------------------------------------------------- query table
+@dataclass(frozen=True)
+class QueryRequest:
+    """The validated body of a query table request."""
 
-    ``config_path`` defaults to ``GGM_SHARES_CONFIG`` / ``config/shares.yaml``;
-    ``state_path`` to ``<sharing root>/recipients.json``; ``url_key`` (for signing file
-    URLs) to secret ``ggm_sharing_url_key`` or a random per-process key; ``audit_dir``
-    (request audit log, :mod:`sharing_server.audit`) to ``<sharing root>/audit``.
+    version: object
+    timestamp: object
+    limit_hint: int | None
+    predicate: Mapping | None
+
+
+def _query_request(raw_body: bytes) -> QueryRequest:
+    body = limits.loads_bounded(raw_body, "the request body") if raw_body.strip() else {}
+    if not isinstance(body, dict):
+        raise SharingError(400, "MALFORMED_REQUEST", "the request body must be a JSON object")
+    if body.get("startingVersion") is not None or body.get("endingVersion") is not None:
+        raise _unsupported("streaming queries (startingVersion/endingVersion) are not supported by this server")
+    return QueryRequest(
+        version=body.get("version"),
+        timestamp=body.get("timestamp"),
+        limit_hint=limits.check_long(body.get("limitHint"), "limitHint"),
+        predicate=predicates.parse_hints(body.get("jsonPredicateHints")),
+    )
+
+
+def _file_id_scheme(request: Request) -> str | None:
+    scheme = request.headers.get(FILE_ID_HASH_HEADER)
+    if scheme is None:
+        return None
+    scheme = scheme.strip().lower()
+    if scheme not in ("parquet", "delta"):
+        raise _invalid("fileidhash must be 'parquet' or 'delta'")
+    return scheme
+
+
+def _query_file_line(
+    data_file: delta_tables.DataFile, url: str, file_id: str, expires_ms: int, travel: dict, response_format: str
+) -> dict:
+    """One ``file`` line of a query answer (parquet format, or a wrapped Delta ``add``)."""
+    if response_format == "parquet":
+        entry: dict[str, Any] = {
+            "url": url,
+            "id": file_id,
+            "partitionValues": data_file.partition_values,
+            "size": data_file.size,
+            "expirationTimestamp": expires_ms,
+            **travel,
+        }
+        if data_file.stats is not None:
+            entry["stats"] = data_file.stats
+        return {"file": entry}
+    add: dict[str, Any] = {
+        "path": url,
+        "partitionValues": data_file.partition_values,
+        "size": data_file.size,
+        "modificationTime": data_file.modification_time,
+        "dataChange": True,
+    }
+    if data_file.stats is not None:
+        add["stats"] = data_file.stats
+    return {"file": {"id": file_id, "expirationTimestamp": expires_ms, "deltaSingleAction": {"add": add}, **travel}}
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, at most :data:`~sharing_server.limits.MAX_BODY_BYTES`, read only after authentication."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.MAX_BODY_BYTES:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large() -> SharingError:
+    return SharingError(413, "MALFORMED_REQUEST", f"the request body exceeds {limits.MAX_BODY_BYTES} bytes")
+
+
+def _answer_query(service: SharingService, request: Request, caller: Caller, shared: SharedTable, query: QueryRequest) -> Response:
+    """The NDJSON answer of a query: protocol, metadata, then one line per (pruned, limited) file."""
+    file_id_scheme = _file_id_scheme(request)
+    wanted = service.resolve_version(caller, shared, query.version, query.timestamp)
+    snapshot = service.snapshot(caller, shared, wanted, with_files=True)
+    response_format = _choose_format(request, snapshot)
+    location = service.location(shared, caller=caller)
+    if response_format == "delta" and "deletionVectors" in snapshot.reader_features:
+        if delta_tables.has_deletion_vectors(location, snapshot.version):
+            raise _unsupported("tables with deletion vectors in use cannot be shared by this server yet")
+    travel: dict[str, Any] = {}
+    if wanted is not None:
+        travel["version"] = snapshot.version
+        commit_ts = delta_tables.commit_timestamps(location).get(snapshot.version)
+        if commit_ts is not None:
+            travel["timestamp"] = commit_ts
+    expires_ms = service.url_expiry_ms(caller)
+    scheme = file_id_scheme or response_format
+    # Partition pruning first, then the limit: limitHint counts rows that may match.
+    candidates = predicates.prune_files(
+        snapshot.files, query.predicate, snapshot.partition_columns, lambda f: f.partition_values, lambda f: f.stats
+    )
+    chosen = _apply_limit_hint(tuple(candidates), query.limit_hint)
+    lines: list[dict] = [
+        _protocol_line(snapshot, response_format),
+        _metadata_line(snapshot, response_format, time_travel=wanted is not None, with_size=False),
+    ]
+    for data_file in chosen:
+        url = service.file_url(request, shared, snapshot, data_file.path, caller, expires_ms)
+        lines.append(_query_file_line(data_file, url, _file_id(data_file.path, scheme), expires_ms, travel, response_format))
+    headers = _format_headers(request, snapshot.version, response_format)
+    if file_id_scheme is not None:
+        headers[FILE_ID_HASH_HEADER] = file_id_scheme
+    access_log.info(
+        "query recipient=%s table=%s version=%s files=%d format=%s",
+        caller.recipient.name, shared.qualified_name, snapshot.version, len(chosen), response_format,
+    )
+    audit.annotate(request, version=snapshot.version, files=len(chosen))
+    return _ndjson(lines, headers)
+
+
+# --------------------------------------------------------------------------- routers
+def _catalog_router(service: SharingService) -> APIRouter:
+    """List shares, get share, list schemas, list tables, list all tables."""
+    router = APIRouter(prefix=PREFIX)
+
+    @router.get("/shares", responses=_json_responses(_PAGE_SCHEMA))
+    def list_shares(request: Request, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
+        caller = service.authenticate(request)
+        items = [_share_json(s) for s in service.shares.shares_for(caller.recipient)]
+        return JSONResponse(_paginate(items, maxResults, pageToken, "shares"))
+
+    @router.get("/shares/{share}", responses=_json_responses({"type": "object", "properties": {"share": {"type": "object"}}}))
+    def get_share(request: Request, share: str) -> JSONResponse:
+        caller = service.authenticate(request)
+        return JSONResponse({"share": _share_json(service.share_for(caller, share))})
+
+    @router.get("/shares/{share}/schemas", responses=_json_responses(_PAGE_SCHEMA))
+    def list_schemas(request: Request, share: str, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
+        caller = service.authenticate(request)
+        found = service.share_for(caller, share)
+        items = [{"name": s.name, "share": found.name} for s in found.schemas]
+        return JSONResponse(_paginate(items, maxResults, pageToken, f"schemas:{found.name.lower()}"))
+
+    @router.get("/shares/{share}/schemas/{schema}/tables", responses=_json_responses(_PAGE_SCHEMA))
+    def list_tables(request: Request, share: str, schema: str, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
+        caller = service.authenticate(request)
+        found = service.share_for(caller, share)
+        _name(schema, "schema")
+        found_schema = found.schema(schema)
+        if found_schema is None:
+            raise _not_found(f"schema {schema!r} does not exist in share {found.name!r}")
+        items = [_table_json(t, found) for t in found_schema.tables]
+        listing = f"tables:{found.name.lower()}.{found_schema.name.lower()}"
+        return JSONResponse(_paginate(items, maxResults, pageToken, listing))
+
+    @router.get("/shares/{share}/all-tables", responses=_json_responses(_PAGE_SCHEMA))
+    def list_all_tables(request: Request, share: str, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
+        caller = service.authenticate(request)
+        found = service.share_for(caller, share)
+        items = [_table_json(t, found) for t in found.all_tables()]
+        return JSONResponse(_paginate(items, maxResults, pageToken, f"all-tables:{found.name.lower()}"))
+
+    return router
+
+
+def _version_router(service: SharingService) -> APIRouter:
+    """Table version (GET …/version and the older HEAD form) and table metadata."""
+    router = APIRouter(prefix=f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}")
+
+    def _table_version(request: Request, share: str, schema: str, table: str, starting_timestamp: str | None) -> Response:
+        caller = service.authenticate(request)
+        _, shared = service.table_for(caller, share, schema, table)
+        if starting_timestamp is None:
+            version = service.snapshot(caller, shared, None, with_files=False).version
+            return Response(status_code=200, headers={VERSION_HEADER: str(version)})
+        if not shared.history_shared:
+            raise _invalid(f"table {shared.qualified_name} is shared without history: startingTimestamp not allowed")
+        try:
+            version = delta_tables.version_at_or_after(
+                service.location(shared, caller=caller), _parse_timestamp(starting_timestamp, "startingTimestamp")
+            )
+        except delta_tables.TableUnavailableError:
+            raise _not_found(f"table {shared.qualified_name} has no data available") from None
+        except delta_tables.VersionNotFoundError as exc:
+            raise _invalid(str(exc)) from None
+        return Response(status_code=200, headers={VERSION_HEADER: str(version)})
+
+    @router.get("/version", responses=_VERSION_RESPONSES)
+    def table_version(request: Request, share: str, schema: str, table: str, startingTimestamp: str | None = None) -> Response:
+        return _table_version(request, share, schema, table, startingTimestamp)
+
+    @router.head("", responses=_VERSION_RESPONSES)
+    def table_version_deprecated_head(request: Request, share: str, schema: str, table: str) -> Response:
+        # The pre-2023 form of "Query Table Version"; still accepted by the protocol.
+        return _table_version(request, share, schema, table, None)
+
+    @router.get("/metadata", responses=_ndjson_responses())
+    def table_metadata(request: Request, share: str, schema: str, table: str, version: str | None = None, timestamp: str | None = None) -> Response:
+        caller = service.authenticate(request)
+        _, shared = service.table_for(caller, share, schema, table)
+        wanted = service.resolve_version(caller, shared, limits.parse_long(version, "version"), timestamp)
+        snapshot = service.snapshot(caller, shared, wanted, with_files=True)
+        response_format = _choose_format(request, snapshot)
+        lines = [
+            _protocol_line(snapshot, response_format),
+            _metadata_line(snapshot, response_format, time_travel=wanted is not None, with_size=True),
+        ]
+        return _ndjson(lines, _format_headers(request, snapshot.version, response_format))
+
+    return router
+
+
+def _data_router(service: SharingService) -> APIRouter:
+    """Query table and the change data feed."""
+    router = APIRouter(prefix=f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}")
+
+    @router.post("/query", responses=_ndjson_responses(), openapi_extra=_QUERY_BODY)
+    async def query_table(request: Request, share: str, schema: str, table: str) -> Response:
+        # Authenticate before a single body byte is read: an anonymous upload costs nothing.
+        caller = await run_in_threadpool(service.authenticate, request)
+        raw_body = await _read_body(request)
+        # The Delta work runs in the thread pool.
+        return await run_in_threadpool(_query_table, request, caller, share, schema, table, raw_body)
+
+    def _query_table(request: Request, caller: Caller, share: str, schema: str, table: str, raw_body: bytes) -> Response:
+        _, shared = service.table_for(caller, share, schema, table)
+        return _answer_query(service, request, caller, shared, _query_request(raw_body))
+
+    @router.get("/changes", responses=_ndjson_responses())
+    def table_changes(
+        request: Request,
+        share: str,
+        schema: str,
+        table: str,
+        startingVersion: str | None = None,
+        endingVersion: str | None = None,
+        startingTimestamp: str | None = None,
+        endingTimestamp: str | None = None,
+    ) -> Response:
+        caller = service.authenticate(request)
+        _, shared = service.table_for(caller, share, schema, table)
+        if not shared.history_shared:
+            raise _invalid(f"table {shared.qualified_name} is shared without history: its change data feed is not shared")
+        latest = service.snapshot(caller, shared, None, with_files=False)
+        location = service.location(shared, caller=caller)
+        bounds = _cdf_range(location, latest.version, startingVersion, endingVersion, startingTimestamp, endingTimestamp)
+        return _answer_changes(service, request, caller, shared, bounds)
+
+    return router
+
+
+def _answer_changes(service: SharingService, request: Request, caller: Caller, shared: SharedTable, bounds: tuple[int, int]) -> Response:
+    """The NDJSON answer of a change data feed request for the inclusive version range ``bounds``."""
+    start, end = bounds
+    location = service.location(shared, caller=caller)
+    try:
+        changes = delta_tables.change_files(location, start, end)
+    except delta_tables.ChangeDataFeedDisabledError as exc:
+        raise _invalid(f"table {shared.qualified_name}: {exc} (delta.enableChangeDataFeed)") from None
+    except delta_tables.VersionNotFoundError as exc:
+        raise _invalid(str(exc)) from None
+    snapshot = service.snapshot(caller, shared, end, with_files=False)
+    response_format = _choose_format(request, snapshot)
+    expires_ms = service.url_expiry_ms(caller)
+    scheme = (request.headers.get(FILE_ID_HASH_HEADER) or response_format).strip().lower()
+    if scheme not in ("parquet", "delta"):
+        raise _invalid("fileidhash must be 'parquet' or 'delta'")
+    # The metadata of the range's first version, with its "version": delta-format readers
+    # rebuild a Delta log from the answer and start it at that version.
+    start_snapshot = service.snapshot(caller, shared, start, with_files=False)
+    lines: list[dict] = [
+        _protocol_line(snapshot, response_format),
+        _metadata_line(start_snapshot, response_format, time_travel=True, with_size=False),
+    ]
+    for change in changes:
+        url = service.file_url(request, shared, snapshot, change.path, caller, expires_ms, kind=change.kind, version=change.version)
+        lines.append(_change_line(change, url, _file_id(change.path, scheme), expires_ms, response_format))
+    headers = _format_headers(request, start, response_format)
+    if FILE_ID_HASH_HEADER in request.headers:
+        headers[FILE_ID_HASH_HEADER] = scheme
+    access_log.info(
+        "changes recipient=%s table=%s versions=%d..%d files=%d format=%s",
+        caller.recipient.name, shared.qualified_name, start, end, len(changes), response_format,
+    )
+    audit.annotate(request, version=start, files=len(changes))
+    return _ndjson(lines, headers)
+
+
+def _files_router(service: SharingService) -> APIRouter:
+    """Signed data file URLs (GET and HEAD), fetched without a bearer token."""
+    router = APIRouter(prefix=f"{PREFIX}/files")
+
+    @router.get("/{opaque}", responses=_FILE_RESPONSES, operation_id="data_file_get")
+    @router.head("/{opaque}", responses=_FILE_RESPONSES, operation_id="data_file_head")
+    def data_file(request: Request, opaque: str) -> Response:
+        signature = request.query_params.get(SIGNATURE_PARAM)
+        if signature is not None:
+            opaque = f"{opaque}.{signature}"
+        try:
+            claims = service.signer.verify(opaque)
+        except InvalidSignedUrl as exc:
+            raise _forbidden(str(exc)) from None
+        record = service.tokens.records().get(claims.token_id)
+        audit.annotate(
+            request, recipient=record.recipient if record else None, share=claims.share, schema=claims.schema,
+            table=claims.table, version=claims.version, files=1,
+        )
+        if record is None or not service.tokens.is_active(claims.token_id):
+            raise _forbidden("the token that obtained this URL has been revoked or has expired")
+        # Downloads are not throttled: each URL was handed out by a (throttled) query, and a
+        # client fetches a query's files in parallel.
+        return FileResponse(_signed_file_path(service, claims, record), media_type="application/octet-stream")
+
+    return router
+
+
+def _signed_file_path(service: SharingService, claims: FileClaims, record: TokenRecord) -> Path:
+    """The local file a verified URL names, if the recipient may still read it and it belongs to that version."""
+    shares = service.shares
+    recipient = find_recipient(shares, service.tokens, record.recipient)
+    share = shares.share(claims.share)
+    if recipient is None or share is None or not recipient.may_read(share.name):
+        raise _forbidden("this URL is no longer valid")
+    schema = share.schema(claims.schema)
+    shared = schema.table(claims.table) if schema else None
+    if shared is None:
+        raise _forbidden("this URL is no longer valid")
+    location = service.location(shared, recipient=recipient.name)
+    try:
+        allowed = _files_of_version(str(location), claims.table_id, claims.version, claims.kind)
+    except (delta_tables.TableUnavailableError, delta_tables.VersionNotFoundError):
+        raise _forbidden("this URL is no longer valid") from None
+    if claims.path not in allowed:
+        raise _forbidden("the file is not part of the shared table version")
+    try:
+        path = delta_tables.local_file_path(location, claims.path)
+    except delta_tables.PathOutsideTableError as exc:
+        raise _forbidden(str(exc)) from None
+    if not path.is_file():
+        raise _not_found("the data file no longer exists (vacuumed?)")
+    return path
+
+
+# --------------------------------------------------------------------------- app
+class BodySizeLimitMiddleware:
+    """Refuse a request whose declared body is over the limit, before anything reads it (413).
+
+    Bodies without a Content-Length (chunked) are capped while they are read, after
+    authentication (see ``query_table``).
     """
-    service = SharingService(
-        ReloadingSharesConfig(config_path),
-        TokenStore(state_path),
-        UrlSigner(url_key if url_key is not None else load_url_key()),
-    )
-    app = FastAPI(
-        title="GGM Lakehouse Delta Sharing server",
-        docs_url=None,
-        redoc_url=None,
-        # The description of the API itself (no data): for contract tests and integrators.
-        openapi_url=f"{PREFIX}/openapi.json",
-    )
-    app.state.sharing = service
-    app.add_middleware(audit.AuditMiddleware, audit_dir=audit_dir)
+
+    def __init__(self, app, max_bytes: int = limits.MAX_BODY_BYTES):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            declared = dict(scope.get("headers") or []).get(b"content-length")
+            if declared is not None and (not declared.strip().isdigit() or int(declared) > self.max_bytes):
+                error = _too_large() if declared.strip().isdigit() else SharingError(400, "MALFORMED_REQUEST", "invalid Content-Length")
+                response = _error_response(error.status, error.error_code, error.message, {"Connection": "close"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error in the protocol's shape; hostile input is a 4xx, only real faults a 500."""
 
     @app.exception_handler(SharingError)
     async def _sharing_error(_: Request, exc: SharingError) -> JSONResponse:
         return _error_response(exc.status, exc.error_code, exc.message, exc.headers)
+
+    @app.exception_handler(limits.InputError)
+    async def _input_error(_: Request, exc: limits.InputError) -> JSONResponse:
+        return _error_response(exc.status, exc.code, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -677,296 +1043,106 @@ def create_app(
         log.exception("unhandled error in sharing server")
         return _error_response(500, "INTERNAL_ERROR", "internal server error")
 
-    # -- shares, schemas, tables -----------------------------------------------
-    @app.get(f"{PREFIX}/shares", responses=_json_responses(_PAGE_SCHEMA))
-    def list_shares(request: Request, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
-        caller = service.authenticate(request)
-        items = [_share_json(s) for s in service.shares.shares_for(caller.recipient)]
-        return JSONResponse(_paginate(items, maxResults, pageToken, "shares"))
 
-    @app.get(f"{PREFIX}/shares/{{share}}", responses=_json_responses({"type": "object", "properties": {"share": {"type": "object"}}}))
-    def get_share(request: Request, share: str) -> JSONResponse:
-        caller = service.authenticate(request)
-        return JSONResponse({"share": _share_json(service.share_for(caller, share))})
+def _install_middleware(app: FastAPI, audit_dir: Path | str | None, trusted_proxies: tuple[str, ...]) -> None:
+    # Added innermost first. Outermost, the client address is settled (X-Forwarded-For
+    # only from trusted proxies), so the audit log and the failed-login counter see the
+    # real one; oversized bodies are refused inside the audit, so they are logged too.
+    app.add_middleware(BodySizeLimitMiddleware)
+    app.add_middleware(audit.AuditMiddleware, audit_dir=audit_dir)
+    if trusted_proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(trusted_proxies))
 
-    @app.get(f"{PREFIX}/shares/{{share}}/schemas", responses=_json_responses(_PAGE_SCHEMA))
-    def list_schemas(request: Request, share: str, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
-        caller = service.authenticate(request)
-        found = service.share_for(caller, share)
-        items = [{"name": s.name, "share": found.name} for s in found.schemas]
-        return JSONResponse(_paginate(items, maxResults, pageToken, f"schemas:{found.name.lower()}"))
 
-    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables", responses=_json_responses(_PAGE_SCHEMA))
-    def list_tables(request: Request, share: str, schema: str, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
-        caller = service.authenticate(request)
-        found = service.share_for(caller, share)
-        _name(schema, "schema")
-        found_schema = found.schema(schema)
-        if found_schema is None:
-            raise _not_found(f"schema {schema!r} does not exist in share {found.name!r}")
-        items = [_table_json(t, found) for t in found_schema.tables]
-        listing = f"tables:{found.name.lower()}.{found_schema.name.lower()}"
-        return JSONResponse(_paginate(items, maxResults, pageToken, listing))
+def _lifespan(service: SharingService):
+    """Re-read the configuration every few seconds even without traffic, so removals take effect promptly."""
 
-    @app.get(f"{PREFIX}/shares/{{share}}/all-tables", responses=_json_responses(_PAGE_SCHEMA))
-    def list_all_tables(request: Request, share: str, maxResults: str | None = None, pageToken: str | None = None) -> JSONResponse:
-        caller = service.authenticate(request)
-        found = service.share_for(caller, share)
-        items = [_table_json(t, found) for t in found.all_tables()]
-        return JSONResponse(_paginate(items, maxResults, pageToken, f"all-tables:{found.name.lower()}"))
-
-    # -- table version ------------------------------------------------------------
-    def _table_version(request: Request, share: str, schema: str, table: str, starting_timestamp: str | None) -> Response:
-        caller = service.authenticate(request)
-        _, shared = service.table_for(caller, share, schema, table)
-        if starting_timestamp is not None:
-            if not shared.history_shared:
-                raise _invalid(f"table {shared.qualified_name} is shared without history: startingTimestamp not allowed")
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(CONFIG_POLL_SECONDS)
             try:
-                version = delta_tables.version_at_or_after(
-                    service.location(shared, caller=caller), _parse_timestamp(starting_timestamp, "startingTimestamp")
-                )
-            except delta_tables.TableUnavailableError:
-                raise _not_found(f"table {shared.qualified_name} has no data available") from None
-            except delta_tables.VersionNotFoundError as exc:
-                raise _invalid(str(exc)) from None
-        else:
-            version = service.snapshot(caller, shared, None, with_files=False).version
-        return Response(status_code=200, headers={VERSION_HEADER: str(version)})
+                await run_in_threadpool(service.config.get)
+            except Exception:  # noqa: BLE001 - the watcher must survive a bad moment on disk
+                log.exception("re-reading the shares configuration failed")
 
-    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/version", responses=_VERSION_RESPONSES)
-    def table_version(request: Request, share: str, schema: str, table: str, startingTimestamp: str | None = None) -> Response:
-        return _table_version(request, share, schema, table, startingTimestamp)
-
-    @app.head(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}", responses=_VERSION_RESPONSES)
-    def table_version_deprecated_head(request: Request, share: str, schema: str, table: str) -> Response:
-        # The pre-2023 form of "Query Table Version"; still accepted by the protocol.
-        return _table_version(request, share, schema, table, None)
-
-    # -- metadata and query -------------------------------------------------------
-    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/metadata", responses=_ndjson_responses())
-    def table_metadata(request: Request, share: str, schema: str, table: str, version: str | None = None, timestamp: str | None = None) -> Response:
-        caller = service.authenticate(request)
-        _, shared = service.table_for(caller, share, schema, table)
-        parsed_version: int | None = None
-        if version is not None:
-            try:
-                parsed_version = int(version)
-            except ValueError:
-                raise _invalid("version must be an integer") from None
-        wanted = service.resolve_version(caller, shared, parsed_version, timestamp)
-        snapshot = service.snapshot(caller, shared, wanted, with_files=True)
-        response_format = _choose_format(request, snapshot)
-        lines = [
-            _protocol_line(snapshot, response_format),
-            _metadata_line(snapshot, response_format, time_travel=wanted is not None, with_size=True),
-        ]
-        return _ndjson(lines, _format_headers(request, snapshot.version, response_format))
-
-    @app.post(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/query", responses=_ndjson_responses(), openapi_extra=_QUERY_BODY)
-    async def query_table(request: Request, share: str, schema: str, table: str) -> Response:
-        raw_body = await request.body()
-        # The body is read asynchronously; the Delta work then runs in the thread pool.
-        return await run_in_threadpool(_query_table, request, share, schema, table, raw_body)
-
-    def _query_table(request: Request, share: str, schema: str, table: str, raw_body: bytes) -> Response:
-        caller = service.authenticate(request)
-        _, shared = service.table_for(caller, share, schema, table)
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        task = asyncio.create_task(watch())
         try:
-            body = json.loads(raw_body) if raw_body.strip() else {}
-        except ValueError:
-            raise SharingError(400, "MALFORMED_REQUEST", "the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise SharingError(400, "MALFORMED_REQUEST", "the request body must be a JSON object")
-        if body.get("startingVersion") is not None or body.get("endingVersion") is not None:
-            raise _unsupported("streaming queries (startingVersion/endingVersion) are not supported by this server")
-        limit_hint = body.get("limitHint")
-        if limit_hint is not None and (isinstance(limit_hint, bool) or not isinstance(limit_hint, int) or limit_hint < 0):
-            raise _invalid("limitHint must be a non-negative integer")
-        file_id_scheme = request.headers.get(FILE_ID_HASH_HEADER)
-        if file_id_scheme is not None:
-            file_id_scheme = file_id_scheme.strip().lower()
-            if file_id_scheme not in ("parquet", "delta"):
-                raise _invalid("fileidhash must be 'parquet' or 'delta'")
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-        wanted = service.resolve_version(caller, shared, body.get("version"), body.get("timestamp"))
-        snapshot = service.snapshot(caller, shared, wanted, with_files=True)
-        response_format = _choose_format(request, snapshot)
-        if response_format == "delta" and "deletionVectors" in snapshot.reader_features:
-            if delta_tables.has_deletion_vectors(service.location(shared, caller=caller), snapshot.version):
-                raise _unsupported("tables with deletion vectors in use cannot be shared by this server yet")
-        time_travel = wanted is not None
-        commit_ts = delta_tables.commit_timestamps(service.location(shared, caller=caller)).get(snapshot.version) if time_travel else None
-        expires_ms = service.url_expiry_ms(caller)
-        scheme = file_id_scheme or response_format
+    return lifespan
 
-        lines: list[dict] = [
-            _protocol_line(snapshot, response_format),
-            _metadata_line(snapshot, response_format, time_travel=time_travel, with_size=False),
-        ]
-        # Partition pruning first, then the limit: limitHint counts rows that may match.
-        candidates = predicates.prune_files(
-            snapshot.files,
-            predicates.parse_hints(body.get("jsonPredicateHints")),
-            snapshot.partition_columns,
-            lambda f: f.partition_values,
-            lambda f: f.stats,
-        )
-        chosen = _apply_limit_hint(tuple(candidates), limit_hint)
-        for data_file in chosen:
-            url = service.file_url(request, shared, snapshot, data_file.path, caller, expires_ms)
-            travel_fields: dict[str, Any] = {}
-            if time_travel:
-                travel_fields["version"] = snapshot.version
-                if commit_ts is not None:
-                    travel_fields["timestamp"] = commit_ts
-            if response_format == "parquet":
-                entry: dict[str, Any] = {
-                    "url": url,
-                    "id": _file_id(data_file.path, scheme),
-                    "partitionValues": data_file.partition_values,
-                    "size": data_file.size,
-                    "expirationTimestamp": expires_ms,
-                    **travel_fields,
-                }
-                if data_file.stats is not None:
-                    entry["stats"] = data_file.stats
-                lines.append({"file": entry})
-            else:
-                add: dict[str, Any] = {
-                    "path": url,
-                    "partitionValues": data_file.partition_values,
-                    "size": data_file.size,
-                    "modificationTime": data_file.modification_time,
-                    "dataChange": True,
-                }
-                if data_file.stats is not None:
-                    add["stats"] = data_file.stats
-                lines.append(
-                    {
-                        "file": {
-                            "id": _file_id(data_file.path, scheme),
-                            "expirationTimestamp": expires_ms,
-                            "deltaSingleAction": {"add": add},
-                            **travel_fields,
-                        }
-                    }
-                )
-        headers = _format_headers(request, snapshot.version, response_format)
-        if file_id_scheme is not None:
-            headers[FILE_ID_HASH_HEADER] = file_id_scheme
-        access_log.info(
-            "query recipient=%s table=%s version=%s files=%d format=%s",
-            caller.recipient.name, shared.qualified_name, snapshot.version, len(chosen), response_format,
-        )
-        audit.annotate(request, version=snapshot.version, files=len(chosen))
-        return _ndjson(lines, headers)
 
-    @app.get(f"{PREFIX}/shares/{{share}}/schemas/{{schema}}/tables/{{table}}/changes", responses=_ndjson_responses())
-    def table_changes(
-        request: Request,
-        share: str,
-        schema: str,
-        table: str,
-        startingVersion: str | None = None,
-        endingVersion: str | None = None,
-        startingTimestamp: str | None = None,
-        endingTimestamp: str | None = None,
-    ) -> Response:
-        caller = service.authenticate(request)
-        _, shared = service.table_for(caller, share, schema, table)
-        if not shared.history_shared:
-            raise _invalid(f"table {shared.qualified_name} is shared without history: its change data feed is not shared")
-        location = service.location(shared, caller=caller)
-        latest = service.snapshot(caller, shared, None, with_files=False)
-        start, end = _cdf_range(location, latest.version, startingVersion, endingVersion, startingTimestamp, endingTimestamp)
-        try:
-            changes = delta_tables.change_files(location, start, end)
-        except delta_tables.ChangeDataFeedDisabledError as exc:
-            raise _invalid(f"table {shared.qualified_name}: {exc} (delta.enableChangeDataFeed)") from None
-        except delta_tables.VersionNotFoundError as exc:
-            raise _invalid(str(exc)) from None
-        snapshot = service.snapshot(caller, shared, end, with_files=False)
-        response_format = _choose_format(request, snapshot)
-        expires_ms = service.url_expiry_ms(caller)
-        scheme = (request.headers.get(FILE_ID_HASH_HEADER) or response_format).strip().lower()
-        if scheme not in ("parquet", "delta"):
-            raise _invalid("fileidhash must be 'parquet' or 'delta'")
-        # The metadata of the range's first version, with its "version": delta-format readers
-        # rebuild a Delta log from the answer and start it at that version.
-        start_snapshot = service.snapshot(caller, shared, start, with_files=False)
-        lines: list[dict] = [
-            _protocol_line(snapshot, response_format),
-            _metadata_line(start_snapshot, response_format, time_travel=True, with_size=False),
-        ]
-        for change in changes:
-            url = service.file_url(request, shared, snapshot, change.path, caller, expires_ms, kind=change.kind, version=change.version)
-            lines.append(_change_line(change, url, _file_id(change.path, scheme), expires_ms, response_format))
-        headers = _format_headers(request, start, response_format)
-        if FILE_ID_HASH_HEADER in request.headers:
-            headers[FILE_ID_HASH_HEADER] = scheme
-        access_log.info(
-            "changes recipient=%s table=%s versions=%d..%d files=%d format=%s",
-            caller.recipient.name, shared.qualified_name, start, end, len(changes), response_format,
-        )
-        audit.annotate(request, version=start, files=len(changes))
-        return _ndjson(lines, headers)
+def create_app(
+    config_path: Path | str | None = None,
+    *,
+    state_path: Path | str | None = None,
+    url_key: bytes | None = None,
+    audit_dir: Path | str | None = None,
+    public_endpoint: str | None = None,
+    trusted_proxies: list[str] | tuple[str, ...] | None = None,
+) -> FastAPI:
+    """Build the Delta Sharing server application.
 
-    # -- signed data file URLs ------------------------------------------------------
-    @app.get(f"{PREFIX}/files/{{opaque}}", responses=_FILE_RESPONSES, operation_id="data_file_get")
-    @app.head(f"{PREFIX}/files/{{opaque}}", responses=_FILE_RESPONSES, operation_id="data_file_head")
-    def data_file(request: Request, opaque: str) -> Response:
-        signature = request.query_params.get(SIGNATURE_PARAM)
-        if signature is not None:
-            opaque = f"{opaque}.{signature}"
-        try:
-            claims = service.signer.verify(opaque)
-        except InvalidSignedUrl as exc:
-            raise _forbidden(str(exc)) from None
-        shares = service.shares
-        record = service.tokens.records().get(claims.token_id)
-        audit.annotate(
-            request,
-            recipient=record.recipient if record else None,
-            share=claims.share,
-            schema=claims.schema,
-            table=claims.table,
-            version=claims.version,
-            files=1,
-        )
-        if not service.tokens.is_active(claims.token_id):
-            raise _forbidden("the token that obtained this URL has been revoked or has expired")
-        # Downloads are not throttled: each URL was handed out by a (throttled) query, and a
-        # client fetches a query's files in parallel.
-        recipient = find_recipient(shares, service.tokens, record.recipient) if record else None
-        share = shares.share(claims.share)
-        if recipient is None or share is None or not recipient.may_read(share.name):
-            raise _forbidden("this URL is no longer valid")
-        schema = share.schema(claims.schema)
-        shared = schema.table(claims.table) if schema else None
-        if shared is None:
-            raise _forbidden("this URL is no longer valid")
-        location = service.location(shared, recipient=recipient.name)
-        try:
-            allowed = _files_of_version(str(location), claims.table_id, claims.version, claims.kind)
-        except (delta_tables.TableUnavailableError, delta_tables.VersionNotFoundError):
-            raise _forbidden("this URL is no longer valid") from None
-        if claims.path not in allowed:
-            raise _forbidden("the file is not part of the shared table version")
-        try:
-            path = delta_tables.local_file_path(location, claims.path)
-        except delta_tables.PathOutsideTableError as exc:
-            raise _forbidden(str(exc)) from None
-        if not path.is_file():
-            raise _not_found("the data file no longer exists (vacuumed?)")
-        return FileResponse(path, media_type="application/octet-stream")
-
+    ``config_path`` defaults to ``GGM_SHARES_CONFIG`` / ``config/shares.yaml``;
+    ``state_path`` to ``<sharing root>/recipients.json`` (its folder also holds the shared
+    rate-limit buckets and the generated URL signing key); ``url_key`` (for signing file
+    URLs) to secret ``ggm_sharing_url_key`` or the generated key; ``audit_dir`` (request
+    audit log, :mod:`sharing_server.audit`) to ``<sharing root>/audit``;
+    ``public_endpoint`` (base of file URLs) to ``server.public_endpoint`` /
+    ``GGM_SHARING_ENDPOINT``; ``trusted_proxies`` to ``server.trusted_proxies`` (none).
+    """
+    tokens = TokenStore(state_path)
+    state_dir = tokens.path.parent
+    service = SharingService(
+        config_path,
+        tokens,
+        UrlSigner(url_key if url_key is not None else load_url_key(state_dir)),
+        SharedTokenBuckets(state_dir / RATE_LIMIT_FILE_NAME),
+        public_endpoint,
+    )
+    app = FastAPI(
+        title="GGM Lakehouse Delta Sharing server",
+        docs_url=None,
+        redoc_url=None,
+        # The description of the API itself (no data): for contract tests and integrators.
+        openapi_url=f"{PREFIX}/openapi.json",
+        lifespan=_lifespan(service),
+    )
+    app.state.sharing = service
+    _install_error_handlers(app)
+    proxies = tuple(trusted_proxies) if trusted_proxies is not None else service.shares.trusted_proxies
+    _install_middleware(app, audit_dir, proxies)
+    for router in (_catalog_router(service), _version_router(service), _data_router(service), _files_router(service)):
+        app.include_router(router)
     return app
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, *, config_path: Path | str | None = None) -> None:
-    """Run the sharing server in the foreground until interrupted (``ggm sharing serve``)."""
+    """Run the sharing server in the foreground until interrupted (``ggm sharing serve``).
+
+    Logging goes through :mod:`sharing_server.logredact` (no signatures or tokens in any
+    line); uvicorn's own proxy-header handling is off (the app trusts only
+    ``server.trusted_proxies``); on SIGTERM/SIGINT running requests get
+    ``server.shutdown_timeout_seconds`` to finish before they are cancelled.
+    """
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(config_path), host=host, port=port, log_level="info", proxy_headers=True)
+    log_config = logredact.logging_config()
+    logging.config.dictConfig(log_config)
+    app = create_app(config_path)
+    shares = app.state.sharing.shares
+    if not (shares.public_endpoint or os.environ.get("GGM_SHARING_ENDPOINT")):
+        log.warning(
+            "no public endpoint configured (server.public_endpoint or GGM_SHARING_ENDPOINT): "
+            "file URLs name the listening address http://%s:%s%s", host, port, PREFIX,
+        )
+    uvicorn.run(
+        app, host=host, port=port, log_config=log_config, proxy_headers=False,
+        timeout_graceful_shutdown=shares.shutdown_timeout_seconds,
+    )

@@ -1,7 +1,7 @@
 """Audit trail of every request to the sharing server, and its summary.
 
 One JSON object per line in ``<sharing root>/audit/requests-YYYYMMDD.jsonl`` (UTC day of
-the request). An append per request keeps the hot path cheap; a Delta table would mean
+the request; a new file every day, each readable by the server's user only: mode 0600). An append per request keeps the hot path cheap; a Delta table would mean
 a commit per request. The fields of a line:
 
 ``ts`` (ISO 8601 UTC), ``recipient`` (None when unauthenticated), ``endpoint`` (the
@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from ggm_lakehouse import config as ggm_config
+from sharing_server.recipients import append_private
 
 AUDIT_DIR_NAME = "audit"
 FILE_PREFIX = "requests-"
@@ -65,10 +66,11 @@ def _append(audit_dir: Path, record: dict) -> None:
     line = json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
     day = dt.datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).date()
     # One write() of one line under a lock: lines from concurrent requests never interleave.
+    # Owner-only (dir 0700, files 0600): the log names partners, tables and client addresses.
+    # It rotates by UTC day (one file per day); the export keeps the history as a Delta table.
     with _write_lock:
-        audit_dir.mkdir(parents=True, exist_ok=True)
-        with open(audit_file(audit_dir, day), "a", encoding="utf-8") as handle:
-            handle.write(line)
+        audit_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        append_private(audit_file(audit_dir, day), line)
 
 
 class AuditMiddleware:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -28,6 +29,12 @@ class VersionNotFoundError(ValueError):
 
 class PathOutsideTableError(PermissionError):
     """A data file path from the log points outside the table directory."""
+
+
+#: Delta versions are signed 64-bit integers; anything larger cannot name a commit.
+MAX_VERSION = 2**63 - 1
+# Commit files and checkpoints of the log: 20-digit version, then ".json" or ".checkpoint...".
+_LOG_ENTRY = re.compile(r"^(\d{20})\.(?:json|checkpoint(?:\.[^/]*)?\.parquet)$")
 
 
 @dataclass(frozen=True)
@@ -125,10 +132,42 @@ def _stats_json(row: dict) -> str | None:
     return json.dumps(stats, separators=(",", ":"))
 
 
+def latest_version(location: Path) -> int:
+    """The newest version of the table at ``location``, from the names in its ``_delta_log``.
+
+    A directory listing, no log replay: cheap enough to check every requested version
+    against before delta-rs is asked for it.
+    """
+    log_dir = location / "_delta_log"
+    try:
+        names = [entry.name for entry in log_dir.iterdir()]
+    except (FileNotFoundError, NotADirectoryError):
+        raise TableUnavailableError(f"no Delta table at {location}") from None
+    versions = [int(m.group(1)) for m in map(_LOG_ENTRY.match, names) if m]
+    if not versions:
+        raise TableUnavailableError(f"no Delta table at {location}")
+    return max(versions)
+
+
+def check_version(location: Path, version: int) -> None:
+    """Raise :class:`VersionNotFoundError` unless ``0 <= version <=`` the latest version.
+
+    delta-rs must never see a version past the end of the log: it searches the log for
+    it (for 2**63-1 without end) or fails with an overflow on larger numbers.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION:
+        raise VersionNotFoundError(f"table version {version} is not a valid Delta version")
+    latest = latest_version(location)
+    if version > latest:
+        raise VersionNotFoundError(f"table version {version} is after the latest table version {latest}")
+
+
 def open_table(location: Path, version: int | None = None) -> DeltaTable:
     """Open the Delta table at ``location`` (optionally at ``version``)."""
     if not (location / "_delta_log").is_dir():
         raise TableUnavailableError(f"no Delta table at {location}")
+    if version is not None:
+        check_version(location, version)
     try:
         return DeltaTable(str(location), version=version)
     except TableNotFoundError as exc:

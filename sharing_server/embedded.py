@@ -25,10 +25,13 @@ class EmbeddedServer:
         *,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        shutdown_timeout_s: int = 10,
     ):
+        # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from
+        # 127.0.0.1; the app itself trusts only its configured proxies.
         config = uvicorn.Config(
-            app, host=host, port=0, log_level="warning", access_log=False,
-            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+            app, host=host, port=0, log_level="warning", access_log=False, proxy_headers=False,
+            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, timeout_graceful_shutdown=shutdown_timeout_s,
         )
         self._server = uvicorn.Server(config)
         self._scheme = "https" if ssl_certfile else "http"

@@ -21,6 +21,8 @@ import json
 import logging
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
+from sharing_server import limits
+
 log = logging.getLogger(__name__)
 
 #: Guards against hostile trees: the reference server also bounds the predicate size.
@@ -116,7 +118,7 @@ def _typed(raw: object, value_type: object) -> object:
         return None  # an empty partition string is NULL for non-string types
     try:
         return parser(text)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: e.g. 0001-01-01T00:00+01:00
         return _UNKNOWN_VALUE
 
 
@@ -259,16 +261,20 @@ def _outcomes(
 def parse_hints(raw: object) -> Mapping | None:
     """The predicate tree of a ``jsonPredicateHints`` body value, or None to skip filtering.
 
-    Anything malformed is logged and ignored (best effort), never an error for the client.
+    Anything malformed is logged and ignored (best effort). Only JSON nested deeper than
+    :data:`~sharing_server.limits.MAX_JSON_DEPTH` is refused (:class:`~sharing_server.limits.InputError`):
+    no client writes such a predicate, and parsing it would exhaust the interpreter's stack.
     """
     if raw is None:
         return None
     if not isinstance(raw, str) or len(raw) > MAX_HINT_CHARS:
         log.info("ignoring jsonPredicateHints: not a string of at most %d characters", MAX_HINT_CHARS)
         return None
+    if limits.json_depth(raw) > limits.MAX_JSON_DEPTH:
+        raise limits.InputError(f"jsonPredicateHints is nested deeper than {limits.MAX_JSON_DEPTH} levels")
     try:
         tree = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         log.info("ignoring jsonPredicateHints: not valid JSON")
         return None
     if not isinstance(tree, Mapping):

@@ -13,6 +13,12 @@ a per-token salt and ``HMAC-SHA256(salt, secret)`` are stored, in
 ``<sharing root>/recipients.json``; a leaked state file therefore does not leak
 access. The id makes verification a single lookup plus one constant-time compare.
 
+Tokens are bound to a *recipient id*, not only to a name: every recipient gets a random
+id the first time it is seen, and when it leaves the configuration the id is retired for
+good and all its tokens are revoked (:meth:`TokenStore.reconcile`, run by the server on
+every configuration change and by every function here). A new recipient that later
+reuses the name gets a new id, so a removed partner's old token never comes back.
+
 Every change (add, issue, revoke) is a read-modify-write under an exclusive file lock,
 written to a temporary file and renamed into place, so the CLI can issue tokens
 while the server runs. The server notices the new file by its modification stamp
@@ -29,6 +35,8 @@ import os
 import secrets
 import tempfile
 import threading
+import uuid
+from typing import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,18 +44,21 @@ from pathlib import Path
 from ggm_lakehouse import config as ggm_config
 
 from sharing_server.shares_config import (
-    DEFAULT_TOKEN_LIFETIME_DAYS,
     InvalidNameError,
     Recipient,
     SharesConfig,
     load_shares_config,
+    parse_lifetime,
     validate_name,
 )
 
 STATE_FILE_NAME = "recipients.json"
 AUDIT_FILE_NAME = "audit.jsonl"
 DEFAULT_ENDPOINT = "http://127.0.0.1:8765/delta-sharing"
-_STATE_FORMAT_VERSION = 1
+_STATE_FORMAT_VERSION = 2
+#: The token event log rolls over at this size, keeping this many old files (.1 newest).
+AUDIT_MAX_BYTES = 10 * 1024 * 1024
+AUDIT_BACKUPS = 5
 
 
 class UnknownRecipientError(LookupError):
@@ -83,6 +94,35 @@ def _hash_secret(salt: str, secret: str) -> str:
     return hmac.new(bytes.fromhex(salt), secret.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+def append_private(path: Path, line: str) -> None:
+    """Append one line to ``path``, creating it readable by the owner only (0600).
+
+    An existing file with wider permissions is narrowed: audit trails name partners and
+    token ids, which is nobody else's business on a shared host.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def _rotate(path: Path, max_bytes: int = AUDIT_MAX_BYTES, backups: int = AUDIT_BACKUPS) -> None:
+    """Roll ``path`` over to ``path.1`` (``.1`` .. ``.N``, oldest dropped) once it reaches ``max_bytes``."""
+    try:
+        if path.stat().st_size < max_bytes:
+            return
+    except FileNotFoundError:
+        return
+    for index in range(backups - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{index}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{index + 1}"))
+    os.replace(path, path.with_name(f"{path.name}.1"))
+
+
 class RecipientExistsError(ValueError):
     """A recipient of that name already exists (in shares.yaml or the state file)."""
 
@@ -100,6 +140,7 @@ class StateRecipient:
     created_at: str
     token_lifetime_days: int | None = None
     comment: str | None = None
+    token_lifetime: str | None = None  # finer default lifetime ("30m", "12h"), wins over days
 
     def as_recipient(self, config: SharesConfig) -> Recipient:
         """The entitlement view; shares since removed from shares.yaml grant nothing."""
@@ -109,7 +150,18 @@ class StateRecipient:
             shares=tuple(s.lower() for s in self.shares if s.lower() in known),
             token_lifetime_days=self.token_lifetime_days,
             comment=self.comment,
+            token_lifetime=self.token_lifetime,
         )
+
+
+@dataclass(frozen=True)
+class RecipientIdentity:
+    """One incarnation of a recipient name; ``retired_at`` set once it left the configuration."""
+
+    name: str
+    id: str
+    created_at: str
+    retired_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +175,7 @@ class TokenRecord:
     created_at: str
     expires_at: str | None
     revoked_at: str | None = None
+    recipient_id: str | None = None  # the incarnation of ``recipient`` the token was issued to
 
     def expires(self) -> datetime | None:
         return _parse_iso(self.expires_at)
@@ -135,6 +188,26 @@ class TokenRecord:
         return expiry is None or at < expiry
 
 
+@dataclass
+class _State:
+    """The parsed state file."""
+
+    tokens: dict[str, TokenRecord]
+    recipients: dict[str, StateRecipient]
+    identities: list[RecipientIdentity]
+
+    def live_ids(self) -> dict[str, str]:
+        return {i.name: i.id for i in self.identities if i.retired_at is None}
+
+
+def _parse_state(raw: dict) -> _State:
+    return _State(
+        tokens={r["token_id"]: TokenRecord(**r) for r in raw.get("tokens", [])},
+        recipients={r["name"]: StateRecipient(**r) for r in raw.get("recipients", [])},
+        identities=[RecipientIdentity(**r) for r in raw.get("recipient_ids", [])],
+    )
+
+
 class TokenStore:
     """The token state file of one sharing root."""
 
@@ -142,8 +215,8 @@ class TokenStore:
         self.path = Path(path) if path is not None else default_state_path()
         self._cache_lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
-        self._records: dict[str, TokenRecord] = {}
-        self._recipients: dict[str, StateRecipient] = {}
+        self._state = _State({}, {}, [])
+        self._live: dict[str, str] = {}
 
     # -- reading -------------------------------------------------------------
     def _file_stamp(self) -> tuple[int, int] | None:
@@ -153,37 +226,42 @@ class TokenStore:
             return None
         return (st.st_mtime_ns, st.st_size)
 
-    def _read_state(self) -> dict:
+    def _read_state(self) -> _State:
         try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
+            return _parse_state(json.loads(self.path.read_text(encoding="utf-8")))
         except FileNotFoundError:
-            return {}
-
-    def _read_file(self) -> dict[str, TokenRecord]:
-        return {r["token_id"]: TokenRecord(**r) for r in self._read_state().get("tokens", [])}
+            return _State({}, {}, [])
 
     def _refresh(self) -> None:
         stamp = self._file_stamp()
         if stamp != self._stamp:
             with self._cache_lock:
                 if stamp != self._stamp:
-                    state = self._read_state()
-                    self._records = {r["token_id"]: TokenRecord(**r) for r in state.get("tokens", [])}
-                    self._recipients = {r["name"]: StateRecipient(**r) for r in state.get("recipients", [])}
+                    self._state = self._read_state()
+                    self._live = self._state.live_ids()
                     self._stamp = stamp
 
     def records(self) -> dict[str, TokenRecord]:
         """All token records, re-read from disk when the file changed."""
         self._refresh()
-        return self._records
+        return self._state.tokens
 
     def recipients(self) -> dict[str, "StateRecipient"]:
         """Recipients added with :func:`add_recipient` (not those of shares.yaml), by name."""
         self._refresh()
-        return self._recipients
+        return self._state.recipients
+
+    def recipient_id(self, name: str) -> str | None:
+        """The live id of recipient ``name``, or None if it has none (never seen, or retired)."""
+        self._refresh()
+        return self._live.get(name)
+
+    def _bound(self, record: TokenRecord) -> bool:
+        # A token only counts for the incarnation of the name it was issued to.
+        return record.recipient_id is not None and self._live.get(record.recipient) == record.recipient_id
 
     def authenticate(self, bearer_token: str) -> TokenRecord | None:
-        """The active record for ``bearer_token``, or None if unknown, expired or revoked."""
+        """The active record for ``bearer_token``, or None if unknown, expired, revoked or unbound."""
         token_id, sep, secret = bearer_token.partition(".")
         if not sep or not token_id or not secret:
             return None
@@ -194,12 +272,12 @@ class TokenStore:
             return None
         if not hmac.compare_digest(_hash_secret(record.salt, secret), record.secret_hash):
             return None
-        return record if record.is_active() else None
+        return record if record.is_active() and self._bound(record) else None
 
     def is_active(self, token_id: str) -> bool:
         """Whether the token with this id is still usable (for signed file URLs)."""
         record = self.records().get(token_id)
-        return record is not None and record.is_active()
+        return record is not None and record.is_active() and self._bound(record)
 
     # -- writing -------------------------------------------------------------
     @contextlib.contextmanager
@@ -212,14 +290,13 @@ class TokenStore:
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
-    def _write_file(self, records: dict[str, TokenRecord], recipients: dict[str, "StateRecipient"] | None = None) -> None:
-        """Replace the state file; ``recipients`` None keeps the stored recipients (call under the lock)."""
-        if recipients is None:
-            recipients = {r["name"]: StateRecipient(**r) for r in self._read_state().get("recipients", [])}
+    def _write_state(self, state: _State) -> None:
+        """Replace the state file (call under the lock)."""
         payload = {
             "format_version": _STATE_FORMAT_VERSION,
-            "recipients": [asdict(r) for r in sorted(recipients.values(), key=lambda r: r.name)],
-            "tokens": [asdict(r) for r in sorted(records.values(), key=lambda r: r.created_at)],
+            "recipients": [asdict(r) for r in sorted(state.recipients.values(), key=lambda r: r.name)],
+            "recipient_ids": [asdict(i) for i in state.identities],
+            "tokens": [asdict(r) for r in sorted(state.tokens.values(), key=lambda r: r.created_at)],
         }
         fd, tmp = tempfile.mkstemp(prefix=".recipients-", suffix=".tmp", dir=self.path.parent)
         try:
@@ -235,61 +312,131 @@ class TokenStore:
             raise
 
     def _audit(self, event: str, **fields: object) -> None:
-        line = json.dumps({"at": _iso(_now()), "event": event, **fields})
-        with open(self.path.parent / AUDIT_FILE_NAME, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        # Called under the state lock, so rotation cannot race another writer.
+        path = self.path.parent / AUDIT_FILE_NAME
+        _rotate(path)
+        append_private(path, json.dumps({"at": _iso(_now()), "event": event, **fields}) + "\n")
+
+    @staticmethod
+    def _ensure_identity(state: _State, name: str) -> str:
+        live = state.live_ids().get(name)
+        if live is not None:
+            return live
+        identity = RecipientIdentity(name=name, id=uuid.uuid4().hex, created_at=_iso(_now()))
+        state.identities.append(identity)
+        return identity.id
 
     def issue(self, recipient: str, lifetime: timedelta | None) -> tuple[str, TokenRecord]:
-        """Create and store a new token; returns ``(bearer token, record)``."""
+        """Create and store a new token for the live incarnation of ``recipient``; returns ``(bearer token, record)``."""
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_hex(16)
         created = _now()
-        record = TokenRecord(
-            token_id=token_id,
-            recipient=recipient,
-            salt=salt,
-            secret_hash=_hash_secret(salt, secret),
-            created_at=_iso(created),
-            expires_at=_iso(created + lifetime) if lifetime is not None else None,
-        )
         with self._locked():
-            records = self._read_file()
-            records[token_id] = record
-            self._write_file(records)
+            state = self._read_state()
+            record = TokenRecord(
+                token_id=token_id,
+                recipient=recipient,
+                salt=salt,
+                secret_hash=_hash_secret(salt, secret),
+                created_at=_iso(created),
+                expires_at=_iso(created + lifetime) if lifetime is not None else None,
+                recipient_id=self._ensure_identity(state, recipient),
+            )
+            state.tokens[token_id] = record
+            self._write_state(state)
             self._audit("token_issued", recipient=recipient, token_id=token_id, expires_at=record.expires_at)
         return f"{token_id}.{secret}", record
 
     def add_recipient(self, entry: "StateRecipient") -> None:
         """Store a new recipient; raises :class:`RecipientExistsError` if the name is taken."""
         with self._locked():
-            recipients = {r["name"]: StateRecipient(**r) for r in self._read_state().get("recipients", [])}
-            if entry.name in recipients:
+            state = self._read_state()
+            if entry.name in state.recipients:
                 raise RecipientExistsError(f"recipient {entry.name!r} already exists in {self.path}")
-            recipients[entry.name] = entry
-            self._write_file(self._read_file(), recipients)
+            state.recipients[entry.name] = entry
+            self._ensure_identity(state, entry.name)
+            self._write_state(state)
             self._audit("recipient_added", recipient=entry.name, shares=list(entry.shares))
 
     def revoke(self, recipient: str, keep: frozenset[str] = frozenset()) -> int:
         """Revoke every active token of ``recipient`` except the ids in ``keep``; returns how many."""
-        revoked_at = _iso(_now())
         with self._locked():
-            records = self._read_file()
-            count = 0
-            for token_id, record in list(records.items()):
-                if record.recipient == recipient and record.revoked_at is None and token_id not in keep:
-                    records[token_id] = TokenRecord(**{**asdict(record), "revoked_at": revoked_at})
-                    count += 1
+            state = self._read_state()
+            count = _revoke_where(state, lambda r: r.recipient == recipient and r.token_id not in keep)
             if count:
-                self._write_file(records)
+                self._write_state(state)
             self._audit("tokens_revoked", recipient=recipient, count=count)
         return count
+
+    def reconcile(self, names: Iterable[str]) -> list[str]:
+        """Align recipient ids with the recipients now configured (``names``); returns the retired names.
+
+        A name that is no longer configured has its id retired for good and every token
+        of it revoked. A configured name without a live id gets a fresh one; tokens of
+        that name issued before ids existed (state format 1) are adopted by it.
+        """
+        wanted = set(names) | set(self.recipients())
+        live = self._live if self._stamp == self._file_stamp() else self._read_state().live_ids()
+        if set(live) == wanted:
+            return []  # the common case: nothing to write, no lock taken
+        with self._locked():
+            state = self._read_state()
+            retired = self._retire_absent(state, wanted)
+            for name in sorted(wanted - set(state.live_ids())):
+                new_id = self._ensure_identity(state, name)
+                for token_id, record in list(state.tokens.items()):
+                    if record.recipient == name and record.recipient_id is None and record.revoked_at is None:
+                        state.tokens[token_id] = TokenRecord(**{**asdict(record), "recipient_id": new_id})
+            self._write_state(state)
+            for name in retired:
+                self._audit("recipient_retired", recipient=name)
+        return retired
+
+    def _retire_absent(self, state: _State, wanted: set[str]) -> list[str]:
+        now = _iso(_now())
+        retired = []
+        for index, identity in enumerate(state.identities):
+            if identity.retired_at is None and identity.name not in wanted:
+                state.identities[index] = RecipientIdentity(**{**asdict(identity), "retired_at": now})
+                _revoke_where(state, lambda r, i=identity: r.recipient == i.name)
+                retired.append(identity.name)
+        return retired
+
+
+def _revoke_where(state: _State, predicate) -> int:
+    """Mark the unrevoked tokens matching ``predicate`` revoked (in ``state``); returns how many."""
+    revoked_at = _iso(_now())
+    count = 0
+    for token_id, record in list(state.tokens.items()):
+        if record.revoked_at is None and predicate(record):
+            state.tokens[token_id] = TokenRecord(**{**asdict(record), "revoked_at": revoked_at})
+            count += 1
+    return count
+
+
+def reconciled_store(config: SharesConfig, state_path: Path | str | None = None) -> TokenStore:
+    """The token store of ``state_path`` with recipient ids aligned to ``config`` (see :meth:`TokenStore.reconcile`)."""
+    store = TokenStore(state_path)
+    if not config.fail_closed:
+        store.reconcile(r.name for r in config.recipients)
+    return store
+
+
+def _load(config_path: Path | str | None, state_path: Path | str | None) -> tuple[SharesConfig, TokenStore]:
+    """The configuration and its token store, recipient ids reconciled first.
+
+    Every entry point does this, so a recipient removed from shares.yaml is retired (and
+    its tokens revoked) by whichever runs first, the server or a ``ggm sharing`` command.
+    """
+    config = load_shares_config(config_path)
+    return config, reconciled_store(config, state_path)
 
 
 def issue_profile(
     recipient: str,
     endpoint: str | None = None,
-    expires_days: int | None = None,
+    expires_days: int | str | timedelta | None = None,
     *,
     config_path: Path | str | None = None,
     state_path: Path | str | None = None,
@@ -301,13 +448,14 @@ def issue_profile(
         {"shareCredentialsVersion": 1, "endpoint": ..., "bearerToken": ..., "expirationTime": ...}
 
     ``endpoint`` defaults to ``GGM_SHARING_ENDPOINT`` or ``http://127.0.0.1:8765/delta-sharing``;
-    ``expires_days`` to the recipient's ``token_lifetime_days`` or 90 days. Earlier tokens of
-    the recipient stay valid until they expire or :func:`revoke` is called.
+    ``expires_days`` is the token lifetime: whole days (int) or text such as ``30m``, ``12h``,
+    ``7d`` (:func:`~sharing_server.shares_config.parse_lifetime`); default the recipient's own
+    lifetime or 90 days. Earlier tokens of the recipient stay valid until they expire or
+    :func:`revoke` is called.
 
     Raises :class:`UnknownRecipientError` if the recipient is not in the shares configuration.
     """
-    shares = load_shares_config(config_path)
-    store = TokenStore(state_path)
+    shares, store = _load(config_path, state_path)
     entry = find_recipient(shares, store, recipient)
     if entry is None:
         known = ", ".join(all_recipient_names(shares, store)) or "none"
@@ -318,11 +466,9 @@ def issue_profile(
     return _issue(store, entry, endpoint, expires_days)[0]
 
 
-def _issue(store: TokenStore, entry: Recipient, endpoint: str | None, expires_days: int | None) -> tuple[dict, TokenRecord]:
-    days = expires_days if expires_days is not None else (entry.token_lifetime_days or DEFAULT_TOKEN_LIFETIME_DAYS)
-    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise ValueError("expires_days must be a positive number of days")
-    bearer_token, record = store.issue(entry.name, timedelta(days=days))
+def _issue(store: TokenStore, entry: Recipient, endpoint: str | None, lifetime: int | str | timedelta | None) -> tuple[dict, TokenRecord]:
+    duration = parse_lifetime(lifetime) if lifetime is not None else entry.default_token_lifetime()
+    bearer_token, record = store.issue(entry.name, duration)
     profile = {
         "shareCredentialsVersion": 1,
         "endpoint": (endpoint or default_endpoint()).rstrip("/"),
@@ -333,7 +479,7 @@ def _issue(store: TokenStore, entry: Recipient, endpoint: str | None, expires_da
     return profile, record
 
 
-def profile_json(recipient: str, endpoint: str | None = None, expires_days: int | None = None) -> str:
+def profile_json(recipient: str, endpoint: str | None = None, expires_days: int | str | timedelta | None = None) -> str:
     """:func:`issue_profile` as indented JSON text, for ``ggm sharing profile RECIPIENT``."""
     return json.dumps(issue_profile(recipient, endpoint=endpoint, expires_days=expires_days), indent=2)
 
@@ -368,7 +514,10 @@ def find_recipient(config: SharesConfig, store: TokenStore, name: str) -> Recipi
     """The recipient ``name`` from shares.yaml, else from the state file, else None.
 
     shares.yaml wins: an operator's declaration there overrides an entry made by the CLI.
+    A configuration that failed closed (unreadable file) admits nobody.
     """
+    if config.fail_closed:
+        return None
     declared = config.recipient(name)
     if declared is not None:
         return declared
@@ -383,10 +532,24 @@ def all_recipient_names(config: SharesConfig, store: TokenStore) -> list[str]:
     return names
 
 
+def _entitled_shares(config: SharesConfig, shares: list[str] | tuple[str, ...]) -> list[str]:
+    if not shares:
+        raise UnknownShareError("a recipient needs at least one share")
+    entitled: list[str] = []
+    for share_name in shares:
+        share = config.share(share_name)
+        if share is None:
+            known = ", ".join(s.name for s in config.shares) or "none"
+            raise UnknownShareError(f"unknown share {share_name!r} (known: {known})")
+        if share.name not in entitled:
+            entitled.append(share.name)
+    return entitled
+
+
 def add_recipient(
     name: str,
     shares: list[str] | tuple[str, ...],
-    expires_days: int | None = None,
+    expires_days: int | str | timedelta | None = None,
     *,
     endpoint: str | None = None,
     comment: str | None = None,
@@ -400,9 +563,10 @@ def add_recipient(
     changes machine-managed state under a file lock. Both sources are read by the server
     and by every function here; a name may exist in only one of them.
 
-    ``expires_days`` is the lifetime of this and later tokens of the recipient (default
-    90 days). Returns ``{"name", "shares", "profile"}`` where ``profile`` is the Delta
-    Sharing profile file content to hand over to the partner.
+    ``expires_days`` is the lifetime of this and later tokens of the recipient: whole days
+    (int) or text such as ``30m``, ``12h``, ``7d`` (default 90 days). Returns ``{"name",
+    "shares", "profile"}`` where ``profile`` is the Delta Sharing profile file content to
+    hand over to the partner.
 
     Raises :class:`RecipientExistsError`, :class:`UnknownShareError`, or ``ValueError``
     for an invalid name or lifetime.
@@ -411,27 +575,19 @@ def add_recipient(
         validate_name(name, "recipient")
     except InvalidNameError as exc:
         raise ValueError(str(exc)) from None
-    if expires_days is not None and (isinstance(expires_days, bool) or not isinstance(expires_days, int) or expires_days < 1):
-        raise ValueError("expires_days must be a positive number of days")
-    config = load_shares_config(config_path)
-    store = TokenStore(state_path)
+    lifetime = parse_lifetime(expires_days) if expires_days is not None else None
+    config, store = _load(config_path, state_path)
     if config.recipient(name) is not None:
         raise RecipientExistsError(f"recipient {name!r} is already declared in {config.source}")
-    if not shares:
-        raise UnknownShareError("a recipient needs at least one share")
-    entitled: list[str] = []
-    for share_name in shares:
-        share = config.share(share_name)
-        if share is None:
-            known = ", ".join(s.name for s in config.shares) or "none"
-            raise UnknownShareError(f"unknown share {share_name!r} (known: {known})")
-        if share.name not in entitled:
-            entitled.append(share.name)
+    entitled = _entitled_shares(config, shares)
+    whole_days = isinstance(expires_days, int) and not isinstance(expires_days, bool)
     entry = StateRecipient(
-        name=name, shares=entitled, created_at=_iso(_now()), token_lifetime_days=expires_days, comment=comment
+        name=name, shares=entitled, created_at=_iso(_now()), comment=comment,
+        token_lifetime_days=expires_days if whole_days else None,
+        token_lifetime=None if whole_days or lifetime is None else f"{int(lifetime.total_seconds() // 60)}m",
     )
     store.add_recipient(entry)
-    profile, _ = _issue(store, entry.as_recipient(config), endpoint, expires_days)
+    profile, _ = _issue(store, entry.as_recipient(config), endpoint, lifetime)
     return {"name": name, "shares": entitled, "profile": profile}
 
 
@@ -439,25 +595,32 @@ def list_recipients(*, config_path: Path | str | None = None, state_path: Path |
     """All recipients with their entitlements and token status, never token values.
 
     Each item: ``name``, ``shares`` (share names), ``source`` (``shares.yaml`` or
-    ``state``), ``active_tokens`` (unexpired, unrevoked) and ``earliest_expiry`` (ISO 8601
-    of the active token expiring first, or None).
+    ``state``), ``recipient_id`` (the id its tokens are bound to), ``active_tokens``
+    (unexpired, unrevoked), ``earliest_expiry`` (ISO 8601 of the active token expiring
+    first, or None) and ``tokens``: every live token as ``{"token_id", "created_at",
+    "expires_at"}`` (oldest first), so an operator can see what is out there.
     """
-    config = load_shares_config(config_path)
-    store = TokenStore(state_path)
+    config, store = _load(config_path, state_path)
     share_names = {s.name.lower(): s.name for s in config.shares}
     now = _now()
     result = []
     for name in all_recipient_names(config, store):
         recipient = find_recipient(config, store, name)
-        active = [r for r in store.records().values() if r.recipient == name and r.is_active(now)]
+        live_id = store.recipient_id(name)
+        active = sorted(
+            (r for r in store.records().values() if r.recipient == name and r.recipient_id == live_id and r.is_active(now)),
+            key=lambda r: r.created_at,
+        )
         expiries = [r.expires() for r in active if r.expires() is not None]
         result.append(
             {
                 "name": name,
-                "shares": [share_names.get(s, s) for s in recipient.shares],
+                "shares": [share_names.get(s, s) for s in recipient.shares] if recipient else [],
                 "source": "shares.yaml" if config.recipient(name) is not None else "state",
+                "recipient_id": live_id,
                 "active_tokens": len(active),
                 "earliest_expiry": _iso(min(expiries)) if expiries else None,
+                "tokens": [{"token_id": r.token_id, "created_at": r.created_at, "expires_at": r.expires_at} for r in active],
             }
         )
     return result
@@ -467,7 +630,7 @@ def rotate(
     name: str,
     *,
     endpoint: str | None = None,
-    expires_days: int | None = None,
+    expires_days: int | str | timedelta | None = None,
     config_path: Path | str | None = None,
     state_path: Path | str | None = None,
 ) -> dict:
@@ -477,8 +640,7 @@ def rotate(
     without a valid token. Returns ``{"name", "profile", "revoked_tokens"}``.
     Raises :class:`UnknownRecipientError` for an unknown recipient.
     """
-    config = load_shares_config(config_path)
-    store = TokenStore(state_path)
+    config, store = _load(config_path, state_path)
     entry = find_recipient(config, store, name)
     if entry is None:
         raise UnknownRecipientError(f"unknown recipient {name!r}")

@@ -35,12 +35,18 @@ characters, no space, ``/`` or control characters; schema and table names also n
 """
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import logging
 import os
+import re
 import threading
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
+from typing import Callable
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -51,6 +57,15 @@ from ggm_lakehouse import config as ggm_config
 DEFAULT_URL_TTL_SECONDS = 3600
 #: Token lifetime when neither the caller nor the recipient entry sets one.
 DEFAULT_TOKEN_LIFETIME_DAYS = 90
+#: Bounds of a token lifetime: at least a minute, at most ten years.
+MIN_TOKEN_LIFETIME = timedelta(minutes=1)
+MAX_TOKEN_LIFETIME = timedelta(days=3650)
+#: Seconds the server waits for running requests on shutdown before it cancels them.
+DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 30
+_LIFETIME = re.compile(r"^\s*(\d{1,7})\s*([mhd]?)\s*$", re.IGNORECASE)
+_LIFETIME_UNITS = {"m": "minutes", "h": "hours", "d": "days", "": "days"}
+
+log = logging.getLogger(__name__)
 
 # Namespace for deterministic share/table ids: ids must stay stable across restarts
 # (PROTOCOL.md: "immutable through the share's lifecycle") without being stored.
@@ -207,6 +222,25 @@ class RateLimit:
     burst: int = 60
 
 
+def parse_lifetime(value: object) -> timedelta:
+    """A token lifetime: ``30m``, ``12h``, ``7d``, a bare number of days (``90`` or int 90), or a timedelta.
+
+    Raises ``ValueError`` for anything else, or outside one minute to ten years.
+    """
+    if isinstance(value, timedelta):
+        lifetime = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        lifetime = timedelta(days=value) if 0 < value <= MAX_TOKEN_LIFETIME.days else timedelta(0)
+    elif isinstance(value, str) and (match := _LIFETIME.match(value)):
+        amount = int(match.group(1))
+        lifetime = timedelta(**{_LIFETIME_UNITS[match.group(2).lower()]: amount}) if amount <= 10**7 else timedelta(0)
+    else:
+        raise ValueError(f"token lifetime {value!r} must look like 30m, 12h, 7d or a number of days")
+    if not MIN_TOKEN_LIFETIME <= lifetime <= MAX_TOKEN_LIFETIME:
+        raise ValueError(f"token lifetime {value!r} must be between 1 minute and {MAX_TOKEN_LIFETIME.days} days")
+    return lifetime
+
+
 @dataclass(frozen=True)
 class Recipient:
     name: str
@@ -216,6 +250,14 @@ class Recipient:
     sharing_identifier: str | None = None  # Unity Catalog: Databricks-to-Databricks sharing identifier
     # Per-table narrowing, keyed by lower-cased "share.schema.table".
     tables: tuple[tuple[str, TableGrant], ...] = ()
+    # Finer-grained default token lifetime ("30m", "12h", "7d"); wins over token_lifetime_days.
+    token_lifetime: str | None = None
+
+    def default_token_lifetime(self) -> timedelta:
+        """Lifetime of a token issued without an explicit one."""
+        if self.token_lifetime is not None:
+            return parse_lifetime(self.token_lifetime)
+        return timedelta(days=self.token_lifetime_days or DEFAULT_TOKEN_LIFETIME_DAYS)
 
     def may_read(self, share_name: str) -> bool:
         return share_name.lower() in self.shares
@@ -252,6 +294,13 @@ class SharesConfig:
     # and pseudonym re-keying are enforced); "source": the gold tables themselves, for a
     # single trusted recipient without projections only.
     serve_from: str = "projections"
+    # Base of every URL the server hands out (".../delta-sharing"); never taken from the request.
+    public_endpoint: str | None = None
+    # Peers whose X-Forwarded-For/-Proto are believed (IPs or CIDRs); none by default.
+    trusted_proxies: tuple[str, ...] = ()
+    shutdown_timeout_seconds: int = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
+    # Set when the file on disk could not be read at all: no recipient is admitted.
+    fail_closed: bool = False
 
     def share(self, name: str) -> Share | None:
         wanted = name.lower()
@@ -259,6 +308,12 @@ class SharesConfig:
 
     def recipient(self, name: str) -> Recipient | None:
         return next((r for r in self.recipients if r.name == name), None)
+
+    def without_recipients_except(self, names: frozenset[str] | None) -> "SharesConfig":
+        """This configuration admitting only the declared recipients in ``names`` (None: nobody at all)."""
+        if names is None:
+            return dataclasses.replace(self, recipients=(), fail_closed=True)
+        return dataclasses.replace(self, recipients=tuple(r for r in self.recipients if r.name in names))
 
     def shares_for(self, recipient: Recipient) -> list[Share]:
         """The shares ``recipient`` is entitled to, in configuration order."""
@@ -349,17 +404,51 @@ def _rate_limit(raw: object) -> RateLimit:
     return RateLimit(requests_per_second=float(rps), burst=burst)
 
 
-def parse_shares_config(data: object, source: Path | None = None) -> SharesConfig:
-    """Validate the YAML document ``data`` and build a :class:`SharesConfig`."""
-    doc = _require_mapping(data if data is not None else {}, "shares config")
+def _public_endpoint(value: object) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise SharesConfigError("server.public_endpoint must be an http(s) URL such as https://data.example.nl/delta-sharing")
+    return value.rstrip("/")
+
+
+def _trusted_proxies(value: object) -> tuple[str, ...]:
+    entries = _require_list(value, "server.trusted_proxies")
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except (TypeError, ValueError):
+            raise SharesConfigError(f"server.trusted_proxies: {entry!r} is not an IP address or network") from None
+    return tuple(entries)
+
+
+def _server_section(doc: dict) -> dict:
+    """The keyword arguments of :class:`SharesConfig` that come from ``server:``."""
     server = _require_mapping(doc.get("server") or {}, "server")
     url_ttl = server.get("url_ttl_seconds", DEFAULT_URL_TTL_SECONDS)
     if not isinstance(url_ttl, int) or isinstance(url_ttl, bool) or not 60 <= url_ttl <= 7 * 24 * 3600:
         raise SharesConfigError("server.url_ttl_seconds must be an integer between 60 and 604800")
-    rate_limit = _rate_limit(server.get("rate_limit"))
     serve_from = server.get("serve_from", "projections")
     if serve_from not in ("projections", "source"):
         raise SharesConfigError("server.serve_from must be 'projections' or 'source'")
+    shutdown = server.get("shutdown_timeout_seconds", DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)
+    if not isinstance(shutdown, int) or isinstance(shutdown, bool) or not 1 <= shutdown <= 3600:
+        raise SharesConfigError("server.shutdown_timeout_seconds must be an integer between 1 and 3600")
+    return {
+        "url_ttl_seconds": url_ttl,
+        "rate_limit": _rate_limit(server.get("rate_limit")),
+        "serve_from": serve_from,
+        "public_endpoint": _public_endpoint(server.get("public_endpoint")),
+        "trusted_proxies": _trusted_proxies(server.get("trusted_proxies")),
+        "shutdown_timeout_seconds": shutdown,
+    }
+
+
+def parse_shares_config(data: object, source: Path | None = None) -> SharesConfig:
+    """Validate the YAML document ``data`` and build a :class:`SharesConfig`."""
+    doc = _require_mapping(data if data is not None else {}, "shares config")
+    server_settings = _server_section(doc)
     tables_by_name: dict[str, SharedTable] = {}
 
     shares: list[Share] = []
@@ -416,6 +505,12 @@ def parse_shares_config(data: object, source: Path | None = None) -> SharesConfi
             )
         )
 
+    recipients = _parse_recipients(doc, seen_shares, tables_by_name)
+    return SharesConfig(shares=tuple(shares), recipients=tuple(recipients), source=source, **server_settings)
+
+
+def _parse_recipients(doc: dict, seen_shares: set[str], tables_by_name: dict[str, SharedTable]) -> list[Recipient]:
+    """``recipients:`` of the document, validated against the shares declared before it."""
     recipients: list[Recipient] = []
     seen_recipients: set[str] = set()
     for i, raw_recipient in enumerate(_require_list(doc.get("recipients"), "recipients")):
@@ -433,6 +528,12 @@ def parse_shares_config(data: object, source: Path | None = None) -> SharesConfi
         lifetime = raw_recipient.get("token_lifetime_days")
         if lifetime is not None and (not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime < 1):
             raise SharesConfigError(f"{where}: token_lifetime_days must be a positive integer")
+        fine_lifetime = raw_recipient.get("token_lifetime")
+        if fine_lifetime is not None:
+            try:
+                parse_lifetime(str(fine_lifetime))
+            except ValueError as exc:
+                raise SharesConfigError(f"{where}: {exc}") from None
         recipients.append(
             Recipient(
                 name=name,
@@ -441,16 +542,10 @@ def parse_shares_config(data: object, source: Path | None = None) -> SharesConfi
                 comment=raw_recipient.get("comment"),
                 sharing_identifier=_optional_text(raw_recipient.get("sharing_identifier"), f"{where}.sharing_identifier"),
                 tables=_table_grants(raw_recipient.get("tables"), f"{where}.tables", tables_by_name, entitled),
+                token_lifetime=None if fine_lifetime is None else str(fine_lifetime),
             )
         )
-    return SharesConfig(
-        shares=tuple(shares),
-        recipients=tuple(recipients),
-        url_ttl_seconds=url_ttl,
-        source=source,
-        rate_limit=rate_limit,
-        serve_from=serve_from,
-    )
+    return recipients
 
 
 def _table_grants(
@@ -505,21 +600,44 @@ def load_shares_config(path: Path | str | None = None) -> SharesConfig:
     return parse_shares_config(data, source=path)
 
 
+def listed_recipient_names(path: Path) -> frozenset[str] | None:
+    """Names under ``recipients:`` of a file that may fail validation; None if it cannot be read that far.
+
+    Used to fail closed on a broken edit: a recipient the new file no longer lists loses
+    access even though the rest of the file is not valid yet.
+    """
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("recipients") or [], list):
+        return None
+    entries = doc.get("recipients") or []
+    if not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in entries):
+        return None
+    return frozenset(e["name"] for e in entries)
+
+
 class ReloadingSharesConfig:
     """Serves the current configuration, re-reading the file whenever it changes.
 
-    Adding a share or recipient therefore needs no server restart. A broken edit
-    keeps the last good configuration in force (and is logged) rather than taking
-    every share offline.
+    Adding a share or recipient therefore needs no server restart. A broken edit keeps
+    the last good shares in force but fails closed for recipients: those the new file no
+    longer lists lose access at once, and if the file cannot even be parsed that far no
+    recipient is admitted until it is fixed (logged as an error). ``on_change`` is called
+    with every newly loaded valid configuration (e.g. to retire removed recipients' tokens).
     """
 
-    def __init__(self, path: Path | str | None = None):
+    def __init__(self, path: Path | str | None = None, on_change: Callable[[SharesConfig], None] | None = None):
         self.path = Path(path) if path is not None else default_config_path()
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._on_change = on_change
         self._config = load_shares_config(self.path)
+        self._good = self._config
         self._stamp = self._file_stamp()
         self.last_error: str | None = None
+        if on_change is not None:
+            on_change(self._config)
 
     def _file_stamp(self) -> tuple[int, int] | None:
         try:
@@ -529,16 +647,29 @@ class ReloadingSharesConfig:
         return (st.st_mtime_ns, st.st_size)
 
     def get(self) -> SharesConfig:
+        """The configuration in force, re-read first if the file changed."""
         stamp = self._file_stamp()
         if stamp == self._stamp:
             return self._config
         with self._lock:
             if stamp != self._stamp:
-                try:
-                    self._config = load_shares_config(self.path)
-                    self.last_error = None
-                except SharesConfigError as exc:
-                    logging.getLogger(__name__).error("keeping previous shares config: %s", exc)
-                    self.last_error = str(exc)
+                self._reload()
                 self._stamp = stamp
         return self._config
+
+    def _reload(self) -> None:
+        try:
+            loaded = load_shares_config(self.path)
+        except SharesConfigError as exc:
+            self.last_error = str(exc)
+            listed = listed_recipient_names(self.path)
+            self._config = self._good.without_recipients_except(listed)
+            if listed is None:
+                log.error("shares config unreadable, failing closed (no recipient admitted) until it is fixed: %s", exc)
+            else:
+                log.error("shares config invalid, keeping the previous shares for the recipients it still lists: %s", exc)
+            return
+        self._config = self._good = loaded
+        self.last_error = None
+        if self._on_change is not None:
+            self._on_change(loaded)

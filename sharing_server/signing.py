@@ -18,13 +18,18 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from ggm_lakehouse import config as ggm_config
 from ggm_lakehouse.secrets import MissingSecretError, get_secret
 
 URL_KEY_SECRET_NAME = "ggm_sharing_url_key"
+URL_KEY_FILE_NAME = "url_signing.key"
 
 log = logging.getLogger(__name__)
 
@@ -87,21 +92,51 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def load_url_key() -> bytes:
-    """The signing key from secret ``ggm_sharing_url_key``, else a random per-process key.
+def load_url_key(state_dir: Path | str | None = None) -> bytes:
+    """The signing key from secret ``ggm_sharing_url_key``, else one generated once and kept.
 
-    A random key is fine for a single local server process, but URLs then die with
-    the process and differ between worker processes, hence the warning.
+    Without a configured secret a random key is generated on first use and stored in
+    ``<state_dir>/url_signing.key`` (default: the sharing root) with mode 0600, so file
+    URLs survive a restart and are valid in every worker process that shares the state
+    directory. A configured secret is still preferred (it can be rotated and backed up
+    with the other secrets), hence the warning.
     """
     try:
         return get_secret(URL_KEY_SECRET_NAME).encode("utf-8")
     except MissingSecretError:
+        path = Path(state_dir if state_dir is not None else ggm_config.sharing_root()) / URL_KEY_FILE_NAME
         log.warning(
-            "secret %s is not configured; signing file URLs with a random per-process key "
-            "(URLs stop working on restart and across worker processes)",
+            "secret %s is not configured; signing file URLs with the generated key in %s",
             URL_KEY_SECRET_NAME,
+            path,
         )
-        return secrets.token_bytes(32)
+        return _persisted_key(path)
+
+
+def _persisted_key(path: Path) -> bytes:
+    """The key in ``path``, created first (atomically, 0600) if it does not exist yet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(prefix=".url-key-", dir=path.parent)
+        try:
+            os.write(fd, secrets.token_hex(32).encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # mkstemp creates the file 0600
+        try:
+            # link() fails if another process won the race; then its key is used.
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    if path.stat().st_mode & 0o077:
+        log.warning("narrowing the permissions of %s to 0600", path)
+        os.chmod(path, 0o600)
+    key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    if len(key) < 16:
+        raise ValueError(f"{path} holds no usable signing key; delete it to generate a new one")
+    return key
 
 
 class UrlSigner:

@@ -32,7 +32,7 @@ import pytest
 from demo_gemeente.dropzone import write_dropzone
 from demo_gemeente.generator import DemoWorld
 
-# Starting Airflow, three ingest runs and the silver runs they trigger: many spark-submits.
+# Starting Airflow, three ingest runs and the silver runs they trigger.
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(2700),
@@ -145,7 +145,7 @@ def _history(spark, lake: Path, table: str) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def backfilled(tmp_path_factory):
+def backfilled(tmp_path_factory, spark_server):
     from ggm_lakehouse.airflow_env import airflow_environment
 
     root = tmp_path_factory.mktemp("backfill")
@@ -167,7 +167,6 @@ def backfilled(tmp_path_factory):
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "GGM_DATA_ROOT": str(data),
-        "GGM_PSEUDONYM_KEY": "backfill-test-" + os.urandom(16).hex(),
         "GGM_TASK_RETRIES": "0",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
     })
@@ -235,7 +234,6 @@ def test_backfill_gives_the_history_of_the_days_in_order(backfilled, spark, monk
     shutil.copytree(data / "lake" / "bronze", reference_lake / "bronze")
     monkeypatch.setenv("GGM_DATA_ROOT", str(data))
     monkeypatch.setenv("GGM_LAKE_ROOT", str(reference_lake))
-    monkeypatch.setenv("GGM_PSEUDONYM_KEY", backfilled["env"]["GGM_PSEUDONYM_KEY"])
     for day in DAYS:
         silver.run(spark, day, f"reference-{day}", source="gebieden")
 

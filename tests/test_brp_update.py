@@ -13,20 +13,29 @@ quota stops the BAG crawl cleanly with a retryable error.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 import requests
+from fastapi.responses import JSONResponse
 
 from connectors import CONNECTORS, BagConnector, ExtractWindow, find_complete_batches
 from connectors.bag import QUOTA_STATE_RELATIVE, DailyQuotaExceededError, DailyRequestQuota
 from connectors.brp import MAX_BSNS_PER_REQUEST, BrpPersonenConnector
 from connectors.errors import SourceAuthError, SourceClientError, SourceError
+from connectors.http import SourceTlsError
 from connectors.landing import MANIFEST_NAME, iter_batch_records
 from demo_gemeente.dropzone import volglijst_bsns, write_dropzone
 from demo_gemeente.generator import DemoWorld
 from ggm_lakehouse.config import dropzone_root, landing_root, table_path
-from standins.brp_update import start_brp_update_standin
+from standins.auth import DEFAULT_TOKEN_PATH, OAuth2Server, generate_test_pki, start_mtls_server, start_oauth2_server
+from standins.brp import create_brp_app
+from standins.brp_update import VolgindicatieStore, create_brp_update_app, start_brp_update_standin
+from standins.common import RegistryState, ThreadedUvicorn, WorldSource
 from standins.server import StandinServers
 
 POPULATION = 300
@@ -296,6 +305,149 @@ def test_update_api_key_is_a_secret_and_a_wrong_one_fails_without_manifest(world
             connector.extract(ExtractWindow.for_day(DAY1, "r-auth"), tmp_path / "landing")
     assert caught.value.source == "brp-update" and caught.value.status == 403
     assert list((tmp_path / "landing").rglob(MANIFEST_NAME)) == []
+
+
+# ----------------------------------------------------------------------- production auth on the Update API
+
+
+class _Gateway:
+    """The municipality's API gateway in front of one stand-in (a test double, pure ASGI).
+
+    A production BRP sits behind a gateway that authenticates the afnemer by its PKIoverheid
+    certificate (checked by the TLS server, see ``start_mtls_server``) or by an OAuth2 bearer
+    token, and forwards the request as that afnemer. This one records the headers of every API
+    request, checks the bearer token with the OAuth2 stand-in when it has one, and forwards the
+    request with the afnemer key the stand-in's own gate expects (the registry stand-ins only know keys).
+    """
+
+    def __init__(self, app: Any, afnemer_key: str, oauth: OAuth2Server | None = None) -> None:
+        self.app, self.afnemer_key, self.oauth = app, afnemer_key, oauth
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_standin"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        self.seen.append((scope["method"], scope["path"], headers))
+        if self.oauth is not None:
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or self.oauth.check(token.strip())[0] is None:
+                refused = JSONResponse({"status": 401, "title": "Unauthorized"}, status_code=401,
+                                       headers={"WWW-Authenticate": 'Bearer realm="gateway"'})
+                await refused(scope, receive, send)
+                return
+        forwarded = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"authorization", b"x-api-key")]
+        await self.app({**scope, "headers": [*forwarded, (b"x-api-key", self.afnemer_key.encode())]}, receive, send)
+
+
+@dataclass
+class _GatewayedBrp:
+    personen_url: str
+    update_url: str
+    states: list[RegistryState]
+    store: VolgindicatieStore
+    gateways: dict[str, _Gateway] = field(default_factory=dict)
+
+    def set_as_of(self, day: date) -> None:
+        for state in self.states:
+            state.set_as_of(day)
+
+
+@contextmanager
+def _brp_behind_gateways(world, as_of: date, *, pki=None, oauth: OAuth2Server | None = None) -> Iterator[_GatewayedBrp]:
+    """BRP Personen and the BRP Update API stand-ins, each behind a :class:`_Gateway`; HTTPS with mTLS given ``pki``."""
+    source = WorldSource(world)
+    personen = RegistryState(name="brp", world=source, api_keys=frozenset({"gw-brp"}))
+    update = RegistryState(name="brp_update", world=source, api_keys=frozenset({"gw-update"}))
+    store = VolgindicatieStore()
+    gateways = {"personen": _Gateway(create_brp_app(personen), "gw-brp", oauth),
+                "update": _Gateway(create_brp_update_app(update, store=store), "gw-update", oauth)}
+    running, urls = [], {}
+    try:
+        for name, gateway in gateways.items():
+            if pki is not None:
+                server = start_mtls_server(gateway, pki)
+            else:
+                server = ThreadedUvicorn(gateway, "127.0.0.1", 0, name=name)
+                server.start()
+            running.append(server)
+            urls[name] = f"{'https' if pki is not None else 'http'}://127.0.0.1:{server.port}"
+        brp = _GatewayedBrp(f"{urls['personen']}/haalcentraal/api/brp", f"{urls['update']}/haalcentraal/api/brpupdate",
+                            [personen, update], store, gateways)
+        brp.set_as_of(as_of)
+        yield brp
+    finally:
+        for server in running:
+            server.stop()
+
+
+def _volglijst_zone(tmp_path: Path, bsns: list[str], *days: date) -> Path:
+    zone = tmp_path / "volglijst"
+    zone.mkdir()
+    for day in days:
+        (zone / f"volglijst_{day:%Y%m%d}.csv").write_text("burgerservicenummer\n" + "\n".join(bsns) + "\n")
+    return zone
+
+
+def test_update_api_calls_use_the_mtls_certificate_ca_bundle_and_retry_log(world, tmp_path):
+    pki = generate_test_pki(tmp_path / "pki")
+    bsns = volglijst_bsns(world.at(DAY1))[:30]  # enough for two POSTs; keeps the TLS round trips few
+    zone = _volglijst_zone(tmp_path, bsns, DAY1, DAY2)
+    waits: list[float] = []
+    with _brp_behind_gateways(world, DAY1, pki=pki) as brp:
+        config = {"base_url": brp.personen_url, "update_base_url": brp.update_url, "volglijst_dir": str(zone),
+                  "auth": "mtls", "client_cert": str(pki.client_cert), "client_key": str(pki.client_key),
+                  "ca_bundle": str(pki.ca_cert)}
+        connector = BrpPersonenConnector(config, sleep=waits.append)
+        [day1] = connector.extract(ExtractWindow.for_day(DAY1, "r-mtls-1"), tmp_path / "landing")
+        assert day1.record_count == len(bsns)
+        assert sorted(v.burgerservicenummer for v in brp.store.active("gw-update", DAY1)) == bsns
+        # A 503 with Retry-After on the Update API waits through the connector's sleep and shows in its retry_log.
+        brp.set_as_of(DAY2)
+        brp.states[1].faults.fail_next(1, 503, retry_after_seconds=2)
+        personen, wijzigingen = connector.extract(ExtractWindow.for_day(DAY2, "r-mtls-2"), tmp_path / "landing")
+        assert personen.manifest["extra"]["mode"] == "changes" and wijzigingen.dataset == "wijzigingen"
+        assert [(r.method, r.status, r.url) for r in connector.retry_log] == [("GET", 503, f"{brp.update_url}/volgindicaties")]
+        assert waits == [2.0]
+        update_calls = brp.gateways["update"].seen
+        assert {(m, p.split("/brpupdate/", 1)[1].split("/")[0]) for m, p, _ in update_calls} == {
+            ("GET", "volgindicaties"), ("PUT", "volgindicaties"), ("GET", "wijzigingen")}
+        # The certificate is the credential: no API key and no bearer token travel with the Update API calls.
+        assert not [h for *_, h in update_calls if "x-api-key" in h or "authorization" in h]
+        # A certificate from another CA fails the handshake, named as the Update API, and is not retried.
+        rogue = BrpPersonenConnector({**config, "client_cert": str(pki.untrusted_client_cert),
+                                      "client_key": str(pki.untrusted_client_key)}, sleep=waits.append)
+        with rogue.update_http() as update, pytest.raises(SourceTlsError) as caught:
+            update.get("/volgindicaties")
+        assert caught.value.source == "brp-update" and caught.value.attempts == 1 and waits == [2.0]
+
+
+def test_update_api_calls_carry_the_oauth2_bearer_token_and_no_api_key(world, tmp_path):
+    oauth = OAuth2Server(clients={"gemeente-demodam": "s3cr3t/+:"},
+                         client_scopes={"gemeente-demodam": frozenset({"brp.personen", "brp.update"})})
+    token_server = start_oauth2_server(oauth)
+    bsns = volglijst_bsns(world.at(DAY1))[:25]
+    try:
+        with _brp_behind_gateways(world, DAY1, oauth=oauth) as brp:
+            connector = BrpPersonenConnector({
+                "base_url": brp.personen_url, "update_base_url": brp.update_url,
+                "volglijst_dir": str(_volglijst_zone(tmp_path, bsns, DAY1)), "auth": "oauth2",
+                "token_url": f"{oauth.base_url}{DEFAULT_TOKEN_PATH}", "client_id": "gemeente-demodam",
+                "client_secret": "s3cr3t/+:", "scope": ["brp.personen", "brp.update"]})
+            [day1] = connector.extract(ExtractWindow.for_day(DAY1, "r-oauth"), tmp_path / "landing")
+            assert day1.record_count == len(bsns)
+            assert sorted(v.burgerservicenummer for v in brp.store.active("gw-update", DAY1)) == bsns
+            update_calls = brp.gateways["update"].seen
+            assert len(update_calls) == 1 + len(bsns)  # GET /volgindicaties, then one PUT per followed person
+            assert not [h for *_, h in update_calls if "x-api-key" in h]
+            tokens = {h.get("authorization") for *_, h in update_calls}
+            assert len(tokens) == 1 and next(iter(tokens)).startswith("Bearer ")
+            # One token per API client (Personen, Update API), each reused for all of that client's calls.
+            assert oauth.tokens_issued == 2 and connector.retry_log == []
+            assert "s3cr3t/+:" not in json.dumps(day1.manifest)
+    finally:
+        token_server.stop()
 
 
 # ----------------------------------------------------------------------- silver

@@ -14,8 +14,9 @@ import pytest
 
 from ggm_lakehouse import catalog as cat
 from ggm_lakehouse.config import project_root
+from tests.specs import SHARED, available, missing_reason
 
-GGM_DDL = Path(__file__).resolve().parents[1].parent / "shared" / "ggm" / "ddl"
+GGM_DDL = SHARED / "ggm" / "ddl"
 def _silver_tables() -> set[str]:
     """Every mapping's target: the catalog must list exactly the tables the mappings build."""
     from jobs.mappings import load_all
@@ -120,7 +121,7 @@ def test_gold_definitions_cover_every_mart():
         assert {m.kolom for m in mart.maten} <= {c[0] for c in entry.columns}
 
 
-@pytest.mark.skipif(not GGM_DDL.is_dir(), reason="GGM reference DDL (/work/shared/ggm) not available")
+@pytest.mark.skipif(not available("ggm/ddl"), reason=missing_reason("ggm/ddl"))
 def test_ggm_attribute_descriptions_from_json_schema(env, tmp_path, monkeypatch):
     monkeypatch.setenv("GGM_DESCRIPTIONS_PATH", str(GGM_DDL))
     catalog = cat.build_catalog(tmp_path / "catalog")

@@ -261,7 +261,6 @@ def test_bronze_and_silver_reference_table(spark, data_root, cbs, at_day):
     from datetime import datetime, timezone
 
     from ggm_lakehouse.config import landing_root, table_path
-    from ggm_lakehouse.pseudonym import load_key
     from jobs import bronze, silver
     from jobs.mappings import load_all
 
@@ -272,7 +271,7 @@ def test_bronze_and_silver_reference_table(spark, data_root, cbs, at_day):
     assert report["tables"]["cbs_tableinfos"]["rows"] == 1
     mapping = next(m for m in load_all() if m.target == "CBS_KERNCIJFERS")
     assert mapping.source_system == "cbs" and not mapping.ggm and mapping.on_missing_batch == "keep"
-    ctx = silver.ConformContext(spark, BEFORE_ACTUALISATION, "cbs-1", load_key(),
+    ctx = silver.ConformContext(spark, BEFORE_ACTUALISATION, "cbs-1",
                                 datetime.now(timezone.utc).replace(tzinfo=None))
     conformed, _ = silver.conform(ctx, mapping)
     ctx.release()

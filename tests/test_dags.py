@@ -2,6 +2,8 @@
 retries, failure callbacks, deadlines and pools; the Spark target is configuration."""
 from __future__ import annotations
 
+import os
+
 from datetime import date, datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,7 +58,7 @@ def test_ingest_dags_are_daily_per_source_with_pools_and_deadline(dagbag):
         tasks = {t.task_id: t for t in dag.tasks}
         assert tasks["extract"].pool == spec.pool and spec.pool in POOLS
         assert tasks["bronze"].upstream_task_ids == {"extract"}
-        assert tasks["bronze"].application_args[tasks["bronze"].application_args.index("--source") + 1] == source
+        assert tasks["bronze"].op_kwargs["stage"] == "bronze" and tasks["bronze"].op_kwargs["source"] == source
         outlets = {o.uri for o in tasks["announce"].outlets}
         assert outlets == {f"ggm://bronze/{source}"}
 
@@ -84,8 +86,8 @@ def test_gold_and_share_dags_are_chained_on_assets(dagbag):
     share = dagbag.dags["ggm_share"]
     assert "ggm://gold/inwoners_per_buurt" in _asset_uris(share.timetable.asset_condition)
     tasks = {t.task_id: t for t in gold.tasks}
-    assert "{{ ti.xcom_pull(task_ids='run_dates') }}" in tasks["gold"].application_args
-    assert tasks["gold"].application_args[-2:] == ["--domain", "demografie"]
+    assert tasks["gold"].op_kwargs["dates"] == "{{ ti.xcom_pull(task_ids='run_dates') }}"
+    assert tasks["gold"].op_kwargs["domain"] == "demografie"
     assert {o.uri for o in tasks["announce"].outlets} == {"ggm://gold/inwoners_per_buurt"}
     assert "dashboard" in tasks and tasks["dashboard"].upstream_task_ids == {"announce"}
 
@@ -222,6 +224,34 @@ def test_local_target_submits_the_shared_entrypoint_with_delta(monkeypatch):
     assert task.application_args[-2:] == ["--source", "brp"]
     assert task.conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
     assert task.jars and "delta-spark" in task.jars
+
+
+def test_connect_target_is_the_default_and_runs_the_stage_in_the_task(monkeypatch):
+    from airflow.providers.apache.spark.operators.spark_pyspark import PySparkOperator
+
+    from ggm_lakehouse.spark_target import run_stage_task, spark_stage_task
+
+    monkeypatch.delenv("GGM_SPARK_TARGET", raising=False)
+    task = spark_stage_task("silver", source="brp", dates_template="{{ params.days }}")
+    assert isinstance(task, PySparkOperator)
+    assert task.conn_id == "ggm_spark" and task.python_callable is run_stage_task
+    assert task.op_kwargs == {"stage": "silver", "dates": "{{ params.days }}", "run_id": "{{ run_id }}",
+                              "source": "brp", "mart": None, "domain": None}
+
+
+def test_embedded_connection_ggm_spark_is_the_local_connect_server(monkeypatch, tmp_path):
+    import json
+
+    from ggm_lakehouse.airflow_env import airflow_environment
+
+    monkeypatch.delenv("AIRFLOW_CONN_GGM_SPARK", raising=False)
+    monkeypatch.delenv("GGM_SPARK_TARGET", raising=False)
+    monkeypatch.setenv("GGM_SPARK_CONNECT_PORT", "15123")
+    conn = json.loads(airflow_environment()["AIRFLOW_CONN_GGM_SPARK"])
+    assert conn["conn_type"] == "spark_connect" and conn["host"] == "sc://localhost" and conn["port"] == 15123
+    assert conn["password"] == os.environ["GGM_SPARK_CONNECT_TOKEN"]
+    monkeypatch.setenv("GGM_SPARK_TARGET", "local")
+    assert json.loads(airflow_environment()["AIRFLOW_CONN_GGM_SPARK"]) == {"conn_type": "spark", "host": "local[2]"}
 
 
 def test_databricks_target_runs_the_same_entrypoint(monkeypatch):

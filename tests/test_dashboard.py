@@ -232,6 +232,32 @@ def test_csv_holds_the_whole_partition_with_hidden_cells_empty(site):
     assert {r["peildatum"] for r in rows} == {NEWEST.isoformat()}
 
 
+def test_csv_neutralises_text_that_a_spreadsheet_would_run_as_a_formula(lake, definitions, tmp_path):
+    import csv
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from dashboard_gold import LEGACY_SCHEMA, legacy_rows
+
+    hostile_lake = tmp_path / "lake"
+    shutil.copytree(lake, hostile_lake)
+    payloads = ['=HYPERLINK("http://evil.example","klik")', "+1+1", "-2+3", "@SUM(A1)", "\t=1"]
+    rows = legacy_rows(NEWEST)[: len(payloads)]
+    for row, payload in zip(rows, payloads):
+        row["buurtnaam"] = payload
+    write_deltalake(str(hostile_lake / "gold" / "inwoners_per_buurt"), pa.Table.from_pylist(rows, schema=LEGACY_SCHEMA),
+                    mode="overwrite", partition_by=["peildatum"])
+    output = tmp_path / "site"
+    build_site(hostile_lake, output, definitions)
+    with (output / "data" / "inwoners_per_buurt.csv").open(encoding="utf-8", newline="") as stream:
+        written = list(csv.DictReader(stream))
+    assert [r["buurtnaam"] for r in written] == ["'" + p for p in payloads]
+    # Numbers stay numbers, and harmless text is untouched.
+    assert all(r["aantal_inwoners"] in ("", *map(str, range(1000))) for r in written)
+    assert {r["wijkcode"] for r in written} <= {row["wijkcode"] for row in rows}
+
+
 def test_mart_without_definition_is_shown_as_a_table_with_a_note(site):
     output, _ = site
     html = (output / "demografie.html").read_text(encoding="utf-8")

@@ -1,8 +1,9 @@
 """The demo municipality's iWmo/iJw traffic: valid release 3.2 messages about real residents and aanbieders.
 
-Every message is validated against the published XSDs in ../shared/specs/iwmo-ijw (loaded
-with the repairs PROVENANCE.md lists), enveloped ones after unwrapping their StUF-GGk
-envelope, which is itself validated against the ggk0310 schema.
+Every message is validated against the published XSDs in ``specs/iwmo-ijw`` of the reference material
+(loaded with the repairs PROVENANCE.md lists), enveloped ones after unwrapping their StUF-GGk envelope,
+which is itself validated against the ggk0310 schema. Tests that need the XSDs skip without the reference
+material (see tests/specs.py); the others still check the demo traffic.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from tests.conftest import SHARED
 from demo_gemeente.generator import DemoWorld, age_in_years
 from demo_gemeente.kvk import KvkRegister
 from demo_gemeente.sociaal_domein import (
@@ -29,8 +29,8 @@ from demo_gemeente.sociaal_domein import (
     write_iwmo_deliveries,
 )
 from ggm_lakehouse.bsn import is_valid_bsn
+from tests.specs import require
 
-SPECS = SHARED / "specs" / "iwmo-ijw"
 FIRST_DAY = date(2026, 4, 28)  # a week that crosses a month end, so monthly declaraties are sent
 DAYS = [FIRST_DAY + timedelta(days=i) for i in range(14)]
 NS_GGK = "http://www.stufstandaarden.nl/sectormodel/ggk/0210"
@@ -48,14 +48,13 @@ def _schema_text(path: Path) -> str:
 @pytest.fixture(scope="module")
 def schemas(tmp_path_factory) -> dict[str, etree.XMLSchema]:
     """XMLSchema per message namespace, plus the StUF-GGk envelope schema under the key ``ggk``."""
-    if not SPECS.exists():
-        pytest.fail(f"iWmo/iJw specs not found at {SPECS}; tests need ../shared next to the checkout")
+    specs = require("specs/iwmo-ijw")
     root = tmp_path_factory.mktemp("xsd")
     result: dict[str, etree.XMLSchema] = {}
     for standard in ("iwmo", "ijw"):
         folder = root / standard
         folder.mkdir()
-        for xsd in (SPECS / standard / "xsd").glob("*.xsd"):
+        for xsd in (specs / standard / "xsd").glob("*.xsd"):
             (folder / xsd.name).write_text(_schema_text(xsd), encoding="utf-8")
         # The message XSDs import "basisschema.xsd" while the file is "Basisschema.xsd".
         shutil.copy(folder / "Basisschema.xsd", folder / "basisschema.xsd")
@@ -65,7 +64,7 @@ def schemas(tmp_path_factory) -> dict[str, etree.XMLSchema]:
             tree = etree.parse(str(xsd))
             result[tree.getroot().get("targetNamespace")] = etree.XMLSchema(tree)
     # ggk0310 includes ../../0301/stuf0301mtom.xsd and ../../xmlmime/xmlmime.xsd: rebuild that layout.
-    envelop = SPECS / "stuf-ggk-envelop"
+    envelop = specs / "stuf-ggk-envelop"
     ggk_dir = root / "ggk" / "sectormodel" / "ggk0310"
     for folder in (ggk_dir, root / "ggk" / "0301", root / "ggk" / "xmlmime"):
         folder.mkdir(parents=True)

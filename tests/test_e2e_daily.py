@@ -18,7 +18,7 @@ from datetime import date
 
 import pytest
 
-# Two full Airflow days, each a chain of ingest, silver and gold DAGs with a spark-submit per stage: minutes.
+# Two full Airflow days, each a chain of ingest, silver and gold DAGs with a Spark Connect client per stage.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]
 
 POPULATION = 300
@@ -45,12 +45,11 @@ DATES = _consecutive_days_with_a_move(date(2026, 5, 3))
 
 
 @pytest.fixture(scope="module")
-def e2e_env(tmp_path_factory):
+def e2e_env(tmp_path_factory, spark_server):
     root = tmp_path_factory.mktemp("e2e")
     env = {
         "GGM_DATA_ROOT": str(root / "data"),
         "AIRFLOW_HOME": str(root / "airflow"),
-        "GGM_PSEUDONYM_KEY": "e2e-" + "k" * 40,
         "GGM_SHARING_ROOT": str(root / "data" / "sharing"),
     }
     saved = {k: os.environ.get(k) for k in env}

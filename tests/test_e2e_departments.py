@@ -3,7 +3,7 @@
 `ggm run` (what `make run` does, at a small population) writes the demo departments' deliveries in
 their real formats (iWmo/iJw XML, the XAF ledger, Excel and CSV exports, vroegsignalering JSON/CSV,
 the Suite4 database), serves the registries from the stand-ins, and runs every ingest, silver and
-gold DAG and the share DAG through Airflow (`dag.test`, spark-submit per stage).
+gold DAG and the share DAG through Airflow (`dag.test`, a Spark Connect client per stage).
 Checks: every departmental file of the day is accepted, archived and listed in the drop-zone
 manifest; the GGM tables fill; clients link to NATUURLIJKPERSOON through the pseudonym; every
 domein's marts are built with their status rows; the dashboard has a page per domein; partners'
@@ -28,15 +28,14 @@ SEED = 5
 DAY = date(2026, 6, 8)
 DEPARTMENTS = ("iwmo", "ijw", "xaf", "begroting", "subsidies", "vth", "hr", "vroegsignalering", "suite4")
 DROP_ZONES = tuple(s for s in DEPARTMENTS if s != "suite4")
-PSEUDONYM_KEY = "e2e-departments-" + "k" * 32
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, spark_server):
     root = tmp_path_factory.mktemp("e2e-departments")
     patcher = pytest.MonkeyPatch()
     for name, value in {"GGM_DATA_ROOT": root / "data", "AIRFLOW_HOME": root / "airflow",
-                        "GGM_PSEUDONYM_KEY": PSEUDONYM_KEY, "GGM_SHARING_ROOT": root / "data" / "sharing"}.items():
+                        "GGM_SHARING_ROOT": root / "data" / "sharing"}.items():
         patcher.setenv(name, str(value))
     try:
         completed = subprocess.run(
@@ -89,7 +88,7 @@ def test_clients_link_to_natuurlijkpersoon_and_no_bsn_is_in_clear(run):
     lake = run["data"] / "lake" / "silver"
     gold = run["data"] / "lake" / "gold"
     muni = build_municipality(POPULATION, SEED, DAY)
-    key = PSEUDONYM_KEY.encode("utf-8")
+    key = os.environ["GGM_PSEUDONYM_KEY"].encode("utf-8")  # the session's Spark server pseudonymises with it
     expected = {surrogate_key_value("NATUURLIJKPERSOON", pseudonymise(bsn, key)) for bsn in muni.persons}
     clients = DeltaTable(str(lake / "client")).to_pandas()
     assert len(clients) and set(clients["NATUURLIJKPERSOON_ID"]) <= expected

@@ -225,9 +225,9 @@ def _build(spark, marts: list[str]) -> dict:
     first = gold.run(spark, PEILDATUM, marts=marts)
     rows = {name: [r.asDict() for r in LakeTable("gold", name).read(spark).where(f"peildatum = DATE'{PEILDATUM}'").collect()]
             for name in marts}
-    versions = {name: LakeTable("gold", name).delta(spark).history(1).collect()[0]["version"] for name in marts}
+    versions = {name: LakeTable("gold", name).last_commit(spark)[0] for name in marts}
     again = gold.run(spark, PEILDATUM, marts=marts)
-    versions_again = {name: LakeTable("gold", name).delta(spark).history(1).collect()[0]["version"] for name in marts}
+    versions_again = {name: LakeTable("gold", name).last_commit(spark)[0] for name in marts}
     return {"rows": rows, "first": first, "again": again, "versions": (versions, versions_again)}
 
 

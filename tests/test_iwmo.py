@@ -2,7 +2,8 @@
 (not well-formed, XSD-invalid, wrong namespace/release, elfproef, duplicate, empty, billion laughs, XXE), a
 20 MB declaratie in bounded memory and the full drop-zone extract.
 
-Sample messages and XSDs are copied at test time from ../shared/specs/iwmo-ijw (see its PROVENANCE.md).
+Sample messages and XSDs are copied at test time from the reference material (``specs/iwmo-ijw`` under
+``GGM_SPECS_DIR``, see tests/specs.py and the folder's PROVENANCE.md); tests that need them skip without it.
 """
 from __future__ import annotations
 
@@ -26,11 +27,8 @@ from connectors.iwmo import (
     load_message_schema,
 )
 from ggm_lakehouse.bsn import complete_bsn, is_valid_bsn
-from tests.conftest import SHARED
+from tests.specs import SHARED, available, missing_reason, require
 
-SPECS = SHARED / "specs" / "iwmo-ijw"
-IWMO_XSD = SPECS / "iwmo" / "xsd"
-IJW_XSD = SPECS / "ijw" / "xsd"
 # Two iJw samples of the copied repository are themselves invalid (a 31 June date; a RetourCode where the
 # 318 schema does not allow it): they serve as real XSD-invalid input below.
 INVALID_SAMPLES = {"JW315.xml", "JW318.xml"}
@@ -38,21 +36,33 @@ DAY = date(2026, 3, 2)
 
 
 def _sample(standard: str, name: str) -> bytes:
-    return (SPECS / standard / "berichten" / name).read_bytes()
+    """A published sample message; skips the calling test when the reference material is absent."""
+    return require(f"specs/iwmo-ijw/{standard}/berichten/{name}").read_bytes()
 
 
-def _samples(standard: str) -> list[str]:
-    return sorted(p.name for p in (SPECS / standard / "berichten").glob("*.xml"))
+def _xsd(standard: str) -> Path:
+    """The published XSD folder of ``standard``; skips the calling test when it is absent."""
+    return require(f"specs/iwmo-ijw/{standard}/xsd")
+
+
+def _sample_params(standard: str, exclude: set[str] = frozenset()) -> list:
+    """(standard, name) parameters for every sample message, or one skipped parameter that says why there are none."""
+    folder = f"specs/iwmo-ijw/{standard}/berichten"
+    if not available(folder):
+        # An empty parameter list would skip with pytest's generic "got empty parameter set".
+        return [pytest.param(standard, None, marks=pytest.mark.skip(reason=missing_reason(folder)), id=f"{standard}-no-samples")]
+    names = sorted(p.name for p in (SHARED / folder).glob("*.xml"))
+    return [(standard, n) for n in names if n not in exclude]
 
 
 @pytest.fixture(scope="module")
 def iwmo() -> IwmoConnector:
-    return IwmoConnector({"xsd_dir": str(IWMO_XSD)})
+    return IwmoConnector({"xsd_dir": str(_xsd("iwmo"))})
 
 
 @pytest.fixture(scope="module")
 def ijw() -> IjwConnector:
-    return IjwConnector({"xsd_dir": str(IJW_XSD)})
+    return IjwConnector({"xsd_dir": str(_xsd("ijw"))})
 
 
 def _parse(connector, path: Path) -> list[ParsedUnit | Rejection]:
@@ -72,8 +82,7 @@ def _records(items, dataset: str) -> list[dict]:
 # ---------------------------------------------------------------------------- real samples, real XSDs
 
 
-@pytest.mark.parametrize("standard, name", [("iwmo", n) for n in _samples("iwmo")] +
-                         [("ijw", n) for n in _samples("ijw") if n not in INVALID_SAMPLES])
+@pytest.mark.parametrize("standard, name", _sample_params("iwmo") + _sample_params("ijw", INVALID_SAMPLES))
 def test_sample_message_validates_against_its_xsd_and_lands_one_bericht(standard, name, iwmo, ijw, tmp_path):
     connector = iwmo if standard == "iwmo" else ijw
     items = _parse(connector, _write(tmp_path, name, _sample(standard, name)))
@@ -113,14 +122,15 @@ def test_invalid_sample_is_rejected_as_xsd_invalid_with_line_and_path(name, line
 def test_schema_loader_takes_defective_copies_and_clean_official_schemas(tmp_path):
     # The copies: markdown first line, import of "basisschema.xsd" next to "Basisschema.xsd", and WMO315.xsd
     # with a whole sample message after </xs:schema>.
-    raw_315 = (IWMO_XSD / "WMO315.xsd").read_bytes()
+    xsd_dir = _xsd("iwmo")
+    raw_315 = (xsd_dir / "WMO315.xsd").read_bytes()
     assert raw_315.startswith(b"##") and raw_315.rstrip().endswith(b"</wmo317:Bericht>")
-    copied = load_message_schema(IWMO_XSD, "WMO315")
+    copied = load_message_schema(xsd_dir, "WMO315")
     assert copied.validate(etree.fromstring(_sample("iwmo", "WMO315.xml")))
     # The official form: clean files whose names match the import exactly.
     clean = tmp_path / "official"
     clean.mkdir()
-    for xsd in IWMO_XSD.glob("*.xsd"):
+    for xsd in xsd_dir.glob("*.xsd"):
         name = "basisschema.xsd" if xsd.name == "Basisschema.xsd" else xsd.name
         (clean / name).write_bytes(clean_schema_bytes(xsd.read_bytes()))
     assert (clean / "WMO301.xsd").read_bytes().startswith(b"<?xml")
@@ -179,7 +189,7 @@ def test_retourbericht_lands_its_retourcodes(ijw, tmp_path):
 
 
 def _envelope(payload: bytes, functie: str) -> bytes:
-    template = (SPECS / "stuf-ggk-envelop" / "ggk_Di01.xml").read_bytes()
+    template = require("specs/iwmo-ijw/stuf-ggk-envelop/ggk_Di01.xml").read_bytes()
     encoded = base64.encodebytes(payload)  # line-wrapped base64, as SOAP stacks write it
     template = template.replace(b"SGllciBzdGFhdCBoZXQgaGVlbmJlcmljaHQ=", encoded)
     return template.replace(b"<StUF:functie>WMO301</StUF:functie>", f"<StUF:functie>{functie}</StUF:functie>".encode())
@@ -199,7 +209,7 @@ def test_envelope_with_a_bad_payload_is_rejected(iwmo, tmp_path):
     with pytest.raises(FileRejected) as caught:
         _parse(iwmo, _write(tmp_path, "env.xml", _envelope(_sample("iwmo", "WMO301.xml")[:1500], "WMO301")))
     assert caught.value.rule == "not_well_formed"
-    sample = (SPECS / "stuf-ggk-envelop" / "ggk_Di01.xml").read_bytes()
+    sample = require("specs/iwmo-ijw/stuf-ggk-envelop/ggk_Di01.xml").read_bytes()
     with pytest.raises(FileRejected) as caught:
         _parse(iwmo, _write(tmp_path, "env2.xml", sample.replace(b"SGllciBzdGFhdCBoZXQgaGVlbmJlcmljaHQ=", b"*not base64*")))
     assert caught.value.rule == "envelope_invalid"
@@ -285,14 +295,21 @@ def _with_prolog(prolog: bytes, entity: bytes) -> bytes:
     return prolog + body.replace(b"<wmo301:Commentaar>Client commentaar<", b"<wmo301:Commentaar>" + entity + b"<", 1)
 
 
-@pytest.mark.parametrize("data, rule", [
-    (_with_prolog(BILLION_LAUGHS, b"&lol9;"), "entity_expansion"),
-    (_with_prolog(XXE, b"&xxe;"), "dtd_forbidden"),
-    # A DOCTYPE after 100 kB of comments, beyond the prolog sniff: the parser-level check catches it.
-    (b'<?xml version="1.0"?>\n' + b"<!--" + b"x" * 100_000 + b"-->\n" + XXE.split(b"\n", 1)[1]
-     + _sample("iwmo", "WMO301.xml").split(b"?>", 1)[1].replace(b"Client commentaar", b"&xxe;", 1), "dtd_forbidden"),
-])
-def test_entity_attacks_are_rejected_never_expanded(data, rule, iwmo, tmp_path):
+def _late_doctype() -> bytes:
+    """A DOCTYPE after 100 kB of comments, beyond the prolog sniff: the parser-level check catches it."""
+    return (b'<?xml version="1.0"?>\n' + b"<!--" + b"x" * 100_000 + b"-->\n" + XXE.split(b"\n", 1)[1]
+            + _sample("iwmo", "WMO301.xml").split(b"?>", 1)[1].replace(b"Client commentaar", b"&xxe;", 1))
+
+
+# The attacks embed a sample message, so they are built inside the test (where a missing sample skips),
+# not at collection.
+@pytest.mark.parametrize("make, rule", [
+    (lambda: _with_prolog(BILLION_LAUGHS, b"&lol9;"), "entity_expansion"),
+    (lambda: _with_prolog(XXE, b"&xxe;"), "dtd_forbidden"),
+    (_late_doctype, "dtd_forbidden"),
+], ids=["billion-laughs", "xxe", "late-doctype"])
+def test_entity_attacks_are_rejected_never_expanded(make, rule, iwmo, tmp_path):
+    data = make()
     passwd = Path("/etc/passwd").read_text().splitlines()[0]
     with pytest.raises(FileRejected) as caught:
         _parse(iwmo, _write(tmp_path, "attack.xml", data))
@@ -310,7 +327,7 @@ def test_entity_attacks_are_rejected_never_expanded(data, rule, iwmo, tmp_path):
 def test_agb_kvk_register_adds_kvk_nummer_to_zorgaanbieder_records(tmp_path):
     register = tmp_path / "agb_kvk.csv"
     register.write_text("agb_code;kvk_nummer\n42420001;69599084\n")
-    connector = IwmoConnector({"xsd_dir": str(IWMO_XSD), "agb_kvk_mapping": str(register)})
+    connector = IwmoConnector({"xsd_dir": str(_xsd("iwmo")), "agb_kvk_mapping": str(register)})
     items = _parse(connector, _write(tmp_path, "WMO301.xml", _sample("iwmo", "WMO301.xml")))
     [aanbieder] = _records(items, "zorgaanbieders")
     assert (aanbieder["agb_code"], aanbieder["kvk_nummer"]) == ("42420001", "69599084")
@@ -330,7 +347,7 @@ def test_project_agb_kvk_file_has_the_documented_header():
 
 def test_config_is_validated(tmp_path):
     with pytest.raises(SourceConfigError):
-        IwmoConnector({"xsd_folder": str(IWMO_XSD)})  # unknown key
+        IwmoConnector({"xsd_folder": "xsd"})  # unknown key
     with pytest.raises(SourceConfigError, match="not a folder"):
         IwmoConnector({"xsd_dir": str(tmp_path / "missing")})
 
@@ -400,7 +417,7 @@ def test_extract_lands_messages_and_quarantines_bad_files(tmp_path):
     (zone / "WMO301_envelop.xml").write_bytes(_envelope(_sample("iwmo", "WMO315.xml"), "WMO315"))
     (zone / "xxe.xml").write_bytes(_with_prolog(XXE, b"&xxe;"))
     (zone / "leeg.xml").write_bytes(b"")
-    connector = IwmoConnector({"dropzone_dir": str(zone), "xsd_dir": str(IWMO_XSD)})
+    connector = IwmoConnector({"dropzone_dir": str(zone), "xsd_dir": str(_xsd("iwmo"))})
     results = connector.extract(ExtractWindow.for_day(DAY, "test-iwmo"), landing)
     report = connector.last_report
     assert report["units_rejected_per_rule"] == {"duplicate_bericht": 1}

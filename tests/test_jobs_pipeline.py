@@ -16,6 +16,7 @@ from connectors.landing import BatchWriter
 from demo_gemeente.dropzone import write_dropzone
 from demo_gemeente.generator import DemoWorld
 from ggm_lakehouse.config import dropzone_root, landing_root, table_path
+from ggm_lakehouse.lake import LakeTable
 from jobs import bronze, gold, silver
 from ggm_lakehouse.pseudonym import load_key, pseudonymise
 from jobs.silver import surrogate_key_value
@@ -52,9 +53,7 @@ def _silver(spark, table: str):
 
 
 def _delta_version(spark, layer: str, table: str) -> int:
-    from delta.tables import DeltaTable
-
-    return DeltaTable.forPath(spark, str(table_path(layer, table))).history(1).collect()[0]["version"]
+    return LakeTable(layer, table).last_commit(spark)[0]
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +118,7 @@ def test_bad_record_is_quarantined_with_file_record_and_rule(spark, day1):
     from jobs.mappings import load_all
 
     mapping = next(m for m in load_all() if m.target == "NATUURLIJKPERSOON")
-    ctx = silver.ConformContext(spark, DAY1, "run-day1-fix", b"k" * 32, day1_loaded_at())
+    ctx = silver.ConformContext(spark, DAY1, "run-day1-fix", day1_loaded_at())
     bronze_rows = silver.latest_batch(spark, "brp_personen_correcties", DAY1)
     conformed, rejects, _ = silver.conform_frame(ctx, replace(mapping, source="brp_personen_correcties"), bronze_rows)
     assert conformed.count() == 0

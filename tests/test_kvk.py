@@ -4,7 +4,7 @@
   127.0.0.1 and called with ``requests``: ``apikey`` auth, paging, KvK's 1000-result cap,
   ``fout`` error bodies with IPD codes, error-trigger test numbers, 429 with Retry-After;
 * every success and error response is validated with openapi-core against the KvK spec
-  copies in /work/shared/specs/kvk (read at test time; the servers entry is replaced by
+  copies in ``specs/kvk`` of the reference material (see tests/specs.py; read at test time; the servers entry is replaced by
   the stand-in's URL, as in tests/test_standins_contract.py). Known defects of the copies
   are asserted exactly, not ignored (see ``assert_conforms_except``);
 * the connector does a full pull and then a signal-driven pull into a temporary landing
@@ -35,8 +35,9 @@ from demo_gemeente.generator import DemoWorld
 from demo_gemeente.kvk import KvkRegister
 from ggm_lakehouse.bsn import is_valid_bsn
 from standins.kvk import ERROR_TRIGGER_KVK_NUMMERS, KvkStandin, signalen_for, start_kvk_standin
+from tests.specs import SHARED, available, missing_reason
 
-SPECS = Path("/work/shared/specs/kvk")
+SPECS = SHARED / "specs" / "kvk"
 ZOEKEN_SPEC = SPECS / "zoeken-v2-openapi.TRANSCRIBED.yaml"
 BASISPROFIEL_SPEC = SPECS / "basisprofiel-openapi.yaml"
 VESTIGINGSPROFIEL_SPEC = SPECS / "vestigingsprofiel-openapi.yaml"
@@ -45,7 +46,7 @@ DAY1 = date(2026, 3, 10)
 TIMEOUT = 10
 FAST = 1000.0  # client requests/second in tests: the stand-in has no rate limit unless a test sets one
 
-pytestmark = pytest.mark.skipif(not SPECS.is_dir(), reason="KvK spec copies not available at /work/shared/specs/kvk")
+pytestmark = pytest.mark.skipif(not available("specs/kvk"), reason=missing_reason("specs/kvk"))
 
 
 # --------------------------------------------------------------------------- fixtures

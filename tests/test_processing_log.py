@@ -232,7 +232,7 @@ def test_an_operation_in_two_activities_is_a_register_error(tmp_path, monkeypatc
 def test_ggm_processing_log_summarises_a_day(stage_rows):
     out = io.StringIO()
     with redirect_stdout(out):
-        assert ggm(["processing-log", "--date", DAY.isoformat()]) == 0
+        assert ggm(["processing-log", "--date", DAY.isoformat(), "--json"]) == 0
     summary = json.loads(out.getvalue())
     assert summary["logical_date"] == DAY.isoformat()
     activities = summary["activities"]

@@ -453,7 +453,12 @@ def test_list_recipients_reports_tokens_without_secrets(server):
     assert listing["yaml-partner"]["shares"] == ["mutaties_share"]
     assert listing["yaml-partner"]["active_tokens"] >= 1
     entry = listing["lijst-partner"]
-    assert entry == {
+    token_id = added["profile"]["bearerToken"].partition(".")[0]
+    assert entry["recipient_id"] and entry["recipient_id"] != listing["yaml-partner"]["recipient_id"]
+    assert entry["tokens"] == [
+        {"token_id": token_id, "created_at": entry["tokens"][0]["created_at"], "expires_at": added["profile"]["expirationTime"]}
+    ]
+    assert {k: v for k, v in entry.items() if k not in ("recipient_id", "tokens")} == {
         "name": "lijst-partner",
         "shares": ["mutaties_share", "extra_share"],
         "source": "state",

@@ -74,7 +74,9 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_url_key_falls_back_to_random_key_with_warning(monkeypatch):
+def test_url_key_falls_back_to_a_generated_key_kept_in_the_state_dir(monkeypatch, tmp_path):
+    import stat
+
     monkeypatch.delenv("GGM_SHARING_URL_KEY", raising=False)
     monkeypatch.delenv("AIRFLOW_CONN_GGM_SHARING_URL_KEY", raising=False)
     # A handler on the module logger itself: importing Airflow (the secrets fallback)
@@ -83,14 +85,21 @@ def test_url_key_falls_back_to_random_key_with_warning(monkeypatch):
     logger = logging.getLogger("sharing_server.signing")
     logger.addHandler(collect)
     try:
-        first, second = load_url_key(), load_url_key()
+        first, second = load_url_key(tmp_path), load_url_key(tmp_path)
     finally:
         logger.removeHandler(collect)
-    assert len(first) == 32 and first != second
+    # Generated once, then reused: URLs survive restarts and hold across worker processes.
+    assert len(first) == 32 and first == second
+    key_file = tmp_path / "url_signing.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert load_url_key(tmp_path / "elsewhere") != first
     assert any("ggm_sharing_url_key" in m for m in collect.messages)
 
+    key_file.chmod(0o644)  # widened by hand: narrowed again on the next start
+    assert load_url_key(tmp_path) == first and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
     monkeypatch.setenv("GGM_SHARING_URL_KEY", "configured-key-0123456789")
-    assert load_url_key() == b"configured-key-0123456789"
+    assert load_url_key(tmp_path) == b"configured-key-0123456789"
 
 
 def test_signed_claims_round_trip_and_other_keys_are_refused():

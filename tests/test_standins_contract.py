@@ -4,7 +4,8 @@ The BRP Personen v2 and BAG IB v2 stand-ins are started on 127.0.0.1 and called
 over real HTTP with ``requests``; each ``requests`` request/response pair is
 wrapped with ``openapi_core.contrib.requests`` and the RESPONSE is validated
 against the operation the spec resolves for that URL. The specs are read at
-test time from /work/shared/specs (never copied into the project):
+test time from ``specs`` of the reference material (``GGM_SPECS_DIR``, see tests/specs.py; never
+copied into the project; the module skips without it):
 
 * BRP: ``brp-personen/specificatie_resolved_openapi.yaml`` (OAS 3.1.0, v2.7.0);
 * BAG: ``bag-individuele-bevragingen/openapi_v2.6.0_from_NL-AMS-LOCGOV_zaakafhandelcomponent.yaml``
@@ -42,8 +43,9 @@ from openapi_core.deserializing.media_types.util import json_loads
 from demo_gemeente.generator import build_municipality
 from demo_gemeente.model import Municipality
 from standins.server import StandinServers
+from tests.specs import SHARED, available, missing_reason
 
-SPECS = Path("/work/shared/specs")
+SPECS = SHARED / "specs"
 BRP_DIR = SPECS / "brp-personen"
 BAG_DIR = SPECS / "bag-individuele-bevragingen"
 BRP_SPEC = BRP_DIR / "specificatie_resolved_openapi.yaml"
@@ -59,7 +61,7 @@ RD_CRS = "epsg:28992"
 # (BRP docs "fields" feature; the stand-in answers 400 for them).
 BRP_AUTOMATIC_FIELDS = {"inOnderzoek", "geheimhoudingPersoonsgegevens", "opschortingBijhouding", "rni", "verificatie"}
 
-pytestmark = pytest.mark.skipif(not SPECS.is_dir(), reason="official specs not available at /work/shared/specs")
+pytestmark = pytest.mark.skipif(not available("specs"), reason=missing_reason("specs"))
 
 
 # --------------------------------------------------------------------------- spec loading + validation
