@@ -55,8 +55,11 @@ class LakeTable:
         path = table_path(self.layer, self.table)
         if path.parent.parent.is_dir():
             # The lake is on a file system this process sees too (the embedded default, a shared
-            # volume): look, rather than ask Spark and have it raise for a missing table.
-            return (path / "_delta_log").is_dir()
+            # volume): look, rather than ask Spark and have it raise for a missing table. A table
+            # exists once its first commit does: a concurrent first writer creates _delta_log before
+            # it commits (commits appear atomically, by rename from a hidden temporary file).
+            log = path / "_delta_log"
+            return log.is_dir() and (any(log.glob("[0-9]*.json")) or any(log.glob("[0-9]*.checkpoint*.parquet")))
         from pyspark.errors import AnalysisException
 
         try:

@@ -117,6 +117,11 @@ def spark_stage_task(stage: str, task_id: str | None = None, *, source: str | No
             "GGM_DATABRICKS_ENTRYPOINT", "ggm_databricks_entrypoint", "/Workspace/ggm-lakehouse/jobs/entrypoint.py"
         )
         task = {"spark_python_task": {"python_file": entrypoint, "parameters": application_args}}
+        # The project wheel `databricks bundle deploy` uploaded (databricks.yml): the cluster installs it,
+        # so the entry point imports the same modules as every other target.
+        wheel = _setting("GGM_DATABRICKS_WHEEL", "ggm_databricks_wheel", "")
+        if wheel:
+            task["libraries"] = [{"whl": wheel}]
         if cluster.get("existing_cluster_id"):
             # An existing cluster must carry GGM_* settings and the pseudonym key in its own configuration.
             task["existing_cluster_id"] = cluster["existing_cluster_id"]

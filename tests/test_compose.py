@@ -45,6 +45,7 @@ REQUIRED_SECRETS = {
     "AIRFLOW_JWT_SECRET",
     "AIRFLOW_API_SECRET_KEY",
     "GGM_PSEUDONYM_KEY",
+    "GGM_SPARK_CONNECT_TOKEN",
     "GGM_SHARING_URL_KEY",
     "GGM_STANDIN_BRP_API_KEY",
     "GGM_STANDIN_BAG_API_KEY",
@@ -412,7 +413,7 @@ def test_named_volumes_are_declared_and_the_lake_is_shared(compose):
     assert {"ggm-data", "postgres-db"} <= declared
     assert len(set(data_roots.values())) == 1, f"ggm-data mounted at different paths: {data_roots}"
     expected = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                "airflow-triggerer", "spark-worker", "sharing-server", "standins"}
+                "airflow-triggerer", "spark-connect", "spark-worker", "sharing-server", "standins"}
     assert expected <= set(data_roots), f"services without the lake: {sorted(expected - set(data_roots))}"
     postgres_mounts = [str(v) for v in compose["services"]["postgres"]["volumes"]]
     assert "postgres-db:/var/lib/postgresql/data" in postgres_mounts
@@ -438,8 +439,24 @@ def test_the_stack_runs_spark_on_the_cluster_and_extracts_from_the_standins(comp
                          "airflow-triggerer", "spark-master", "spark-worker", "sharing-server", "standins"}
     assert expected_services <= set(services)
     scheduler = environment_of(services["airflow-scheduler"])
-    assert scheduler["GGM_SPARK_TARGET"] == "cluster"
-    assert json.loads(scheduler["AIRFLOW_CONN_GGM_SPARK"])["host"] == "spark://spark-master:7077"
+    # Stages are Connect clients of the one spark-connect server, whose driver runs on the cluster.
+    assert scheduler["GGM_SPARK_TARGET"] == "connect"
+    spark_conn = json.loads(scheduler["AIRFLOW_CONN_GGM_SPARK"])
+    assert spark_conn["conn_type"] == "spark_connect" and spark_conn["host"] == "sc://localhost"
+    assert spark_conn["password"] == env_example["GGM_SPARK_CONNECT_TOKEN"]
+    connect = services["spark-connect"]
+    assert "org.apache.spark.sql.connect.service.SparkConnectServer" in connect["command"]
+    assert connect["command"][connect["command"].index("--master") + 1] == "spark://spark-master:7077"
+    assert "spark.connect.grpc.binding.address=127.0.0.1" in connect["command"]
+    assert f"spark.connect.grpc.binding.port={spark_conn['port']}" in connect["command"]
+    # The token reaches the server by environment, never on its command line; only the scheduler shares its loopback.
+    assert environment_of(connect)["SPARK_CONNECT_AUTHENTICATE_TOKEN"] == spark_conn["password"]
+    assert not any(spark_conn["password"] in part for part in connect["command"])
+    assert services["airflow-scheduler"]["network_mode"] == "service:spark-connect"
+    assert not host_ports(connect)
+    # The pseudonym key is on the Spark side only (where the UDF runs), not in Airflow's environment.
+    assert "GGM_PSEUDONYM_KEY" not in scheduler
+    assert environment_of(services["spark-worker"])["GGM_PSEUDONYM_KEY"] == env_example["GGM_PSEUDONYM_KEY"]
     assert "spark://spark-master:7077" in services["spark-worker"]["command"]
 
     port_base = int(services["standins"]["command"][services["standins"]["command"].index("--port-base") + 1])
