@@ -109,12 +109,13 @@ def _free_port() -> int:
 
 def _start_server(env: dict) -> tuple[subprocess.Popen, str]:
     port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}/delta-sharing"
+    # File URLs are built from the configured endpoint; X-Forwarded-For is not believed from anyone.
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "sharing_server.app:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        env=env, cwd=str(PROJECT_ROOT),
+         "--port", str(port), "--log-level", "warning", "--no-access-log", "--no-proxy-headers"],
+        env={**env, "GGM_SHARING_ENDPOINT": endpoint}, cwd=str(PROJECT_ROOT),
     )
-    endpoint = f"http://127.0.0.1:{port}/delta-sharing"
     for _ in range(600):
         try:
             requests.get(f"{endpoint}/shares", timeout=1)

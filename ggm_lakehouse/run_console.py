@@ -48,7 +48,9 @@ def follow(command: list[str], env: dict[str, str], log: Path, progress: Path) -
     seen = 0
     failed = False
     with log.open("ab") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # Unbuffered, so the log keeps stdout and stderr lines in the order they happened.
+        process = subprocess.Popen(command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
         while True:
             done = process.poll() is not None
             events, seen = _progress_lines(progress, seen)
@@ -80,26 +82,35 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     Console().print(table)
 
 
+def _count(value: Any) -> int:
+    """A count that reports give either as a number or as the list of what was counted."""
+    return value if isinstance(value, int) else len(value or [])
+
+
 def print_summary(summary: dict) -> None:
     """The day in tables: sources and files, silver tables, gold marts and the share."""
     files = summary.get("files", {})
+    sources = sorted(set(summary.get("extracted", {})) | set(files))
     _table(f"Sources on {summary.get('logical_date')}", ["source", "batches", "files accepted", "files refused"],
-           [[source, len(batches), len(files.get(source, {}).get("accepted", [])),
-             len(files.get(source, {}).get("rejected", []))]
-            for source, batches in sorted(summary.get("extracted", {}).items())])
-    refused = [[source, r.get("file", "?"), r.get("rule", r.get("reason", "?"))]
-               for source, report in sorted(files.items()) for r in report.get("rejected", [])]
-    _table("Files refused", ["source", "file", "reason"], refused)
+           [[source, len(summary.get("extracted", {}).get(source, {})),
+             _count(files[source].get("accepted", 0)) if source in files else "-",
+             _count(files[source].get("rejected", [])) if source in files else "-"]
+            for source in sources])
+    refused = [[source, r.get("file", "?"), f"{r.get('rule', '?')}: {r.get('message', '')}".strip(": ")]
+               for source, report in sorted(files.items()) for r in report.get("rejected", []) if isinstance(r, dict)]
+    _table("Files refused", ["source", "file", "rule"], refused)
     _table("Silver (GGM)", ["table", "current rows", "new versions", "closed", "quarantined"],
-           [[t, r["current_rows"], r["new_versions"], r["closed"], r["quarantined"]]
+           [[t, r.get("current_rows", "-"), r.get("new_versions", "-"), r.get("closed", "-"), r.get("quarantined", "-")]
             for t, r in sorted(summary.get("silver", {}).items())])
-    _table("Gold marts", ["mart", "rows", "written"],
-           [[m, r.get("rows", "-"), "yes" if r.get("written") else ("waiting" if r.get("waiting_for") else "unchanged")]
+    _table("Gold marts", ["mart", "rows", "suppressed", "written"],
+           [[m, r.get("rows", "-"), r.get("suppressed_cells", "-"),
+             "yes" if r.get("written") else ("waiting" if r.get("waiting_for") else "unchanged")]
             for m, r in sorted(summary.get("gold", {}).items())])
     for warning in summary.get("warnings", []):
         print(f"schema drift: {warning}")
     share = summary.get("share") or {}
     if share:
-        print(f"Share: {len(share.get('tables', share))} table entries published")
-    print(f"Silver tables unchanged (no delivery today): {len(summary.get('silver_unchanged', {}))}")
+        print(f"Share: {len(share.get('tables', []))} tables published to {', '.join(share.get('recipients', []))}"
+              + (f"; waiting: {', '.join(map(str, share['waiting']))}" if share.get("waiting") else ""))
+    print(f"Silver tables without a delivery today (current versions kept): {len(summary.get('silver_unchanged', {}))}")
     print(f"Run state: {summary.get('state', 'unknown')}")

@@ -122,15 +122,20 @@ def test_partner_reads_the_gold_share_with_the_official_client(runs, e2e_env, tm
     from sharing_server.app import create_app
     from sharing_server.recipients import issue_profile
 
-    app = create_app()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # File URLs come from the configured public endpoint only (never the Host header).
+    app = create_app(public_endpoint=f"http://127.0.0.1:{port}/delta-sharing")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
-        port = server.servers[0].sockets[0].getsockname()[1]
         profile = tmp_path / "demo-partner.share"
         profile.write_text(json.dumps(issue_profile("demo-partner", endpoint=f"http://127.0.0.1:{port}/delta-sharing")))
         tables = delta_sharing.SharingClient(str(profile)).list_all_tables()
