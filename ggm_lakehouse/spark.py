@@ -167,6 +167,22 @@ def _fail_fast_and_exit_cleanly(session) -> None:
     atexit.register(close_if_server_gone)
 
 
+def ensure_active(spark) -> None:
+    """Make ``spark`` this thread's active session (and the default when none is left).
+
+    pyspark's Connect client looks some settings up through the active or default session, which it
+    keeps per thread and forgets when any session that held the role is stopped; stages that fan out
+    to threads, or run after another session ended, call this first.
+    """
+    if not is_connect(spark):
+        return
+    session_class = type(spark)
+    with session_class._lock:
+        if session_class._get_default_session() is None:
+            session_class._default_session = spark
+    session_class._active_session.session = spark
+
+
 def release(spark) -> None:
     """End a Connect session: drop what it cached and release it on the server (local sessions stay)."""
     if not is_connect(spark):
@@ -193,6 +209,10 @@ def get_spark(app_name: str = "ggm-lakehouse", master: str | None = None):
     launched_by_spark = "PYSPARK_GATEWAY_PORT" in os.environ or os.environ.get("DATABRICKS_RUNTIME_VERSION")
     if remote_url() and not launched_by_spark:
         return connect_session(remote_url(), app_name)
+    # A parent that used Spark Connect leaves pyspark's remote-mode marker in the environment it passes
+    # on; a classic session (spark-submit's driver, a local session) must not inherit it.
+    os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    os.environ.pop("SPARK_REMOTE", None)
     if master is None and not launched_by_spark:
         master = os.environ.get("GGM_SPARK_MASTER", "local[2]")
     # Python workers must use this interpreter (with pandas/pyarrow), not whatever python3 is on PATH.

@@ -35,6 +35,9 @@ def run_stage(spark, stage: str, logical_date: date, run_id: str, source: str | 
     Every run is one operation in the verwerkingslog (``ggm_lakehouse.processing_log``), with
     what it read and wrote and, for silver, the pseudonyms of the persons whose data changed.
     """
+    from ggm_lakehouse.spark import ensure_active
+
+    ensure_active(spark)
     name = "_".join(filter(None, [stage, source, mart, domain]))
     with processing_operation(name, logical_date=logical_date, run_id=run_id, systemen=SPARK_SYSTEMS) as op:
         report = _execute_stage(spark, stage, logical_date, run_id, source, mart, domain)

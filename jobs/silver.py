@@ -110,16 +110,20 @@ def pseudonymise_column(column):
     The key is read where the UDF runs, from the Spark side's own secret (its environment, a
     Databricks secret scope), so it never travels with the query from the client that plans it.
     """
+    from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
-    @pandas_udf("string")
+    # The UDF hands back ASCII bytes that decode() turns into a plain string: a string-typed Python UDF
+    # over Spark Connect yields "string collate UTF8_BINARY", which Delta would write into the table's
+    # schema and which delta-rs readers (dashboard, sharing server, partners) cannot read.
+    @pandas_udf("binary")
     def _pseudonymise(values: pd.Series) -> pd.Series:
         from ggm_lakehouse.pseudonym import load_key, pseudonymise
 
         key = load_key()
-        return values.map(lambda v: pseudonymise(v, key) if isinstance(v, str) else None)
+        return values.map(lambda v: pseudonymise(v, key).encode("ascii") if isinstance(v, str) else None)
 
-    return _pseudonymise(column)
+    return F.decode(_pseudonymise(column), "UTF-8")
 
 
 def latest_batch(spark, source: str, logical_date: date):
@@ -597,6 +601,14 @@ def roll_back(spark, selected: list[Mapping], logical_date: date) -> None:
         table.update(spark, "DWH_DATUMTIJDGELDIGTOTMET = NULL", f"DWH_DATUMTIJDGELDIGTOTMET >= {moment}")
 
 
+def _conform_in_thread(ctx: ConformContext, mapping: Mapping):
+    """:func:`conform` in a pool thread, with the day's session active there (pyspark keeps it per thread)."""
+    from ggm_lakehouse.spark import ensure_active
+
+    ensure_active(ctx.spark)
+    return conform(ctx, mapping)
+
+
 def _conform_day(spark, logical_date: date, run_id: str, selected: list[Mapping]) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -613,7 +625,7 @@ def _conform_day(spark, logical_date: date, run_id: str, selected: list[Mapping]
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ggm-silver") as pool:
             for level in dependency_levels(selected):
-                for mapping, result in zip(level, pool.map(lambda m: conform(ctx, m), level)):
+                for mapping, result in zip(level, pool.map(lambda m: _conform_in_thread(ctx, m), level)):
                     results[mapping.target] = result
         # Silver DAGs of different sources share the quarantine table and may commit at the same time.
         retry_on_write_conflict(
