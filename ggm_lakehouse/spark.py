@@ -116,7 +116,7 @@ def connect_session(url: str, app_name: str = "ggm-lakehouse"):
     """A new Spark Connect session on ``url``: a thin client, no JVM in this process.
 
     Every caller gets its own server-side session (its own temp views, conf and cached
-    frames); :func:`release` gives it back.
+    frames); stopping the session gives it back.
     """
     import logging
 
@@ -181,16 +181,6 @@ def ensure_active(spark) -> None:
         if session_class._get_default_session() is None:
             session_class._default_session = spark
     session_class._active_session.session = spark
-
-
-def release(spark) -> None:
-    """End a Connect session: drop what it cached and release it on the server (local sessions stay)."""
-    if not is_connect(spark):
-        return
-    try:
-        spark.catalog.clearCache()
-    finally:
-        spark.stop()
 
 
 def is_connect(spark) -> bool:
