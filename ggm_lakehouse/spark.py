@@ -126,8 +126,18 @@ def connect_session(url: str, app_name: str = "ggm-lakehouse"):
     # about releasing executions of a session already closed: the exceptions say all of it.
     logging.getLogger("pyspark.sql.connect.logging").setLevel(logging.CRITICAL)
     session = SparkSession.builder.remote(url).appName(app_name).create()
+    adopt_session(session)
+    return session
+
+
+def adopt_session(session) -> None:
+    """Set up a Connect session, ours or one an operator opened: in use, failing fast, with our settings.
+
+    The Airflow provider's ``PySparkOperator`` opens the session a stage runs in; this gives it the same
+    short retry policy and session settings as the sessions :func:`connect_session` opens.
+    """
     # pyspark resolves some settings (UDF debugging, for one) through the active or default session, and
-    # keeps the first one ever created there: make the session this code opened the one in use.
+    # keeps the first one ever created there: make this session the one in use.
     session_class = type(session)
     with session_class._lock:
         session_class._default_session = session
@@ -136,7 +146,6 @@ def connect_session(url: str, app_name: str = "ggm-lakehouse"):
     # Session-level settings travel with the client; the server's static settings (Delta, memory) it has already.
     for key in ("spark.sql.shuffle.partitions", "spark.databricks.delta.snapshotPartitions"):
         session.conf.set(key, session_conf()[key])
-    return session
 
 
 def _fail_fast_and_exit_cleanly(session) -> None:

@@ -178,9 +178,17 @@ def run_stage_task(stage: str, dates: str, run_id: str, source: str | None = Non
     """
     import logging
 
+    from ggm_lakehouse.spark import adopt_session
     from jobs.entrypoint import parse_logical_dates, run_stages
 
     logging.getLogger("pyspark.sql.connect.logging").setLevel(logging.CRITICAL)
+    try:
+        adopt_session(spark)
+    except Exception as err:  # pyspark raises grpc and Spark errors alike for an unreachable server
+        raise RuntimeError(
+            f"stage {stage}: the Spark Connect server of connection 'ggm_spark' does not answer ({err}). "
+            "Start it with `ggm spark serve` (or `make spark`), or check the connection's host, port and token."
+        ) from err
     reports = run_stages(spark, stage, parse_logical_dates(dates), run_id, source=source, mart=mart, domain=domain)
     return [{"logical_date": r.get("logical_date"), "stage": r.get("stage"), "tables": len(r.get("tables", {}))}
             for r in reports]

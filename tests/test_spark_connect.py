@@ -125,3 +125,25 @@ def test_a_second_server_starts_and_stops_in_its_own_state_folder(tmp_path, monk
         assert ggm(["spark", "stop"]) == 0
     assert not spark_connect.status()["running"]
     assert not spark_connect._pid_alive(info["pid"])
+
+
+def test_a_stage_whose_server_is_gone_fails_fast_and_says_what_to_do():
+    """A task whose Spark Connect server is not running fails with the way out, instead of retrying for minutes.
+
+    In a child process: the stage makes the dead session its default, which must not touch this worker's.
+    """
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]  # released: nothing listens there
+    script = (
+        "from pyspark.sql import SparkSession\n"
+        "from ggm_lakehouse.spark_target import run_stage_task\n"
+        f"session = SparkSession.builder.remote('sc://localhost:{dead_port}').create()\n"
+        "run_stage_task('bronze', '2026-03-10', 'dead-1', source='gebieden', spark=session)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0
+    assert "RuntimeError: stage bronze: the Spark Connect server of connection 'ggm_spark' does not answer" in result.stderr
+    assert "ggm spark serve" in result.stderr

@@ -167,8 +167,11 @@ def expected_dag_ids() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def airflow_ui(chromium_executable, tmp_path_factory):
-    """Airflow 3 (api-server, scheduler, dag-processor) on free ports with a demo drop zone and a dead BRP."""
+def airflow_ui(chromium_executable, tmp_path_factory, spark_server):
+    """Airflow 3 (api-server, scheduler, dag-processor) on free ports with a demo drop zone and a dead BRP.
+
+    Its Spark tasks run on the test session's Spark Connect server (connection ``ggm_spark``).
+    """
     from demo_gemeente.dropzone import write_dropzone
     from demo_gemeente.generator import build_municipality
     from ggm_lakehouse.airflow_env import airflow_environment
