@@ -20,10 +20,10 @@ from connectors.exports import HrConnector, SubsidiesConnector, VthConnector
 from connectors.files import FileDropConnector, GebiedenConnector
 from connectors.iwmo import IjwConnector, IwmoConnector
 from connectors.kvk import KvkConnector
-from connectors.landing import BatchResult, BatchWriter, find_complete_batches, read_manifest
 from connectors.sql import SqlConnector, Suite4Connector
 from connectors.vroegsignalering import VroegsignaleringConnector
 from connectors.xaf import XafConnector
+from ggm_lakehouse.landing import BatchResult, BatchWriter, find_complete_batches, read_manifest
 
 CONNECTORS: dict[str, type[Connector]] = {
     cls.name: cls

@@ -65,7 +65,7 @@ from typing import Any, Callable, ClassVar, Iterable
 from connectors.base import ExtractWindow, HttpConnector, http_config_schema
 from connectors.errors import SourceDataError, SourceError
 from connectors.http import HttpSource, RawResponse
-from connectors.landing import BatchResult, BatchWriter, find_complete_batches, read_manifest, records_at
+from ggm_lakehouse.landing import BatchResult, BatchWriter, find_complete_batches, read_manifest, records_at
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from connectors.auth import (
 )
 from connectors.errors import SourceConfigError
 from connectors.http import HttpSource, RetryPolicy, RetryRecord
-from connectors.landing import BatchResult
+from ggm_lakehouse.landing import BatchResult
 
 log = logging.getLogger(__name__)
 

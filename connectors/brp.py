@@ -91,7 +91,8 @@ from connectors.base import ExtractWindow, HttpConnector, http_config_schema
 from connectors.errors import SourceDataError
 from connectors.files import newest_delivery
 from connectors.http import HttpSource
-from connectors.landing import (
+from ggm_lakehouse import config as ggm_config
+from ggm_lakehouse.landing import (
     BatchResult,
     BatchWriter,
     find_complete_batches,
@@ -99,7 +100,6 @@ from connectors.landing import (
     read_manifest,
     records_at,
 )
-from ggm_lakehouse import config as ggm_config
 
 log = logging.getLogger(__name__)
 

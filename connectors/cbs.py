@@ -45,7 +45,7 @@ from typing import Any, ClassVar, Iterator
 from connectors.base import ExtractWindow, HttpConnector, http_config_schema
 from connectors.errors import SourceDataError
 from connectors.http import HttpSource, RawResponse
-from connectors.landing import BatchResult, BatchWriter, find_complete_batches, read_manifest
+from ggm_lakehouse.landing import BatchResult, BatchWriter, find_complete_batches, read_manifest
 
 log = logging.getLogger(__name__)
 

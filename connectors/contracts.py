@@ -36,7 +36,11 @@ Results follow the drop-zone contract (:mod:`connectors.dropzone`): good rows co
 the rule, the position (``line 12`` / ``sheet Subsidies row 7``) and the column; a
 file that cannot be used as a whole raises :class:`FileRejected` (rules
 ``missing_columns``, ``undecodable``, ``unreadable_excel``, ``missing_sheet``,
-``duplicate_columns``, ``empty``).
+``duplicate_columns``, ``empty``, and ``dtd_forbidden`` / ``entity_expansion`` for a workbook
+whose XML declares a DTD, an external entity (XXE) or entities (billion laughs)).
+
+Workbooks are read with openpyxl only while it parses through defusedxml
+(:func:`require_defused_openpyxl`); otherwise a source that takes Excel files refuses to run.
 """
 from __future__ import annotations
 
@@ -53,9 +57,11 @@ from typing import Any, ClassVar, Iterator, Mapping
 
 import yaml
 
+from connectors.base import ExtractWindow
 from connectors.dropzone import DropzoneConnector, FileRejected, ParsedUnit, Rejection, dropzone_config_schema
 from connectors.errors import SourceConfigError
 from ggm_lakehouse.config import project_root
+from ggm_lakehouse.landing import BatchResult
 
 COLUMN_TYPES = ("string", "integer", "decimal", "date", "boolean")
 ENCODINGS = ("auto", "utf-8", "utf-8-sig", "windows-1252")
@@ -649,12 +655,82 @@ def _csv_rows(path: Path, spec: DatasetContract) -> Iterator[tuple[str, int, lis
 
 # -- Excel
 
+class UnsafeExcelParser(SourceConfigError):
+    """openpyxl would read workbook XML without defusedxml: Excel files are not read at all then."""
+
+
+def require_defused_openpyxl(source: str = "excel") -> None:
+    """Raise :class:`UnsafeExcelParser` unless openpyxl parses worksheet XML through defusedxml.
+
+    openpyxl streams sheets and shared strings with ``iterparse``, which is defusedxml's
+    (refusing entity declarations: billion laughs, XXE) only when ``defusedxml`` is importable
+    and ``OPENPYXL_DEFUSEDXML`` is not ``False``; otherwise it falls back to the standard library.
+    """
+    import openpyxl.xml
+    from openpyxl.xml import functions
+
+    if openpyxl.xml.DEFUSEDXML and getattr(functions.iterparse, "__module__", "").startswith("defusedxml"):
+        return
+    raise UnsafeExcelParser(source, "Excel workbooks are not read: openpyxl is not using defusedxml, so a workbook "
+                                    "could expand entities (billion laughs) or read local files (XXE). Install the "
+                                    "pinned dependency (pip install -c constraints.txt defusedxml) and do not set "
+                                    "OPENPYXL_DEFUSEDXML=False.")
+
+
+def _refuse_xml_declarations(archive: zipfile.ZipFile) -> None:
+    """Reject a workbook whose XML parts declare a DTD or entities, before any parser sees them.
+
+    OOXML parts never carry a DOCTYPE, so one is an attack (billion laughs, XXE). The entity's
+    target is never repeated: it may name a local file.
+    """
+    for info in archive.infolist():
+        if not info.filename.lower().endswith((".xml", ".rels", ".vml")):
+            continue
+        with archive.open(info) as part:
+            head = part.read(_SNIFF_BYTES)
+        encoding = "utf-16" if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8"
+        text = head.decode(encoding, errors="ignore")
+        if "<!ENTITY" in text:
+            external = re.search(r"<!ENTITY[^>]*\b(SYSTEM|PUBLIC)\b", text) is not None
+            raise _entity_rejection(f"the workbook part {info.filename}", f"part {info.filename}", external)
+        if "<!DOCTYPE" in text:
+            raise FileRejected("dtd_forbidden", f"the workbook part {info.filename} has a DOCTYPE declaration; "
+                                                "Excel files never have one", f"part {info.filename}")
+
+
+def _entity_rejection(what: str, position: str | None, external: bool) -> FileRejected:
+    if external:
+        return FileRejected("dtd_forbidden", f"{what} declares an external entity (XXE); "
+                                             "DTDs and entities are refused", position)
+    return FileRejected("entity_expansion", f"{what} declares entities (entity expansion "
+                                            "attack); DTDs and entities are refused", position)
+
+
+def _refusal_for(exc: BaseException | None, what: str, position: str | None) -> FileRejected | None:
+    """The rejection for a defusedxml refusal raised while openpyxl reads ``what``; None for other errors."""
+    from defusedxml import DefusedXmlException, EntitiesForbidden
+
+    # openpyxl wraps parser errors (ValueError "could not read worksheets"): look down the chain.
+    seen = 0
+    while exc is not None and not isinstance(exc, DefusedXmlException) and seen < 10:
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    if not isinstance(exc, DefusedXmlException):
+        return None
+    if isinstance(exc, EntitiesForbidden):
+        return _entity_rejection(what, position, bool(exc.sysid or exc.pubid))
+    return FileRejected("dtd_forbidden", f"{what} carries a DTD or an external reference; refused "
+                                         f"({type(exc).__name__})", position)
+
+
 def _xlsx_rows(path: Path, spec: DatasetContract) -> Iterator[tuple[str, int, list[Any]]]:
+    require_defused_openpyxl()
     import openpyxl
 
     try:
         with zipfile.ZipFile(path) as archive:
             inflated = sum(info.file_size for info in archive.infolist())
+            if inflated <= MAX_XLSX_UNCOMPRESSED_BYTES:
+                _refuse_xml_declarations(archive)
     except (zipfile.BadZipFile, OSError) as exc:
         raise FileRejected("unreadable_excel", f"not an .xlsx workbook ({exc})") from None
     if inflated > MAX_XLSX_UNCOMPRESSED_BYTES:
@@ -664,7 +740,8 @@ def _xlsx_rows(path: Path, spec: DatasetContract) -> Iterator[tuple[str, int, li
         # read_only streams the sheet XML row by row; data_only gives cached formula results.
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many types (KeyError, InvalidFileException, XML errors)
-        raise FileRejected("unreadable_excel", f"cannot open workbook ({type(exc).__name__}: {exc})") from None
+        raise _refusal_for(exc, "the workbook", None) or FileRejected(
+            "unreadable_excel", f"cannot open workbook ({type(exc).__name__}: {exc})") from None
     try:
         sheet_name = _pick_sheet(workbook.sheetnames, spec.sheet)
         sheet = workbook[sheet_name]
@@ -675,7 +752,8 @@ def _xlsx_rows(path: Path, spec: DatasetContract) -> Iterator[tuple[str, int, li
         except FileRejected:
             raise
         except Exception as exc:
-            raise FileRejected("unreadable_excel", f"sheet {sheet_name} cannot be read ({type(exc).__name__}: {exc})") from None
+            raise _refusal_for(exc, f"sheet {sheet_name}", f"sheet {sheet_name}") or FileRejected(
+                "unreadable_excel", f"sheet {sheet_name} cannot be read ({type(exc).__name__}: {exc})") from None
     finally:
         workbook.close()
 
@@ -744,6 +822,16 @@ class ContractConnector(DropzoneConnector):
         """Files to pick up: config ``file_patterns``, else those of the contract (which may be a configured one)."""
         return tuple(self.config.get("file_patterns") or self.contract.file_patterns)
 
+    def extract(self, window: ExtractWindow, landing_root: Path) -> list[BatchResult]:
+        """The drop-zone extract; refused up front when Excel files may arrive and openpyxl is not defused.
+
+        Refusing the run (rather than quarantining each workbook) leaves the files in the zone
+        for a rerun once the installation is fixed.
+        """
+        if not all(pattern.lower().endswith(".csv") for pattern in self.patterns):
+            require_defused_openpyxl(self.name)
+        return super().extract(window, landing_root)
+
     def parse_file(self, path: Path) -> Iterator[ParsedUnit | Rejection]:
         """Parse ``path`` with the dataset its name matches in the contract."""
         dataset = self.contract.dataset_for(Path(path).name)
@@ -760,7 +848,9 @@ __all__ = [
     "ContractError",
     "DataContract",
     "DatasetContract",
+    "UnsafeExcelParser",
     "default_contract_path",
     "detect_encoding",
     "normalise_header",
+    "require_defused_openpyxl",
 ]

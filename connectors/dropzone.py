@@ -63,8 +63,8 @@ from typing import IO, Any, Callable, ClassVar, Iterator, Mapping
 
 from connectors.base import Connector, ExtractWindow
 from connectors.errors import SourceConfigError, SourceDataError
-from connectors.landing import BatchResult, BatchWriter, fsync_dir
 from ggm_lakehouse import config as ggm_config
+from ggm_lakehouse.landing import BatchResult, BatchWriter, fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 from connectors.base import Connector, ExtractWindow
 from connectors.errors import SourceConfigError, SourceDataError
-from connectors.landing import BatchResult, BatchWriter
 from ggm_lakehouse import config as ggm_config
+from ggm_lakehouse.landing import BatchResult, BatchWriter
 
 log = logging.getLogger(__name__)
 

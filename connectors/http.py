@@ -316,6 +316,18 @@ def _is_read_timeout(exc: requests.ConnectionError) -> bool:
 # -------------------------------------------------------------------- the source
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One logical request of :meth:`HttpSource.request`, as every attempt of it sends it."""
+
+    method: str
+    url: str
+    params: dict[str, Any]
+    headers: dict[str, str]
+    json_body: Any
+    data: bytes | None
+
+
 class HttpSource:
     """HTTP access to one source with auth, timeouts, retries, rate limit and paging.
 
@@ -422,78 +434,33 @@ class HttpSource:
         ``SourceRateLimitedError``, ``SourceServerError``, ``SourceTimeoutError`` or
         ``SourceUnavailableError``.
         """
-        method = method.upper()
-        url = self.url_for(path_or_url)
-        params = dict(params or {})
-        headers = dict(headers or {})
-        data = None
-        if json_body is not None:
-            # Serialised here so the charset is explicit: BRP's requestBody media type is
-            # "application/json; charset=utf-8" (requests' json= would send plain application/json).
-            data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
-            if not any(k.lower() == "content-type" for k in headers):
-                headers["Content-Type"] = "application/json; charset=utf-8"
-        policy = self.retry
+        call = self._call(method, path_or_url, params, json_body, headers)
         attempt = 0
         refreshed_credentials = False
         while True:
             attempt += 1
             if self.rate_limiter is not None:
                 self.rate_limiter.acquire()
-            retry_after: float | None = None
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    params=params or None,
-                    data=data,
-                    headers=headers or None,
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                    verify=self._verify,
-                    cert=self._cert,
-                )
+                response = self._send(call)
             except (SourceAuthError, SourceClientError, SourceTlsError):
                 # Raised by the auth itself (token endpoint refused the client): retrying cannot help.
                 raise
             except SourceRequestError as exc:
                 # The auth's token endpoint had a transient problem; same policy as the source itself.
-                error = exc
+                error: Exception = exc
                 retry_after = getattr(exc, "retry_after", None)
-                if retry_after is not None and retry_after > policy.max_retry_after:
+                if retry_after is not None and retry_after > self.retry.max_retry_after:
                     raise
-                wait = retry_after
             except requests.exceptions.SSLError as exc:
                 raise SourceTlsError(
-                    self.source, method, url, f"in the TLS handshake ({tls_failure_reason(exc)})", attempt
+                    self.source, call.method, call.url, f"in the TLS handshake ({tls_failure_reason(exc)})", attempt
                 ) from exc
-            except requests.Timeout as exc:
-                error: Exception = SourceTimeoutError(
-                    self.source, method, url, f"with a timeout ({exc.__class__.__name__})", attempt
-                )
-                wait = None
-            except requests.ConnectionError as exc:
-                if _is_read_timeout(exc):
-                    error = SourceTimeoutError(self.source, method, url, "with a read timeout", attempt)
-                else:
-                    error = SourceUnavailableError(
-                        self.source, method, url, f"because the source is unreachable ({_short(exc)})", attempt
-                    )
-                wait = None
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                error, retry_after = self._transport_error(call, exc, attempt), None
             else:
                 if response.status_code < 400:
-                    return RawResponse(
-                        method=method,
-                        url=url,
-                        params=params,
-                        body=json_body,
-                        request_headers=redact_headers(headers, self.auth.secret_headers),
-                        status=response.status_code,
-                        headers=response.headers,
-                        content=response.content,
-                        final_url=response.url,
-                        attempts=attempt,
-                    )
+                    return self._raw_response(call, response, attempt)
                 if (
                     response.status_code == 401
                     and not refreshed_credentials
@@ -502,48 +469,127 @@ class HttpSource:
                     # An expired or revoked token: fetch a new one and try once more, at once.
                     # A second 401 with fresh credentials is a real authorisation failure.
                     refreshed_credentials = True
-                    log.info("%s: %s %s answered 401; retrying once with fresh credentials", self.source, method, url)
+                    log.info("%s: %s %s answered 401; retrying once with fresh credentials",
+                             self.source, call.method, call.url)
                     response.close()
                     continue
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                problem, detail = _problem_and_detail(response)
-                error_class = http_error_class(response.status_code)
-                error = error_class(
-                    self.source,
-                    method,
-                    url,
-                    response.status_code,
-                    detail,
-                    attempts=attempt,
-                    problem=problem,
-                    retry_after=retry_after,
-                )
-                if response.status_code not in policy.retry_statuses:
-                    raise error
-                if retry_after is not None and retry_after > policy.max_retry_after:
-                    log.warning(
-                        "%s: %s %s asked to retry after %.0f s, above the cap of %.0f s; giving up",
-                        self.source, method, url, retry_after, policy.max_retry_after,
-                    )
-                    raise error
-                wait = retry_after
-            if attempt >= policy.max_attempts:
-                raise error
-            if wait is None:
-                wait = policy.backoff(attempt, self._rng)
-            log.warning("%s; retrying in %.2f s (attempt %d of %d)", error, wait, attempt + 1, policy.max_attempts)
-            self.retry_log.append(
-                RetryRecord(
-                    method=method,
-                    url=url,
-                    attempt=attempt,
-                    status=getattr(error, "status", None),
-                    error=type(error).__name__,
-                    retry_after=retry_after,
-                    wait=wait,
-                )
+                error, retry_after = self._status_error(call, response, attempt)
+            self._wait_before_retry(call, error, attempt, retry_after)
+
+    def _call(
+        self,
+        method: str,
+        path_or_url: str,
+        params: Mapping[str, Any] | None,
+        json_body: Any,
+        headers: Mapping[str, str] | None,
+    ) -> "_Call":
+        """What :meth:`request` sends on every attempt: method, absolute URL, parameters, headers and body."""
+        headers = dict(headers or {})
+        data = None
+        if json_body is not None:
+            # Serialised here so the charset is explicit: BRP's requestBody media type is
+            # "application/json; charset=utf-8" (requests' json= would send plain application/json).
+            data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+            if not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "application/json; charset=utf-8"
+        return _Call(method.upper(), self.url_for(path_or_url), dict(params or {}), headers, json_body, data)
+
+    def _send(self, call: "_Call") -> requests.Response:
+        """One attempt on the wire: no redirects, the configured timeouts and TLS settings."""
+        return self.session.request(
+            call.method,
+            call.url,
+            params=call.params or None,
+            data=call.data,
+            headers=call.headers or None,
+            timeout=self.timeout,
+            allow_redirects=False,
+            verify=self._verify,
+            cert=self._cert,
+        )
+
+    def _raw_response(self, call: "_Call", response: requests.Response, attempt: int) -> RawResponse:
+        """The successful answer to ``call``, body byte for byte and request headers without credentials."""
+        return RawResponse(
+            method=call.method,
+            url=call.url,
+            params=call.params,
+            body=call.json_body,
+            request_headers=redact_headers(call.headers, self.auth.secret_headers),
+            status=response.status_code,
+            headers=response.headers,
+            content=response.content,
+            final_url=response.url,
+            attempts=attempt,
+        )
+
+    def _transport_error(self, call: "_Call", exc: requests.RequestException, attempt: int) -> SourceRequestError:
+        """The typed error of a timeout or connection failure (both retried)."""
+        if isinstance(exc, requests.Timeout):
+            return SourceTimeoutError(
+                self.source, call.method, call.url, f"with a timeout ({exc.__class__.__name__})", attempt
             )
-            self.sleep(wait)
+        if _is_read_timeout(exc):
+            return SourceTimeoutError(self.source, call.method, call.url, "with a read timeout", attempt)
+        return SourceUnavailableError(
+            self.source, call.method, call.url, f"because the source is unreachable ({_short(exc)})", attempt
+        )
+
+    def _status_error(
+        self, call: "_Call", response: requests.Response, attempt: int
+    ) -> tuple[SourceHTTPError, float | None]:
+        """The typed error of a 4xx/5xx answer and its ``Retry-After``; raised at once when not worth retrying.
+
+        Only :attr:`RetryPolicy.retry_statuses` are retried, and only when the server does not ask
+        to wait longer than :attr:`RetryPolicy.max_retry_after`.
+        """
+        policy = self.retry
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        problem, detail = _problem_and_detail(response)
+        error_class = http_error_class(response.status_code)
+        error = error_class(
+            self.source,
+            call.method,
+            call.url,
+            response.status_code,
+            detail,
+            attempts=attempt,
+            problem=problem,
+            retry_after=retry_after,
+        )
+        if response.status_code not in policy.retry_statuses:
+            raise error
+        if retry_after is not None and retry_after > policy.max_retry_after:
+            log.warning(
+                "%s: %s %s asked to retry after %.0f s, above the cap of %.0f s; giving up",
+                self.source, call.method, call.url, retry_after, policy.max_retry_after,
+            )
+            raise error
+        return error, retry_after
+
+    def _wait_before_retry(self, call: "_Call", error: Exception, attempt: int, retry_after: float | None) -> None:
+        """Raise ``error`` when the attempts are used up; else record the retry and sleep before it.
+
+        The wait is the server's ``Retry-After`` when it gave one, else the policy's backoff.
+        """
+        policy = self.retry
+        if attempt >= policy.max_attempts:
+            raise error
+        wait = retry_after if retry_after is not None else policy.backoff(attempt, self._rng)
+        log.warning("%s; retrying in %.2f s (attempt %d of %d)", error, wait, attempt + 1, policy.max_attempts)
+        self.retry_log.append(
+            RetryRecord(
+                method=call.method,
+                url=call.url,
+                attempt=attempt,
+                status=getattr(error, "status", None),
+                error=type(error).__name__,
+                retry_after=retry_after,
+                wait=wait,
+            )
+        )
+        self.sleep(wait)
 
     def get(self, path_or_url: str, **kwargs: Any) -> RawResponse:
         """GET with retries; see :meth:`request`."""

@@ -40,8 +40,14 @@ configured, ``kvk_nummer``):
 
 Rejection rules: ``empty_file``, ``not_well_formed``, ``dtd_forbidden``, ``entity_expansion``,
 ``unknown_namespace_or_version``, ``envelope_invalid`` (file level, :class:`FileRejected`);
-``xsd_invalid``, ``xsd_missing``, ``structure_invalid``, ``bsn_elfproef`` (message level,
-:class:`Rejection`); ``duplicate_bericht`` (by the framework, from ``ParsedUnit.identity``).
+``xsd_invalid``, ``xsd_missing``, ``structure_invalid``, ``required_date_missing``, ``invalid_date``,
+``bsn_elfproef`` (message level, :class:`Rejection`); ``duplicate_bericht`` (by the framework, from
+``ParsedUnit.identity``).
+
+The mandatory dates (:data:`MANDATORY_DATES`: a 305 StartProduct's ``Begindatum``, a 323's
+``DeclaratiePeriode``, ...) are checked by the connector itself, so a message without one is
+refused on the embedded default too, where no XSDs are configured. A refused message registers
+nothing: its BerichtIdentificatie stays free for the corrected message.
 """
 from __future__ import annotations
 
@@ -50,8 +56,10 @@ import binascii
 import csv
 import io
 import re
+from collections import Counter
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
@@ -81,7 +89,20 @@ _RELEASE_AFTER = frozenset({
     "OngewijzigdProduct", "TeWijzigenProduct", "NieuwProduct", "Relatie", "Contact",
 })
 # The elements the check and the extraction look at (see _on_end); lxml skips all others in C.
-_CHECKED = frozenset({"Header", "Bsn"})
+# Date elements the release 3.2 XSDs (iWmo and iJw alike) require, by the element that holds them;
+# the same element name has the same mandatory dates in every message type (302, 306 ... repeat them).
+MANDATORY_DATES: dict[str, tuple[str, ...]] = {
+    "ToegewezenProduct": ("Toewijzingsdatum", "Ingangsdatum"),
+    "StartProduct": ("Begindatum",),
+    "StopProduct": ("Begindatum", "Einddatum"),
+    "AangevraagdProduct": ("ToewijzingIngangsdatum",),
+    "TeWijzigenProduct": ("GewensteIngangsdatum",),
+    "NieuwProduct": ("GewensteIngangsdatum",),
+    "Prestatie": ("ProductPeriode/Begindatum", "ProductPeriode/Einddatum"),
+    "Declaratie": ("DeclaratieDagtekening", "DeclaratiePeriode/Begindatum", "DeclaratiePeriode/Einddatum"),
+}
+_CHECKED = frozenset({"Header", "Bsn", *MANDATORY_DATES})
+_XSD_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _EXTRACTED = frozenset({
     "IdentificatieRetour", "DagtekeningRetour", "RetourCode", "Bsn", "DeclaratieNummer", "DeclaratieDagtekening",
     "DeclaratiePeriode", "TotaalIngediendBedrag", "Declaratie", "Prestatie", "ToegewezenProduct", "StartProduct",
@@ -372,6 +393,7 @@ class IstandaardConnector(DropzoneConnector):
         header = _Header()
         clients = 0
         bad_clients: list[int] = []
+        dates = _MandatoryDates(message_type.name)
         for name, parent, element in _stream(opener, _CHECKED):
             if name == "Header" and parent == "Bericht":
                 header = self._read_header(element, message_type)
@@ -379,6 +401,8 @@ class IstandaardConnector(DropzoneConnector):
                 clients += 1
                 if not is_valid_bsn((element.text or "").strip()):
                     bad_clients.append(clients)
+            elif name in MANDATORY_DATES:
+                dates.see(name, element)
         if schema is not None:
             problem = _validate(opener, schema)
             if problem is not None:
@@ -389,6 +413,11 @@ class IstandaardConnector(DropzoneConnector):
         problem = self._check_structure(header, message_type)
         if problem:
             return header, Rejection(file_name, _bericht_position(header), "structure_invalid", problem,
+                                     identity=self._identity(header))
+        date_problem = dates.problem()
+        if date_problem is not None:
+            where, rule, message = date_problem
+            return header, Rejection(file_name, f"{_bericht_position(header)} {where}", rule, message,
                                      identity=self._identity(header))
         if bad_clients:
             which = ", ".join(str(n) for n in bad_clients[:10])
@@ -708,6 +737,56 @@ class _UnitEmitter:
     def last_units(self) -> Iterator[ParsedUnit]:
         if self.count or self.units == 0:
             yield self._take()
+
+
+class _MandatoryDates:
+    """The first record of a message that lacks a date :data:`MANDATORY_DATES` requires, or has one that is no date."""
+
+    def __init__(self, message_name: str) -> None:
+        self.message_name = message_name
+        self.seen: Counter[str] = Counter()
+        self.problems = 0
+        self.first: tuple[str, str, str] | None = None  # (position, rule, message)
+
+    def see(self, name: str, element) -> None:
+        """Check one finished element named in MANDATORY_DATES (its children are still in the tree)."""
+        self.seen[name] += 1
+        for path in MANDATORY_DATES[name]:
+            found = element.find("/".join(f"{{*}}{step}" for step in path.split("/")))
+            text = (found.text or "").strip() if found is not None else ""
+            if text and _is_xsd_date(text):
+                continue
+            self.problems += 1
+            if self.first is None:
+                self.first = self._describe(name, element, path, text)
+
+    def problem(self) -> tuple[str, str, str] | None:
+        """``(position, rule, message)`` of the first problem, counting the others; None when all dates are fine."""
+        if self.first is None:
+            return None
+        position, rule, message = self.first
+        if self.problems > 1:
+            message += f" (and {self.problems - 1} more date problem(s) in this message)"
+        return position, rule, message
+
+    def _describe(self, name: str, element, path: str, text: str) -> tuple[str, str, str]:
+        number = _text(element, "ToewijzingNummer") or _text(element, "DeclaratieNummer")
+        record = f"{name} {self.seen[name]}" + (f" (nummer {number})" if number else "")
+        position = f"line {element.sourceline} ({name} {self.seen[name]})"
+        if not text:
+            return position, "required_date_missing", f"{record} lacks {path}, which {self.message_name} requires"
+        return position, "invalid_date", f"{record}: {path} {text[:40]!r} is not a date (YYYY-MM-DD)"
+
+
+def _is_xsd_date(text: str) -> bool:
+    """Whether ``text`` is an xs:date as the iStandaarden write it: ``YYYY-MM-DD``, a real calendar day."""
+    if not _XSD_DATE.match(text):
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _has_content(opener: _Opener) -> bool:

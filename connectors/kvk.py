@@ -63,7 +63,7 @@ from typing import Any, ClassVar, Iterable
 from connectors.base import ExtractWindow, HttpConnector, http_config_schema
 from connectors.errors import SourceClientError, SourceConfigError, SourceDataError
 from connectors.http import HttpSource, RawResponse
-from connectors.landing import BatchResult, BatchWriter, find_complete_batches, iter_batch_records, load_batch
+from ggm_lakehouse.landing import BatchResult, BatchWriter, find_complete_batches, iter_batch_records, load_batch
 
 log = logging.getLogger(__name__)
 

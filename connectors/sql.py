@@ -42,9 +42,12 @@ snapshot dataset (or a soft-delete status column) next to the incremental one.
 
 Read-only and bounded memory
 ----------------------------
-Sessions are read-only where the database supports it (PostgreSQL
-``default_transaction_read_only``, SQLite ``mode=ro``, Oracle ``SET TRANSACTION READ ONLY``);
-production accounts must be read-only as well (docs/sql-sources.md). The connector issues only
+Every session is read-only on the database side: PostgreSQL and Oracle start each transaction
+with ``SET TRANSACTION READ ONLY`` (PostgreSQL also sets ``default_transaction_read_only``),
+SQLite is opened with ``mode=ro`` (whatever the URL asks) and ``PRAGMA query_only``. Dialects on
+which the connector applies no such guarantee (SQL Server, MySQL, ...) are refused at
+configuration time (:data:`READ_ONLY_BACKENDS`). Production accounts must be read-only as well
+(docs/sql-sources.md). The connector issues only
 SELECT statements, in one transaction per dataset (REPEATABLE READ on PostgreSQL, so the key
 maximum and the rows are one snapshot). Rows are streamed with a server-side cursor
 (``yield_per``), so memory holds one batch at a time.
@@ -83,7 +86,7 @@ from connectors.errors import (
     SourceTimeoutError,
     SourceUnavailableError,
 )
-from connectors.landing import BatchResult, BatchWriter, find_complete_batches, load_batch
+from ggm_lakehouse.landing import BatchResult, BatchWriter, find_complete_batches, load_batch
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,8 @@ DEFAULT_BATCH_SIZE = 5000
 WATERMARK_VERSION = 1
 
 # Airflow connection types → SQLAlchemy dialect+driver. ``extra.sqlalchemy_scheme`` overrides
-# (e.g. ``mssql+pymssql``).
+# (e.g. ``mssql+pymssql``). SqlConnector refuses the dialects outside READ_ONLY_BACKENDS with a
+# message that says why; their URLs are still built so that the refusal is that clear message.
 SCHEME_BY_CONN_TYPE: dict[str, str] = {
     "postgres": "postgresql+psycopg",
     "postgresql": "postgresql+psycopg",
@@ -102,6 +106,9 @@ SCHEME_BY_CONN_TYPE: dict[str, str] = {
     "sqlite": "sqlite",
 }
 DEFAULT_MSSQL_ODBC_DRIVER = "ODBC Driver 18 for SQL Server"
+# The dialects whose sessions the connector makes read-only on the database side (see _session);
+# any other is refused, because a read-only account would then be the only guard.
+READ_ONLY_BACKENDS = ("postgresql", "oracle", "sqlite")
 
 _DATASET_NAME = r"^[a-z][a-z0-9_]*$"
 _TABLE_SPEC: dict[str, Any] = {
@@ -177,7 +184,7 @@ def url_from_connection(
       ``service_name`` (or ``schema`` as the service name);
     * ``mssql`` → ``mssql+pyodbc://login@host:port/schema?driver=ODBC Driver 18 for SQL Server``
       (``extra.driver`` overrides the ODBC driver, ``extra.sqlalchemy_scheme`` the dialect, e.g.
-      ``mssql+pymssql``);
+      ``mssql+pymssql``); :class:`SqlConnector` refuses it (no read-only session guarantee);
     * ``sqlite`` → ``sqlite:///<host>`` (the file path);
     * a ``host`` that is itself a URL (``postgresql+psycopg://...``) is taken as is.
 
@@ -325,9 +332,11 @@ class SqlConnector(Connector):
         from sqlalchemy.exc import ArgumentError
 
         try:
-            make_url(self.config["url"])
+            backend = make_url(self.config["url"]).get_backend_name()
         except ArgumentError as exc:
             raise SourceConfigError(self.name, f"url is not a SQLAlchemy URL: {safe_url(self.config['url'])}") from exc
+        if backend not in READ_ONLY_BACKENDS:
+            raise SourceConfigError(self.name, _unsupported_backend_message(backend))
         for dataset, spec in self.config["tables"].items():
             query = spec.get("query")
             if query is not None:
@@ -384,8 +393,11 @@ class SqlConnector(Connector):
             url = url.set(password=self.config["password"])
         if url.get_backend_name() == "sqlite":
             database = url.database or ""
-            if not database or database == ":memory:" or database.startswith("file:"):
-                return url
+            if not database or database == ":memory:":
+                return url  # a new, private, empty database: nothing to protect (query_only still applies)
+            if database.startswith("file:"):
+                # A URI may ask for mode=rw or rwc: it is opened read-only all the same.
+                return url.update_query_dict({"mode": "ro", "uri": "true"})
             if not Path(database).is_file():
                 raise SourceUnavailableError(self.name, "CONNECT", safe_url(self.config["url"]),
                                              "because the SQLite database file does not exist")
@@ -416,7 +428,13 @@ class SqlConnector(Connector):
         elif backend == "oracle":
             connect_args["tcp_connect_timeout"] = timeout
         connect_args.update(self.config.get("connect_args") or {})
-        return create_engine(url, connect_args=connect_args, poolclass=_null_pool())
+        engine = create_engine(url, connect_args=connect_args, poolclass=_null_pool())
+        if backend == "sqlite":
+            from sqlalchemy import event
+
+            # Per connection, whatever connect_args say: no statement may change any attached database.
+            event.listen(engine, "connect", _sqlite_query_only)
+        return engine
 
     @contextmanager
     def _session(self) -> Iterator[Any]:
@@ -430,9 +448,11 @@ class SqlConnector(Connector):
                 if backend == "postgresql":
                     connection = connection.execution_options(isolation_level="REPEATABLE READ")
                 with connection.begin():
-                    if backend == "oracle":
+                    if backend in ("oracle", "postgresql"):
                         from sqlalchemy import text
 
+                        # The first statement of the transaction, so neither connect_args (a session
+                        # default) nor a later statement of the query can make it read-write again.
                         connection.execute(text("SET TRANSACTION READ ONLY"))
                     yield connection
             finally:
@@ -500,9 +520,8 @@ class SqlConnector(Connector):
 
     def _extract_dataset(self, connection, dataset: str, spec: Mapping[str, Any], window: ExtractWindow,
                          landing_root: Path) -> BatchResult:
-        from sqlalchemy import and_, bindparam, column, func, literal_column, select, table, text
+        from sqlalchemy import and_, literal_column, select, table, text
 
-        backend = connection.dialect.name
         if "table" in spec:
             source = table(spec["table"], schema=spec.get("schema"))
             described = f"{spec['schema']}.{spec['table']}" if spec.get("schema") else spec["table"]
@@ -510,6 +529,49 @@ class SqlConnector(Connector):
             source = text(spec["query"].strip().rstrip(";")).columns().subquery("src")
             described = "query"
         key_columns = list(spec.get("key") or self._primary_key(connection, spec, dataset))
+        watermark, conditions, params, order = self._incremental_range(
+            connection, dataset, spec, window, landing_root, source, described, key_columns)
+
+        statement = select(literal_column("*")).select_from(source)
+        if conditions:
+            statement = statement.where(and_(*conditions))
+        statement = statement.order_by(*order)
+        batch_size = int(spec.get("batch_size") or self.config["batch_size"])
+        request = {"method": "SELECT", "url": safe_url(self.config["url"]),
+                   "params": {"dataset": dataset, "from": described, **params, "mode": watermark["mode"]},
+                   # The statement as the database received it (bound values in params), for the audit trail.
+                   "body": str(statement.compile(connection, compile_kwargs={"literal_binds": False}))}
+        extra = {"watermark": watermark, "key": key_columns, "source_timezone": self.config["source_timezone"]}
+
+        with BatchWriter(landing_root, self.name, dataset, window, endpoint=f"SELECT {described}",
+                         record_path=RECORD_PATH, extra=extra) as batch:
+            rows_read = 0
+            with self._translate_errors(f"SELECT {described}"):
+                result = connection.execute(statement, execution_options={"yield_per": batch_size})
+                names = list(result.keys())
+                for number, rows in enumerate(result.partitions(batch_size), start=1):
+                    records = [{n: json_value(v) for n, v in zip(names, row)} for row in rows]
+                    rows_read += len(records)
+                    batch.add_part(self._part(records), request={**request, "params": {**request["params"], "part": number}},
+                                   status=None)
+            if rows_read == 0:
+                # An empty part documents the question asked; bronze lands no rows from it.
+                batch.add_part(self._part([]), request={**request, "params": {**request["params"], "part": 1}}, status=None)
+        log.info("%s/%s: %d rows (%s) into %s", self.name, dataset, rows_read, watermark["mode"], batch.path)
+        return batch.completed()
+
+    def _incremental_range(self, connection, dataset: str, spec: Mapping[str, Any], window: ExtractWindow,
+                           landing_root: Path, source, described: str,
+                           key_columns: list[str]) -> tuple[dict[str, Any], list, dict[str, Any], list]:
+        """What this run reads of ``dataset``: (watermark, WHERE conditions, bound params, ORDER BY columns).
+
+        ``incremental.column`` reads from the previous batch's upper bound to the end of the logical day;
+        ``incremental.key`` from the previous upper key to today's maximum (a re-run of a date keeps the
+        range its first attempt fixed); without either, the whole table is read in key order.
+        """
+        from sqlalchemy import bindparam, column, func, literal_column, select
+
+        backend = connection.dialect.name
         incremental = spec.get("incremental") or {}
         previous = self._previous_watermark(landing_root, dataset, window)
         if previous and (previous.get("mode"), previous.get("column")) != (
@@ -553,34 +615,7 @@ class SqlConnector(Connector):
         else:
             watermark.update(mode="full")
             order = [column(k) for k in key_columns]
-
-        statement = select(literal_column("*")).select_from(source)
-        if conditions:
-            statement = statement.where(and_(*conditions))
-        statement = statement.order_by(*order)
-        batch_size = int(spec.get("batch_size") or self.config["batch_size"])
-        request = {"method": "SELECT", "url": safe_url(self.config["url"]),
-                   "params": {"dataset": dataset, "from": described, **params, "mode": watermark["mode"]},
-                   # The statement as the database received it (bound values in params), for the audit trail.
-                   "body": str(statement.compile(connection, compile_kwargs={"literal_binds": False}))}
-        extra = {"watermark": watermark, "key": key_columns, "source_timezone": self.config["source_timezone"]}
-
-        with BatchWriter(landing_root, self.name, dataset, window, endpoint=f"SELECT {described}",
-                         record_path=RECORD_PATH, extra=extra) as batch:
-            rows_read = 0
-            with self._translate_errors(f"SELECT {described}"):
-                result = connection.execute(statement, execution_options={"yield_per": batch_size})
-                names = list(result.keys())
-                for number, rows in enumerate(result.partitions(batch_size), start=1):
-                    records = [{n: json_value(v) for n, v in zip(names, row)} for row in rows]
-                    rows_read += len(records)
-                    batch.add_part(self._part(records), request={**request, "params": {**request["params"], "part": number}},
-                                   status=None)
-            if rows_read == 0:
-                # An empty part documents the question asked; bronze lands no rows from it.
-                batch.add_part(self._part([]), request={**request, "params": {**request["params"], "part": 1}}, status=None)
-        log.info("%s/%s: %d rows (%s) into %s", self.name, dataset, rows_read, watermark["mode"], batch.path)
-        return batch.completed()
+        return watermark, conditions, params, order
 
     @staticmethod
     def _part(records: list[dict[str, Any]]) -> bytes:
@@ -630,6 +665,26 @@ class SqlConnector(Connector):
             if watermark and watermark.get("mode") == "key":
                 return watermark
         return None
+
+
+def _unsupported_backend_message(backend: str) -> str:
+    """Why a dialect is refused, and what to do instead."""
+    why = ""
+    if backend == "mssql":
+        why = " (ApplicationIntent=ReadOnly only routes to a secondary; it does not forbid writes)"
+    return (f"database dialect {backend!r} is refused: the connector only reads databases whose sessions it "
+            f"can make read-only on the database side ({', '.join(READ_ONLY_BACKENDS)}), and applies no such "
+            f"guarantee for {backend}{why}. What to do: read the data from a PostgreSQL or Oracle copy (a reporting "
+            "replica), or have the application export files into a drop zone with a data contract (docs/dropzones.md).")
+
+
+def _sqlite_query_only(dbapi_connection, _record) -> None:
+    """SQLite ``connect`` hook: ``PRAGMA query_only`` refuses every change, also to attached databases."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA query_only = ON")
+    finally:
+        cursor.close()
 
 
 def _null_pool():

@@ -62,9 +62,9 @@ from lxml import etree
 
 from connectors.base import ExtractWindow
 from connectors.dropzone import DropzoneConnector, FileRejected, ParsedUnit, Rejection, dropzone_config_schema
-from connectors.landing import BatchResult
 from connectors.errors import SourceConfigError
 from ggm_lakehouse.config import project_root
+from ggm_lakehouse.landing import BatchResult
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +343,9 @@ class XafConnector(DropzoneConnector):
         if syntax is not None:
             message, line, rule = syntax.message, syntax.line, "not_well_formed"
             if "entity" in message.lower():
+                # libxml2 stops an expansion (e.g. in the root's attributes) before the DOCTYPE check runs.
                 rule = "dtd_not_allowed"
+                message = f"entities are refused (an audit file has no DOCTYPE; entity expansion attack?): {message}"
         elif schema is not None:
             message, line, rule = schema.message, schema.line, "xsd_invalid"
         else:
@@ -406,87 +408,10 @@ class XafConnector(DropzoneConnector):
             return Rejection(state.file_name, position, "duplicate_transaction",
                              "this journal and transaction number occur earlier in the same file")
         state.seen_transactions.add(identity_in_file)
-
-        lines = []
-        debit = credit = Decimal(0)
-        for line_element in element.iterfind(_NS + "trLine"):
-            line = _child_texts(line_element)
-            try:
-                amount = Decimal(line.get("amnt", ""))
-            except InvalidOperation:
-                return Rejection(state.file_name, f"{position} line {line.get('nr')}", "bad_decimal",
-                                 f"amount {line.get('amnt')!r} is not a decimal number")
-            if not amount.is_finite():
-                return Rejection(state.file_name, f"{position} line {line.get('nr')}", "bad_decimal",
-                                 f"amount {line.get('amnt')!r} is not a finite number")
-            side = line.get("amntTp")
-            if side == "D":
-                debit += amount
-            elif side == "C":
-                credit += amount
-            else:
-                return Rejection(state.file_name, f"{position} line {line.get('nr')}", "bad_debit_credit",
-                                 f"amntTp {side!r} is neither D nor C")
-            if line.get("accID") not in state.accounts:
-                return Rejection(state.file_name, f"{position} line {line.get('nr')}", "unknown_account",
-                                 f"account {line.get('accID')!r} is not in the generalLedger")
-            vat = line_element.find(_NS + "vat")
-            line["_vat"] = _child_texts(vat) if vat is not None else {}
-            line["_amount"] = amount
-            lines.append(line)
-        if debit != credit:
-            return Rejection(state.file_name, position, "unbalanced_transaction",
-                             f"debit {debit} does not equal credit {credit} (difference {debit - credit})")
-
-        fiscal_year = state.fiscal_year
-        mutaties = []
-        for line in lines:
-            rekening = line["accID"]
-            kostenplaats = line.get("costID") or None
-            account_type, account_desc = state.accounts[rekening]
-            taakveld = self.taakveld_mapping.resolve(rekening, kostenplaats)
-            if kostenplaats:
-                state.cost_centres.setdefault(kostenplaats, None)
-                state.account_costs.add((rekening, kostenplaats))
-                if taakveld:
-                    state.cost_taakvelden.add((kostenplaats, taakveld))
-            if taakveld is None and account_type == PROFIT_AND_LOSS:
-                state.unmapped_lines[rekening] += 1
-                key = (rekening, kostenplaats or "")
-                count, total = state.unmapped.get(key, (0, Decimal(0)))
-                signed = line["_amount"] if line["amntTp"] == "D" else -line["_amount"]
-                state.unmapped[key] = (count + 1, total + signed)
-            mutaties.append({
-                "boekjaar": fiscal_year,
-                "dagboek": jrn,
-                "dagboek_omschrijving": journal_values.get("desc"),
-                "dagboek_soort": journal_values.get("jrnTp") or None,
-                "boekstuk": nr,
-                "transactie_omschrijving": values.get("desc") or None,
-                "periode": values.get("periodNumber"),
-                "transactiedatum": values.get("trDt"),
-                "regel": line.get("nr"),
-                "rekening": rekening,
-                "rekening_omschrijving": account_desc,
-                "rekening_soort": account_type,
-                "documentverwijzing": line.get("docRef"),
-                "boekdatum": line.get("effDate"),
-                "omschrijving": line.get("desc") or None,
-                # Exact decimal text: JSON floats would round cents.
-                "bedrag": str(line["_amount"].quantize(_CENT)),
-                "debet_credit": line["amntTp"],
-                "relatie": line.get("custSupID") or None,
-                "factuurnummer": line.get("invRef") or None,
-                "kostenplaats": kostenplaats,
-                "product": line.get("prodID") or None,
-                "project": line.get("projID") or None,
-                "btw_code": line["_vat"].get("vatID"),
-                "btw_percentage": line["_vat"].get("vatPerc"),
-                "btw_bedrag": line["_vat"].get("vatAmnt"),
-                "taakveld": taakveld,
-                "taakveld_naam": self.taakveld_mapping.names.get(taakveld) if taakveld else None,
-                "bronbestand": state.file_name,
-            })
+        lines = self._balanced_lines(state, element, position)
+        if isinstance(lines, Rejection):
+            return lines
+        mutaties = [self._mutation(state, values, nr, line, self._taakveld(state, line)) for line in lines]
         records: dict[str, list[dict[str, Any]]] = {"mutaties": mutaties}
         invoice_kind = INVOICE_JOURNAL_TYPES.get(journal_values.get("jrnTp", ""))
         if invoice_kind:
@@ -494,6 +419,113 @@ class XafConnector(DropzoneConnector):
             if invoice is not None:
                 records["facturen"], records["factuurregels"] = invoice
         return ParsedUnit(position=position, records=records)
+
+    def _balanced_lines(self, state: "_FileState", element: etree._Element,
+                        position: str) -> list[dict[str, Any]] | Rejection:
+        """The transaction's checked lines (:meth:`_transaction_line`), or why it is rejected.
+
+        A transaction whose debit lines do not add up to its credit lines is rejected whole.
+        """
+        lines = []
+        debit = credit = Decimal(0)
+        for line_element in element.iterfind(_NS + "trLine"):
+            line = self._transaction_line(state, line_element, position)
+            if isinstance(line, Rejection):
+                return line
+            if line["amntTp"] == "D":
+                debit += line["_amount"]
+            else:
+                credit += line["_amount"]
+            lines.append(line)
+        if debit != credit:
+            return Rejection(state.file_name, position, "unbalanced_transaction",
+                             f"debit {debit} does not equal credit {credit} (difference {debit - credit})")
+        return lines
+
+    @staticmethod
+    def _transaction_line(state: "_FileState", line_element: etree._Element,
+                          position: str) -> dict[str, Any] | Rejection:
+        """One ``trLine`` as its child texts plus ``_amount`` (Decimal) and ``_vat``, or why it is rejected.
+
+        The amount must be a finite decimal, ``amntTp`` D or C and the account one of the generalLedger.
+        """
+        line = _child_texts(line_element)
+        where = f"{position} line {line.get('nr')}"
+        try:
+            amount = Decimal(line.get("amnt", ""))
+        except InvalidOperation:
+            return Rejection(state.file_name, where, "bad_decimal",
+                             f"amount {line.get('amnt')!r} is not a decimal number")
+        if not amount.is_finite():
+            return Rejection(state.file_name, where, "bad_decimal",
+                             f"amount {line.get('amnt')!r} is not a finite number")
+        side = line.get("amntTp")
+        if side not in ("D", "C"):
+            return Rejection(state.file_name, where, "bad_debit_credit",
+                             f"amntTp {side!r} is neither D nor C")
+        if line.get("accID") not in state.accounts:
+            return Rejection(state.file_name, where, "unknown_account",
+                             f"account {line.get('accID')!r} is not in the generalLedger")
+        vat = line_element.find(_NS + "vat")
+        line["_vat"] = _child_texts(vat) if vat is not None else {}
+        line["_amount"] = amount
+        return line
+
+    def _taakveld(self, state: "_FileState", line: dict[str, Any]) -> str | None:
+        """The IV3 taakveld of a line; notes its cost centre, and a profit-and-loss line no taakveld maps."""
+        rekening = line["accID"]
+        kostenplaats = line.get("costID") or None
+        taakveld = self.taakveld_mapping.resolve(rekening, kostenplaats)
+        if kostenplaats:
+            state.cost_centres.setdefault(kostenplaats, None)
+            state.account_costs.add((rekening, kostenplaats))
+            if taakveld:
+                state.cost_taakvelden.add((kostenplaats, taakveld))
+        if taakveld is None and state.accounts[rekening][0] == PROFIT_AND_LOSS:
+            state.unmapped_lines[rekening] += 1
+            key = (rekening, kostenplaats or "")
+            count, total = state.unmapped.get(key, (0, Decimal(0)))
+            signed = line["_amount"] if line["amntTp"] == "D" else -line["_amount"]
+            state.unmapped[key] = (count + 1, total + signed)
+        return taakveld
+
+    def _mutation(self, state: "_FileState", values: dict[str, str], nr: str, line: dict[str, Any],
+                  taakveld: str | None) -> dict[str, Any]:
+        """The ``mutaties`` record of one checked transaction line."""
+        journal_values = state.journal
+        rekening = line["accID"]
+        account_type, account_desc = state.accounts[rekening]
+        return {
+            "boekjaar": state.fiscal_year,
+            "dagboek": journal_values.get("jrnID", ""),
+            "dagboek_omschrijving": journal_values.get("desc"),
+            "dagboek_soort": journal_values.get("jrnTp") or None,
+            "boekstuk": nr,
+            "transactie_omschrijving": values.get("desc") or None,
+            "periode": values.get("periodNumber"),
+            "transactiedatum": values.get("trDt"),
+            "regel": line.get("nr"),
+            "rekening": rekening,
+            "rekening_omschrijving": account_desc,
+            "rekening_soort": account_type,
+            "documentverwijzing": line.get("docRef"),
+            "boekdatum": line.get("effDate"),
+            "omschrijving": line.get("desc") or None,
+            # Exact decimal text: JSON floats would round cents.
+            "bedrag": str(line["_amount"].quantize(_CENT)),
+            "debet_credit": line["amntTp"],
+            "relatie": line.get("custSupID") or None,
+            "factuurnummer": line.get("invRef") or None,
+            "kostenplaats": line.get("costID") or None,
+            "product": line.get("prodID") or None,
+            "project": line.get("projID") or None,
+            "btw_code": line["_vat"].get("vatID"),
+            "btw_percentage": line["_vat"].get("vatPerc"),
+            "btw_bedrag": line["_vat"].get("vatAmnt"),
+            "taakveld": taakveld,
+            "taakveld_naam": self.taakveld_mapping.names.get(taakveld) if taakveld else None,
+            "bronbestand": state.file_name,
+        }
 
     def _invoice(self, state: "_FileState", kind: str, jrn: str, nr: str, values: dict[str, str],
                  lines: list[dict[str, Any]]) -> tuple[list[dict], list[dict]] | None:

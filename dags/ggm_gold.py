@@ -1,7 +1,7 @@
 """Gold DAGs, one per domein: build the domein's policy marts from silver as of each logical date.
 
-``ggm_gold_<domein>`` is scheduled on the silver Assets of every table its marts read
-(``jobs.gold.MART_INPUTS``, declared in ``gold_marts/*.yaml``), runs one Spark job for all of
+``ggm_gold_<domein>`` is scheduled on the silver Assets of every table its marts read (declared
+in ``gold_marts/*.yaml``, read by ``ggm_lakehouse.model.mart_definitions``), runs one Spark job for all of
 them, updates ``ggm://gold/<mart>`` for each and republishes the policy dashboard. It builds the
 logical dates its triggering Asset events name, plus any recent day whose silver is newer than
 its gold (a day whose event reached no run).

@@ -1,6 +1,6 @@
 """Ingest DAGs, one per source: extract from the registry or drop zone → land → bronze.
 
-Each source has its own schedule, owner and pool (``ggm_lakehouse.orchestration.SOURCES``).
+Each source has its own schedule, owner and pool (``ggm_lakehouse.model.sources.SOURCES``).
 A successful run updates the Asset ``ggm://bronze/<source>`` with the logical date in its
 ``extra``; the silver DAG of every table that reads the source is scheduled on it.
 """

@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -36,8 +35,6 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
-
-import yaml
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +53,6 @@ DOMAINS: dict[str, str] = {
     "bedrijfsvoering": "Bedrijfsvoering",
     "schuldhulp": "Schuldhulp",
 }
-# Marts built before the declarative engine have no gold_marts/*.yaml and may have no status row.
-LEGACY_DOMAINS: dict[str, str] = {"inwoners_per_buurt": "demografie"}
-FALLBACK_DOMAIN = "overig"
-SNAKE_CASE = re.compile(r"[a-z][a-z0-9_]*")
 
 TOTAAL = "Totaal"
 TREND_DIMENSION = "maand"
@@ -91,15 +84,12 @@ class DashboardError(RuntimeError):
 
 @dataclass(frozen=True)
 class MartView:
-    """What the dashboard needs of a mart definition (``gold_marts/<mart>.yaml``).
-
-    ``source`` is the YAML file, or None when the view was inferred from the gold table's
-    schema because the mart has no definition file (marts from before the declarative engine).
-    """
+    """What the dashboard needs of a mart definition (``gold_marts/<mart>.yaml``); ``source`` is the file."""
 
     mart: str
     domein: str
     titel: str
+    source: Path
     beschrijving: str = ""
     eigenaar: str = ""
     gebied: str = "none"
@@ -108,7 +98,6 @@ class MartView:
     personen: str | None = None  # the count that hides a cell
     ook_personen: tuple[str, ...] = ()  # further counts hidden on their own when small
     per_1000_inwoners: tuple[str, ...] = ()
-    source: Path | None = None
 
 
 @dataclass
@@ -144,92 +133,40 @@ class MartSection:
 # --------------------------------------------------------------------------- definitions
 
 
-def load_definitions(definitions_dir: Path) -> dict[str, MartView]:
-    """The mart definitions in ``definitions_dir`` (``*.yaml``), keyed by mart name.
+def load_definitions(definitions_dir: Path | None = None) -> dict[str, MartView]:
+    """The mart definitions in ``definitions_dir`` (default: the project's ``gold_marts``), keyed by mart name.
 
-    Only the keys the dashboard shows are read; the gold engine validates the rest. A
-    missing folder gives no definitions (every gold table is then shown from its schema).
+    They are read and checked by the loader the gold engine uses (``ggm_lakehouse.model.mart_definitions``),
+    so the dashboard shows exactly the marts gold builds. A missing folder gives no definitions.
     """
-    definitions: dict[str, MartView] = {}
-    if not definitions_dir.is_dir():
-        log.warning("no mart definitions folder at %s; marts are shown from their schema", definitions_dir)
-        return definitions
-    for path in sorted(definitions_dir.glob("*.yaml")):
-        view = _parse_definition(path)
-        if view.mart in definitions:
-            raise DashboardError(f"{path}: mart {view.mart!r} is also defined in {definitions[view.mart].source}")
-        definitions[view.mart] = view
-    return definitions
+    from ggm_lakehouse.model.mart_definitions import GoldError, load_mart_definitions, marts_dir
 
-
-def _parse_definition(path: Path) -> MartView:
+    directory = Path(definitions_dir) if definitions_dir else marts_dir()
+    if not directory.is_dir():
+        log.warning("no mart definitions folder at %s; no marts to show", directory)
+        return {}
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise DashboardError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise DashboardError(f"{path}: expected a mapping with keys mart, domein, titel, ...")
-    for key in ("mart", "domein"):
-        if not isinstance(raw.get(key), str) or not raw[key]:
-            raise DashboardError(f"{path}: key {key!r} is missing or not a string")
-        # Both become file names and element ids of the site.
-        if not SNAKE_CASE.fullmatch(raw[key]):
-            raise DashboardError(f"{path}: {key} {raw[key]!r} is not a snake_case name")
+        definitions = load_mart_definitions(directory)
+    except GoldError as error:
+        raise DashboardError(str(error)) from error
+    return {name: _view(definition) for name, definition in definitions.items()}
 
-    def columns(key: str) -> tuple[str, ...]:
-        items = raw.get(key) or []
-        if not isinstance(items, list):
-            raise DashboardError(f"{path}: {key!r} must be a list")
-        names = []
-        for item in items:
-            name = item.get("kolom") if isinstance(item, dict) else item
-            if not isinstance(name, str) or not name:
-                raise DashboardError(f"{path}: every entry of {key!r} needs a column name (kolom), got {item!r}")
-            names.append(name)
-        return tuple(names)
 
+def _view(definition) -> MartView:
+    """What the dashboard shows of a ``ggm_lakehouse.model.mart_definitions.MartDefinition``."""
     return MartView(
-        mart=raw["mart"],
-        domein=raw["domein"],
-        titel=str(raw.get("titel") or _humanize(raw["mart"])),
-        beschrijving=str(raw.get("beschrijving") or "").strip(),
-        eigenaar=str(raw.get("eigenaar") or ""),
-        gebied=str(raw.get("gebied") or "none"),
-        dimensies=columns("dimensies"),
-        maten=columns("maten"),
-        personen=_personen(raw.get("personen"))[0],
-        ook_personen=_personen(raw.get("personen"))[1],
-        per_1000_inwoners=columns("per_1000_inwoners"),
-        source=path,
-    )
-
-
-def infer_view(mart: str, schema_columns: Iterable[tuple[str, str]], domein: str) -> MartView:
-    """A view of a gold table without definition file, from its columns ``(name, arrow type)``.
-
-    Numeric columns are measures, text columns dimensions; area and suppression columns of
-    the engine's contract keep their meaning.
-    """
-    measures, dimensions, names = [], [], []
-    for name, type_name in schema_columns:
-        names.append(name)
-        if name == "peildatum" or name in AREA_COLUMNS or name in SUPPRESSION_COLUMNS or name in DENOMINATOR_COLUMNS:
-            continue
-        if name.endswith(PER_1000_SUFFIX):
-            continue
-        if type_name.startswith(("int", "uint", "float", "double", "decimal")):
-            measures.append(name)
-        elif type_name in ("string", "large_string", "large_utf8", "utf8", "string_view"):
-            dimensions.append(name)
-    per_1000 = tuple(m for m in measures if f"{m}{PER_1000_SUFFIX}" in names)
-    return MartView(
-        mart=mart,
-        domein=domein,
-        titel=_humanize(mart),
-        gebied="wijk" if "gebiedsniveau" in names else "none",
-        dimensies=tuple(dimensions),
-        maten=tuple(measures),
-        per_1000_inwoners=per_1000,
+        mart=definition.mart,
+        domein=definition.domein,
+        titel=definition.titel,
+        beschrijving=definition.beschrijving,
+        eigenaar=definition.eigenaar,
+        gebied=definition.gebied or "none",
+        dimensies=tuple(d.kolom for d in definition.dimensies),
+        maten=tuple(m.kolom for m in definition.maten),
+        personen=definition.personen,
+        ook_personen=definition.ook_personen,
+        per_1000_inwoners=definition.per_1000_inwoners,
+        source=Path(definition.path),
     )
 
 
@@ -283,16 +220,6 @@ def _as_date(value: Any) -> date:
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def _personen(value) -> tuple[str | None, tuple[str, ...]]:
-    """``personen`` is one count or a list: the first hides the cell, the others are hidden on their own."""
-    if value is None:
-        return None, ()
-    if isinstance(value, str):
-        return value, ()
-    values = [str(v) for v in value]
-    return (values[0] if values else None), tuple(values[1:])
 
 
 def _humanize(column: str) -> str:
@@ -534,14 +461,12 @@ def column_decimals(rows: list[dict], column: str) -> int | None:
 
 def _table_columns(view: MartView, rows: list[dict]) -> list[str]:
     present = list(rows[0]) if rows else []
-    if view.source is None:
-        return [c for c in present if c != "peildatum"]
     wanted = []
     if "gebiedsnaam" in present:
         wanted += ["gebiedsnaam", "gebiedsniveau"]
     wanted += list(view.dimensies) + list(view.maten)
     wanted += [f"{m}{PER_1000_SUFFIX}" for m in view.per_1000_inwoners]
-    wanted.append("onderdrukking" if "onderdrukking" in present else "onderdrukt")
+    wanted.append("onderdrukking")
     return [c for c in wanted if c in present]
 
 
@@ -569,19 +494,14 @@ def newest_rows(view: MartView, rows: list[dict]) -> list[dict]:
     if selected and "gebiedsniveau" in selected[0]:
         upper = [r for r in selected if r.get("gebiedsniveau") in ("gemeente", "wijk")]
         selected = upper or selected
-    if view.source is None:
-        return sorted(selected, key=lambda r: tuple((v is None, str(v)) for k, v in r.items() if k != "peildatum"))
     return sorted(selected, key=lambda r: _row_order(view, r))
 
 
 # --------------------------------------------------------------------------- sections
 
 
-def _suppression_counts(rows: list[dict]) -> tuple[int, int | None]:
-    """Hidden cells (primary, secondary) counted in the rows; secondary is unknown (None) for
-    marts from before the engine, which only have ``onderdrukt``."""
-    if rows and "onderdrukking" not in rows[0]:
-        return sum(1 for r in rows if r.get("onderdrukt") is True), None
+def _suppression_counts(rows: list[dict]) -> tuple[int, int]:
+    """Hidden cells (primary, secondary) counted in the rows (``onderdrukking``)."""
     primary = sum(1 for r in rows if r.get("onderdrukking") == "primair")
     secondary = sum(1 for r in rows if r.get("onderdrukking") == "secundair")
     return primary, secondary
@@ -600,13 +520,7 @@ def build_section(view: MartView, peildatum: date | None, status: dict | None, r
         section.messages.append(
             f"Laatst gebouwd voor peildatum {peildatum.isoformat()}; er zijn geen gegevens van {site_peildatum.isoformat()}."
         )
-    if view.source is None:
-        section.messages.append(
-            f"Geen definitiebestand gold_marts/{view.mart}.yaml: de tabel wordt getoond zoals hij in gold staat, "
-            "zonder grafieken."
-        )
-    else:
-        section.charts = [c for c in (trend_chart(view, rows), wijk_chart(view, rows)) if c is not None]
+    section.charts = [c for c in (trend_chart(view, rows), wijk_chart(view, rows)) if c is not None]
     if not rows:
         section.messages.append("De partitie van deze peildatum is leeg.")
 
@@ -640,7 +554,7 @@ def build_section(view: MartView, peildatum: date | None, status: dict | None, r
 
 
 def _threshold_text(view: MartView, threshold: int | None) -> str:
-    if view.source is not None and not view.personen:
+    if not view.personen:
         return "niet van toepassing: de mart telt geen personen"
     if threshold is None:
         return "onbekend"
@@ -667,7 +581,7 @@ def _notes(view: MartView, peildatum: date, status: dict | None, section: MartSe
     if view.ook_personen:
         notes.append(("Ook apart verborgen als klein", ", ".join(_humanize(m) for m in view.ook_personen)))
     if status is not None and status.get("definitie_sha256"):
-        notes.append(("Definitie", f"{view.source.name if view.source else view.mart} "
+        notes.append(("Definitie", f"{view.source.name} "
                                    f"(sha256 {str(status['definitie_sha256'])[:12]})"))
     return notes
 
@@ -756,53 +670,39 @@ def _plotly_js() -> bytes:
     return get_plotlyjs().encode("utf-8")
 
 
-def build_site(lake_root: Path, output_dir: Path, definitions_dir: Path | None = None,
-               peildatum: date | None = None) -> list[Path]:
-    """Write the dashboard for the gold layer under ``lake_root`` to ``output_dir``; returns the pages.
+def _sections(gold_dir: Path, definitions: dict[str, MartView], peildatum: date | None) -> tuple[list[MartSection], date]:
+    """One section per defined mart, each with its newest partition on or before ``peildatum``, and that peildatum.
 
-    ``definitions_dir`` defaults to ``<project>/gold_marts``; ``peildatum`` defaults to the
-    newest peildatum in ``gold/mart_status`` (or in the marts when there is no status table).
-    Each mart shows its newest partition on or before that date. Raises DashboardError,
-    naming the path, when the gold layer is missing or holds no data.
+    A gold table without a definition file (a mart whose definition was removed) is left out: the
+    dashboard shows the marts gold builds, no more.
     """
-    from ggm_lakehouse.config import project_root
-
-    lake_root, output_dir = Path(lake_root), Path(output_dir)
-    gold_dir = lake_root / "gold"
-    if not gold_dir.is_dir():
-        raise DashboardError(f"no gold layer at {gold_dir}: build the gold marts first (ggm_gold_* DAGs)")
-    definitions = load_definitions(Path(definitions_dir) if definitions_dir else project_root() / "gold_marts")
-    status_rows = read_status(gold_dir)
-    tables = gold_tables(gold_dir)
+    tables = [name for name in gold_tables(gold_dir) if name in definitions]
+    for orphan in sorted(set(gold_tables(gold_dir)) - set(definitions)):
+        log.warning("gold table %s has no definition gold_marts/%s.yaml; not shown", orphan, orphan)
     if not tables:
         raise DashboardError(f"no gold marts in {gold_dir}: build the gold marts first (ggm_gold_* DAGs)")
-
-    status_by_key = {(r["mart"], _as_date(r["peildatum"])): r for r in (status_rows or [])}
-    status_domains = {r["mart"]: r.get("domein") for r in sorted(status_rows or [], key=lambda r: _as_date(r["peildatum"]))}
+    status_rows = [r for r in read_status(gold_dir) or [] if r["mart"] in definitions]
+    status_by_key = {(r["mart"], _as_date(r["peildatum"])): r for r in status_rows}
     handles = {name: _delta_table(gold_dir / name) for name in tables}
     available = {name: _available_peildata(handle) for name, handle in handles.items()}
-
     if peildatum is None:
-        candidates = [_as_date(r["peildatum"]) for r in status_rows or []] or [d for ds in available.values() for d in ds]
+        candidates = [_as_date(r["peildatum"]) for r in status_rows] or [d for ds in available.values() for d in ds]
         if not candidates:
             raise DashboardError(f"the gold marts in {gold_dir} hold no partitions yet")
         peildatum = max(candidates)
-
-    sections: list[MartSection] = []
-    for name in sorted(set(tables) | set(definitions)):
+    sections = []
+    for name, view in sorted(definitions.items()):
         chosen = max((d for d in available.get(name, []) if d <= peildatum), default=None)
-        rows, schema = _read_partition(handles[name], chosen) if chosen else ([], [])
-        status_domain = status_domains.get(name)
-        view = definitions.get(name) or infer_view(
-            name, schema,
-            status_domain if status_domain and SNAKE_CASE.fullmatch(status_domain)
-            else LEGACY_DOMAINS.get(name, FALLBACK_DOMAIN),
-        )
+        rows = _read_partition(handles[name], chosen)[0] if chosen else []
         sections.append(build_section(view, chosen, status_by_key.get((name, chosen)) if chosen else None,
                                       rows, peildatum))
     if all(s.peildatum is None for s in sections):
         raise DashboardError(f"no gold mart in {gold_dir} has data on or before peildatum {peildatum.isoformat()}")
+    return sections, peildatum
 
+
+def _render_pages(output_dir: Path, sections: list[MartSection], peildatum: date) -> list[tuple[Path, str]]:
+    """The overview page and one page per domein, in page order, as (path, html)."""
     by_domain: dict[str, list[MartSection]] = {}
     for section in sections:
         by_domain.setdefault(section.view.domein, []).append(section)
@@ -830,6 +730,24 @@ def build_site(lake_root: Path, output_dir: Path, definitions_dir: Path | None =
     for domain in domains:
         html = environment.get_template("domain.html").render(current=domain["key"], domain=domain, **common)
         pages.append((output_dir / domain["page"], html))
+    return pages
+
+
+def build_site(lake_root: Path, output_dir: Path, definitions_dir: Path | None = None,
+               peildatum: date | None = None) -> list[Path]:
+    """Write the dashboard for the gold layer under ``lake_root`` to ``output_dir``; returns the pages.
+
+    ``definitions_dir`` defaults to the project's ``gold_marts`` (``GGM_GOLD_MARTS_DIR``); ``peildatum``
+    defaults to the newest peildatum in ``gold/mart_status`` (or in the marts when there is no status
+    table). Each mart shows its newest partition on or before that date. Raises DashboardError,
+    naming the path, when the gold layer is missing or holds no data.
+    """
+    lake_root, output_dir = Path(lake_root), Path(output_dir)
+    gold_dir = lake_root / "gold"
+    if not gold_dir.is_dir():
+        raise DashboardError(f"no gold layer at {gold_dir}: build the gold marts first (ggm_gold_* DAGs)")
+    sections, peildatum = _sections(gold_dir, load_definitions(definitions_dir), peildatum)
+    pages = _render_pages(output_dir, sections, peildatum)
 
     written: set[Path] = set()
     for path, html in pages:

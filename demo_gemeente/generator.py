@@ -31,7 +31,7 @@ import math
 import random
 import threading
 from collections import OrderedDict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -375,10 +375,31 @@ def _generate_base(population: int, seed: int, gemeentecode: str, naam: str) -> 
     """The state at EPOCH: BAG, wijken/buurten and the registered persons."""
     rng = np.random.default_rng([seed, int(gemeentecode), 0xBA5E])
     households = _plan_households(rng, population)
-    n_households = len(households)
+    kinds, block_sizes = _building_kinds(rng, population, len(households))
+    layout = _Layout(rng, population, len(kinds), gemeentecode)
+    woonplaatsen, buurt_wp = _woonplaatsen(layout, population, seed, gemeentecode, naam)
+    postcodes = _PostcodePlan.for_layout(layout, seed, gemeentecode)
+    bag = _place_buildings(rng, layout, kinds, block_sizes, buurt_wp, postcodes, gemeentecode)
 
-    # --- buildings to place: houses, apartment blocks, non-residential, future plots
-    dwellings_needed = math.ceil(n_households * 1.035) + 2  # ~3.5% vacancy so people can move
+    # --- persons: largest households get the largest dwellings (with noise), ~3.5% stays vacant
+    persons = _place_persons(rng, households, bag.woon_vbos, bag.woon_area, bag.verblijfsobjecten, naam)
+
+    return Municipality(
+        gemeentecode=gemeentecode, naam=naam, seed=seed, as_of=EPOCH,
+        woonplaatsen=woonplaatsen, openbare_ruimten=bag.openbare_ruimten, panden=bag.panden,
+        nummeraanduidingen=bag.nummeraanduidingen, verblijfsobjecten=bag.verblijfsobjecten,
+        wijken=layout.wijken, buurten=layout.buurten, persons=persons, changes=[],
+        population=population, bouwkavels=bag.kavels,
+    )
+
+
+def _building_kinds(rng: np.random.Generator, population: int, n_households: int) -> tuple[np.ndarray, list[int]]:
+    """What the parcels hold, shuffled: (kind per parcel, size of each apartment block in order).
+
+    Kind codes: 0 house, 1 apartment block, 2 non-residential, 3 future plot. There are ~3.5% more
+    dwellings than households so people can move, and plots for the new buildings of the coming days.
+    """
+    dwellings_needed = math.ceil(n_households * 1.035) + 2
     apartments_target = int(dwellings_needed * 0.35)
     block_sizes: list[int] = []
     apartments = 0
@@ -390,13 +411,14 @@ def _generate_base(population: int, seed: int, gemeentecode: str, naam: str) -> 
     n_houses = max(0, dwellings_needed - apartments)
     n_nonres = max(3, round(dwellings_needed * 0.04))
     n_kavels = math.ceil(NEW_BUILDINGS_PER_DAY_PER_3000 * population / 3000 * KAVEL_RESERVE_DAYS) + 3
-    # kind codes: 0 house, 1 block, 2 non-residential, 3 future plot
     kinds = np.concatenate([np.zeros(n_houses, np.int8), np.ones(len(block_sizes), np.int8),
                             np.full(n_nonres, 2, np.int8), np.full(n_kavels, 3, np.int8)])
-    kinds = kinds[rng.permutation(len(kinds))]
-    layout = _Layout(rng, population, len(kinds), gemeentecode)
+    return kinds[rng.permutation(len(kinds))], block_sizes
 
-    # --- woonplaatsen: the main town, and a village in the last wijk
+
+def _woonplaatsen(layout: _Layout, population: int, seed: int, gemeentecode: str,
+                  naam: str) -> tuple[dict[str, Woonplaats], list[str]]:
+    """The main town, and a village in the last wijk: (woonplaatsen, the woonplaats of each buurt)."""
     wp_codes = []
     n_wp = 2 if population >= 1000 else 1
     base_code = 1000 + (int(gemeentecode) * 37 + seed) % 8990
@@ -415,97 +437,123 @@ def _generate_base(population: int, seed: int, gemeentecode: str, naam: str) -> 
             identificatie=code, naam=wnaam, status=WOONPLAATS_AANGEWEZEN, ingangsdatum=date(2009, 7, 1),
             bbox=(min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)),
         )
+    return woonplaatsen, buurt_wp
 
-    # --- postcodes: one PC4 range per wijk, sequential PC6 letters
-    pc6_per_buurt = (layout.rows // 2) * 2 * math.ceil(PARCELS_PER_ROW / PC6_ADDRESS_GROUP)
-    pc4_per_wijk = math.ceil(pc6_per_buurt * layout.per_wijk / len(_POSTCODE_LETTERS))
-    pc4_needed = pc4_per_wijk * layout.n_wijken
-    if pc4_needed > 8999:
-        raise ValueError("population too large for the postcode range")
-    pc4_base = 1000 + (int(gemeentecode) * 37 + seed) % max(1, 9000 - pc4_needed)
 
-    # --- place everything, buurt by buurt, street by street
+@dataclass(frozen=True)
+class _PostcodePlan:
+    """Postcodes: one PC4 range per wijk, sequential PC6 letters along the streets of each buurt."""
+
+    per_wijk: int
+    pc6_per_buurt: int
+    pc4_per_wijk: int
+    pc4_base: int
+
+    @classmethod
+    def for_layout(cls, layout: _Layout, seed: int, gemeentecode: str) -> "_PostcodePlan":
+        pc6_per_buurt = (layout.rows // 2) * 2 * math.ceil(PARCELS_PER_ROW / PC6_ADDRESS_GROUP)
+        pc4_per_wijk = math.ceil(pc6_per_buurt * layout.per_wijk / len(_POSTCODE_LETTERS))
+        pc4_needed = pc4_per_wijk * layout.n_wijken
+        if pc4_needed > 8999:
+            raise ValueError("population too large for the postcode range")
+        pc4_base = 1000 + (int(gemeentecode) * 37 + seed) % max(1, 9000 - pc4_needed)
+        return cls(layout.per_wijk, pc6_per_buurt, pc4_per_wijk, pc4_base)
+
+    def postcode(self, buurt_index: int, street_no: int, side: int, pos: int) -> str:
+        """The postcode of the parcel at ``pos`` on ``side`` of street ``street_no`` of a buurt."""
+        wijk_index = buurt_index // self.per_wijk
+        local_pc6 = (buurt_index % self.per_wijk) * self.pc6_per_buurt
+        pc6_index = local_pc6 + (street_no * 2 + side) * math.ceil(PARCELS_PER_ROW / PC6_ADDRESS_GROUP) + pos // PC6_ADDRESS_GROUP
+        pc4_off, letters = divmod(pc6_index, len(_POSTCODE_LETTERS))
+        return f"{self.pc4_base + wijk_index * self.pc4_per_wijk + pc4_off}{_POSTCODE_LETTERS[letters]}"
+
+
+_ORD_2009 = date(2009, 7, 1).toordinal()  # the BAG went live: the earliest ingangsdatum of the base state
+
+
+class _BagObjects:
+    """The BAG objects of the base state as the parcels are filled, with identifiers in creation order."""
+
+    def __init__(self, gemeentecode: str) -> None:
+        self.gemeentecode = gemeentecode
+        self._volgnummer = {OBJECTTYPE_VBO: 0, OBJECTTYPE_PAND: 0, OBJECTTYPE_NUMMERAANDUIDING: 0,
+                            OBJECTTYPE_OPENBARE_RUIMTE: 0}
+        self.openbare_ruimten: dict[str, OpenbareRuimte] = {}
+        self.panden: dict[str, Pand] = {}
+        self.nummeraanduidingen: dict[str, Nummeraanduiding] = {}
+        self.verblijfsobjecten: dict[str, Verblijfsobject] = {}
+        self.kavels: list[Bouwkavel] = []
+        self.woon_vbos: list[str] = []  # dwellings in creation order
+        self.woon_area: list[int] = []
+
+    def next_id(self, objecttype: str) -> str:
+        self._volgnummer[objecttype] += 1
+        return bag_id(self.gemeentecode, objecttype, self._volgnummer[objecttype])
+
+    def add_street(self, naam: str, woonplaats_id: str) -> str:
+        or_id = self.next_id(OBJECTTYPE_OPENBARE_RUIMTE)
+        self.openbare_ruimten[or_id] = OpenbareRuimte(
+            identificatie=or_id, naam=naam, type="Weg",
+            woonplaats_id=woonplaats_id, status=NAAMGEVING_UITGEGEVEN, ingangsdatum=_day(_ORD_2009),
+        )
+        return or_id
+
+    def add_building(self, kind: int, units: int, g: list[float], cx: float, cy: float, bouwjaar: int,
+                     or_id: str, wp: str, huisnummer: int, postcode: str) -> None:
+        """A pand on the parcel at (cx, cy) and its verblijfsobjecten with their addresses."""
+        ingang = _day(max(_ORD_2009 + int(g[5] * 700), date(bouwjaar, 1, 1).toordinal() + int(g[5] * 300)))
+        polygon = _pand_polygon(cx, cy, kind, g)
+        pand_id = self.next_id(OBJECTTYPE_PAND)
+        self.panden[pand_id] = Pand(identificatie=pand_id, oorspronkelijk_bouwjaar=bouwjaar, status=PAND_IN_GEBRUIK,
+                                    ingangsdatum=ingang, polygon=polygon)
+        for vbo, is_woon in _make_units(
+            kind, units, g, polygon, pand_id, or_id, wp, huisnummer, postcode, ingang, VBO_IN_GEBRUIK,
+            self.next_id, self.nummeraanduidingen,
+        ):
+            self.verblijfsobjecten[vbo.identificatie] = vbo
+            if is_woon:
+                self.woon_vbos.append(vbo.identificatie)
+                self.woon_area.append(vbo.oppervlakte)
+
+
+def _place_buildings(rng: np.random.Generator, layout: _Layout, kinds: np.ndarray, block_sizes: list[int],
+                     buurt_wp: list[str], postcodes: _PostcodePlan, gemeentecode: str) -> _BagObjects:
+    """Place everything, buurt by buurt, street by street: two rows of parcels face each other on a street."""
     namer = _StreetNamer(rng)
-    vol = {OBJECTTYPE_VBO: 0, OBJECTTYPE_PAND: 0, OBJECTTYPE_NUMMERAANDUIDING: 0, OBJECTTYPE_OPENBARE_RUIMTE: 0}
-
-    def next_id(objecttype: str) -> str:
-        vol[objecttype] += 1
-        return bag_id(gemeentecode, objecttype, vol[objecttype])
-
-    openbare_ruimten: dict[str, OpenbareRuimte] = {}
-    panden: dict[str, Pand] = {}
-    nummeraanduidingen: dict[str, Nummeraanduiding] = {}
-    verblijfsobjecten: dict[str, Verblijfsobject] = {}
-    kavels: list[Bouwkavel] = []
-    woon_vbos: list[str] = []  # dwellings in creation order
-    woon_area: list[int] = []
-
+    bag = _BagObjects(gemeentecode)
     n_items = len(kinds)
     geo = rng.random((n_items, 6)).tolist()
     bouwjaar_noise = rng.normal(0, 6, n_items).tolist()
     kind_list = kinds.tolist()
     block_iter = iter(block_sizes)
-    ord_2009 = date(2009, 7, 1).toordinal()
     item = 0
     for bi, bcode in enumerate(layout.buurt_codes):
         wp = buurt_wp[bi]
-        wijk_index = bi // layout.per_wijk
-        local_pc6 = (bi % layout.per_wijk) * pc6_per_buurt
         count_here = min(layout.parcels_per_buurt, n_items - item)
         streets: dict[int, str] = {}
         for slot in range(count_here):
             row, pos = divmod(slot, PARCELS_PER_ROW)
             street_no, side = divmod(row, 2)
             if street_no not in streets:
-                or_id = next_id(OBJECTTYPE_OPENBARE_RUIMTE)
-                openbare_ruimten[or_id] = OpenbareRuimte(
-                    identificatie=or_id, naam=namer.next(wp, layout.buurt_theme[bi]), type="Weg",
-                    woonplaats_id=wp, status=NAAMGEVING_UITGEGEVEN, ingangsdatum=_day(ord_2009),
-                )
-                streets[street_no] = or_id
+                streets[street_no] = bag.add_street(namer.next(wp, layout.buurt_theme[bi]), wp)
             or_id = streets[street_no]
             huisnummer = 2 * pos + 1 + side  # odd numbers on one side, even on the other
-            pc6_index = local_pc6 + (street_no * 2 + side) * math.ceil(PARCELS_PER_ROW / PC6_ADDRESS_GROUP) + pos // PC6_ADDRESS_GROUP
-            pc4_off, letters = divmod(pc6_index, len(_POSTCODE_LETTERS))
-            postcode = f"{pc4_base + wijk_index * pc4_per_wijk + pc4_off}{_POSTCODE_LETTERS[letters]}"
+            postcode = postcodes.postcode(bi, street_no, side, pos)
             cx, cy = layout.parcel_cell(bi, row, pos)
             kind = kind_list[item]
             g = geo[item]  # plain floats (tolist): numpy scalars must not leak into the model
             if kind == 3:
-                kavels.append(Bouwkavel(openbare_ruimte_id=or_id, woonplaats_id=wp, buurt_code=bcode,
-                                        huisnummer=huisnummer, postcode=postcode,
-                                        bbox=(float(cx), float(cy), float(cx + PARCEL_W), float(cy + PARCEL_D))))
-                item += 1
-                continue
-            bouwjaar = int(min(2025, max(1850, layout.buurt_era[bi] + round(bouwjaar_noise[item]))))
-            ingang = _day(max(ord_2009 + int(g[5] * 700), date(bouwjaar, 1, 1).toordinal() + int(g[5] * 300)))
-            units = next(block_iter) if kind == 1 else 1
-            polygon = _pand_polygon(cx, cy, kind, g)
-            pand_id = next_id(OBJECTTYPE_PAND)
-            panden[pand_id] = Pand(identificatie=pand_id, oorspronkelijk_bouwjaar=bouwjaar, status=PAND_IN_GEBRUIK,
-                                   ingangsdatum=ingang, polygon=polygon)
-            for vbo, is_woon in _make_units(
-                kind, units, g, polygon, pand_id, or_id, wp, huisnummer, postcode, ingang, VBO_IN_GEBRUIK,
-                next_id, nummeraanduidingen,
-            ):
-                verblijfsobjecten[vbo.identificatie] = vbo
-                if is_woon:
-                    woon_vbos.append(vbo.identificatie)
-                    woon_area.append(vbo.oppervlakte)
+                bag.kavels.append(Bouwkavel(openbare_ruimte_id=or_id, woonplaats_id=wp, buurt_code=bcode,
+                                            huisnummer=huisnummer, postcode=postcode,
+                                            bbox=(float(cx), float(cy), float(cx + PARCEL_W), float(cy + PARCEL_D))))
+            else:
+                bouwjaar = int(min(2025, max(1850, layout.buurt_era[bi] + round(bouwjaar_noise[item]))))
+                units = next(block_iter) if kind == 1 else 1
+                bag.add_building(kind, units, g, cx, cy, bouwjaar, or_id, wp, huisnummer, postcode)
             item += 1
         if item >= n_items:
             break
-
-    # --- persons: largest households get the largest dwellings (with noise), ~3.5% stays vacant
-    persons = _place_persons(rng, households, woon_vbos, woon_area, verblijfsobjecten, naam)
-
-    return Municipality(
-        gemeentecode=gemeentecode, naam=naam, seed=seed, as_of=EPOCH,
-        woonplaatsen=woonplaatsen, openbare_ruimten=openbare_ruimten, panden=panden,
-        nummeraanduidingen=nummeraanduidingen, verblijfsobjecten=verblijfsobjecten,
-        wijken=layout.wijken, buurten=layout.buurten, persons=persons, changes=[],
-        population=population, bouwkavels=kavels,
-    )
+    return bag
 
 
 def _pand_polygon(cx: float, cy: float, kind: int, g) -> list[tuple[float, float]]:

@@ -369,6 +369,55 @@ def _stable_int(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
+@dataclass(frozen=True)
+class _CaseDraws:
+    """Every random draw of one case, made at intake in a fixed order (see :meth:`_Planner._case`)."""
+
+    gewenste_ingang: date
+    antwoord: date
+    afgewezen: bool
+    reden_afwijzing: str
+    duur: int
+    volume: int
+    start_lag: int
+    start_msg_lag: int
+    early_stop: bool
+    early_fraction: float
+    stop_msg_lag: int
+    wijziging: bool
+    wijziging_fraction: float
+    wijziging_answer: str
+    wijziging_volume: int
+    lags: list[int]
+    verwijzer_huisarts: bool
+    huisarts: Aanbieder | None
+    toewijzingstijd: str
+
+    @classmethod
+    def draw(cls, rnd: random.Random, intake: date, product: Product, huisartsen: list[Aanbieder]) -> "_CaseDraws":
+        gewenste_ingang = intake + timedelta(days=rnd.randint(7, 21))
+        antwoord = intake + timedelta(days=rnd.randint(2, 8))
+        afgewezen = rnd.random() < 0.07
+        reden_afwijzing = rnd.choice(("3", "4", "7"))
+        duur = rnd.randint(*product.duur_maanden)
+        volume = rnd.randint(*product.volume)
+        start_lag, start_msg_lag = rnd.randint(0, 10), rnd.randint(1, 5)
+        early_stop = rnd.random() < 0.1
+        early_fraction = rnd.uniform(0.3, 0.8)
+        stop_msg_lag = rnd.randint(1, 5)
+        wijziging = rnd.random() < 0.18
+        wijziging_fraction = rnd.uniform(0.25, 0.6)
+        wijziging_answer = rnd.choices(("afgewezen", "onderzoek", "toegekend"), weights=(25, 20, 55))[0]
+        wijziging_volume = max(1, volume + rnd.choice((-2, -1, 1, 2, 3)))
+        lags = [rnd.randint(1, 6) for _ in range(4)]
+        verwijzer_huisarts = rnd.random() < 0.6
+        huisarts = rnd.choice(huisartsen) if huisartsen else None
+        toewijzingstijd = f"{rnd.randint(8, 16):02d}:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}"
+        return cls(gewenste_ingang, antwoord, afgewezen, reden_afwijzing, duur, volume, start_lag, start_msg_lag,
+                   early_stop, early_fraction, stop_msg_lag, wijziging, wijziging_fraction, wijziging_answer,
+                   wijziging_volume, lags, verwijzer_huisarts, huisarts, toewijzingstijd)
+
+
 class _Planner:
     """Plans every case from HISTORY_START up to ``until`` and the messages they cause."""
 
@@ -520,96 +569,104 @@ class _Planner:
             return
         # Every draw is made here, before anything depends on this state of the world, so the
         # random stream of the day is the same whichever later date the plan is made for.
-        gewenste_ingang = intake + timedelta(days=rnd.randint(7, 21))
-        antwoord = intake + timedelta(days=rnd.randint(2, 8))
-        afgewezen = rnd.random() < 0.07
-        reden_afwijzing = rnd.choice(("3", "4", "7"))
-        duur = rnd.randint(*product.duur_maanden)
-        volume = rnd.randint(*product.volume)
-        start_lag, start_msg_lag = rnd.randint(0, 10), rnd.randint(1, 5)
-        early_stop = rnd.random() < 0.1
-        early_fraction = rnd.uniform(0.3, 0.8)
-        stop_msg_lag = rnd.randint(1, 5)
-        wijziging = rnd.random() < 0.18
-        wijziging_fraction = rnd.uniform(0.25, 0.6)
-        wijziging_answer = rnd.choices(("afgewezen", "onderzoek", "toegekend"), weights=(25, 20, 55))[0]
-        wijziging_volume = max(1, volume + rnd.choice((-2, -1, 1, 2, 3)))
-        lags = [rnd.randint(1, 6) for _ in range(4)]
-        verwijzer_huisarts = rnd.random() < 0.6
         huisartsen = [h for h in self.huisartsen if self._aanbieder_active(h, intake)]
-        huisarts = rnd.choice(huisartsen) if huisartsen else None
-        toewijzingstijd = f"{rnd.randint(8, 16):02d}:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}"
+        draws = _CaseDraws.draw(rnd, intake, product, huisartsen)
 
-        planned_end = _add_months(gewenste_ingang, duur) - timedelta(days=1)
+        planned_end = _add_months(draws.gewenste_ingang, draws.duur) - timedelta(days=1)
         self.busy_until[(wet, client.bsn)] = planned_end + timedelta(days=30)
         referentie = self._new_referentie(aanbieder, intake)
         beschikkingnummer = None
         if wet == WMO:
             self.beschikking_seq += 1
             beschikkingnummer = int(f"{intake:%y}{self.beschikking_seq:06d}")
-        verwijzer = ("02", huisarts) if wet == JEUGD and verwijzer_huisarts and huisarts else ("01", None)
+        verwijzer = ("02", draws.huisarts) if wet == JEUGD and draws.verwijzer_huisarts and draws.huisarts else ("01", None)
         aanvraag = {"referentie": referentie, "beschikkingnummer": beschikkingnummer, "product": product,
-                    "ingang": gewenste_ingang, "einde": planned_end, "volume": volume, "verwijzer": verwijzer,
-                    "beschikking_ingang": intake}
+                    "ingang": draws.gewenste_ingang, "einde": planned_end, "volume": draws.volume,
+                    "verwijzer": verwijzer, "beschikking_ingang": intake}
         cutoff = self._end_of_life(client, aanbieder)
         cutoff_day = cutoff[0] if cutoff else date.max
 
         if intake > cutoff_day:
             return
         self._emit(intake, wet, "315", False, aanbieder, lambda ctx: _render_315(ctx, client.bsn, [aanvraag]))
+        t = self._answer_aanvraag(draws, wet, client, aanbieder, product, referentie, beschikkingnummer, planned_end,
+                                  cutoff_day)
+        if t is None:
+            return
+        start = t.ingangsdatum + timedelta(days=draws.start_lag)
+        if start > cutoff_day or start > t.einddatum:
+            return
+        t.start_levering = start
+        started = _snapshot(t)
+        self._emit(start + timedelta(days=draws.start_msg_lag), wet, "305", False, aanbieder,
+                   lambda ctx: _render_305_307(ctx, "305", client.bsn, [started]), (t.nummer,))
+        current, verzoek_gedaan = self._wijziging(draws, t, client, product, planned_end, cutoff_day)
+        self._stop_levering(draws, current, client, referentie, cutoff, verzoek_gedaan)
+
+    def _answer_aanvraag(self, draws: "_CaseDraws", wet: str, client: Person, aanbieder: Aanbieder, product: Product,
+                         referentie: str, beschikkingnummer: int | None, planned_end: date,
+                         cutoff_day: date) -> Toewijzing | None:
+        """The gemeente's answer to a 315: a 319 refusal (None) or a 301 with the new toewijzing."""
+        antwoord = draws.antwoord
         if antwoord > cutoff_day:
-            return
-        if afgewezen:
+            return None
+        if draws.afgewezen:
             self._emit(antwoord, wet, "319", True, aanbieder,
-                       lambda ctx: _render_319(ctx, referentie, "1", reden_afwijzing))
-            return
-        ingang = max(gewenste_ingang, antwoord)
-        t = Toewijzing(wet, self._new_toewijzingnummer(antwoord, wet), client.bsn, aanbieder, product, volume,
+                       lambda ctx: _render_319(ctx, referentie, "1", draws.reden_afwijzing))
+            return None
+        ingang = max(draws.gewenste_ingang, antwoord)
+        t = Toewijzing(wet, self._new_toewijzingnummer(antwoord, wet), client.bsn, aanbieder, product, draws.volume,
                        antwoord, ingang, planned_end, referentie, beschikkingnummer)
         if antwoord <= self.until:
             self.toewijzingen[t.nummer] = t
         snapshot_301 = _snapshot(t)
         self._emit(antwoord, wet, "301", True, aanbieder,
-                   lambda ctx: _render_301(ctx, client.bsn, [snapshot_301], toewijzingstijd), (t.nummer,))
+                   lambda ctx: _render_301(ctx, client.bsn, [snapshot_301], draws.toewijzingstijd), (t.nummer,))
+        return t
 
-        start = ingang + timedelta(days=start_lag)
-        if start > cutoff_day or start > t.einddatum:
-            return
-        t.start_levering = start
-        started = _snapshot(t)
-        self._emit(start + timedelta(days=start_msg_lag), wet, "305", False, aanbieder,
-                   lambda ctx: _render_305_307(ctx, "305", client.bsn, [started]), (t.nummer,))
-        current = t
+    def _wijziging(self, draws: "_CaseDraws", t: Toewijzing, client: Person, product: Product, planned_end: date,
+                   cutoff_day: date) -> tuple[Toewijzing, bool]:
+        """A 317 asking for another omvang, if the case has one: (the toewijzing now current, whether one was asked).
 
+        The gemeente refuses it, investigates first (319 "in onderzoek") or honours it with a new toewijzing.
+        """
+        wet, aanbieder, start = t.wet, t.aanbieder, t.start_levering
+        wijziging_volume, lags = draws.wijziging_volume, draws.lags
         span = (planned_end - start).days
-        verzoek_gedaan = False
-        if wijziging and span >= 120 and product.frequentie != "6":
-            w = start + timedelta(days=int(span * wijziging_fraction))
-            gewenst = w + timedelta(days=14)
-            answer_day = w + timedelta(days=lags[0])
-            if w <= cutoff_day:
-                verzoek_gedaan = True
-                ref_w = self._new_referentie(aanbieder, w)
-                self._emit(w, wet, "317", False, aanbieder,
-                           lambda ctx: _render_317(ctx, client.bsn, ref_w, t.nummer, gewenst, planned_end,
-                                                   product, wijziging_volume))
-                if wijziging_answer == "afgewezen" and answer_day <= cutoff_day:
-                    self._emit(answer_day, wet, "319", True, aanbieder, lambda ctx: _render_319(ctx, ref_w, "1", "2"))
-                elif wijziging_answer != "afgewezen":
-                    if wijziging_answer == "onderzoek" and answer_day <= cutoff_day:
-                        self._emit(answer_day, wet, "319", True, aanbieder, lambda ctx: _render_319(ctx, ref_w, "2", None))
-                        answer_day += timedelta(days=7 + lags[1])
-                    gewenst = max(gewenst, answer_day + timedelta(days=1))
-                    # A 301 after ``until`` has not happened yet: the toewijzing stays as it is.
-                    if answer_day <= min(cutoff_day, self.until) and gewenst <= planned_end:
-                        current = self._honour_wijziging(t, answer_day, gewenst, wijziging_volume, lags,
-                                                         toewijzingstijd, client.bsn)
+        if not (draws.wijziging and span >= 120 and product.frequentie != "6"):
+            return t, False
+        w = start + timedelta(days=int(span * draws.wijziging_fraction))
+        gewenst = w + timedelta(days=14)
+        answer_day = w + timedelta(days=lags[0])
+        if w > cutoff_day:
+            return t, False
+        ref_w = self._new_referentie(aanbieder, w)
+        # The 317 renders the final ``gewenst`` (late binding), as the honoured wijziging assigns it.
+        self._emit(w, wet, "317", False, aanbieder,
+                   lambda ctx: _render_317(ctx, client.bsn, ref_w, t.nummer, gewenst, planned_end,
+                                           product, wijziging_volume))
+        if draws.wijziging_answer == "afgewezen":
+            if answer_day <= cutoff_day:
+                self._emit(answer_day, wet, "319", True, aanbieder, lambda ctx: _render_319(ctx, ref_w, "1", "2"))
+            return t, True
+        if draws.wijziging_answer == "onderzoek" and answer_day <= cutoff_day:
+            self._emit(answer_day, wet, "319", True, aanbieder, lambda ctx: _render_319(ctx, ref_w, "2", None))
+            answer_day += timedelta(days=7 + lags[1])
+        gewenst = max(gewenst, answer_day + timedelta(days=1))
+        # A 301 after ``until`` has not happened yet: the toewijzing stays as it is.
+        if answer_day <= min(cutoff_day, self.until) and gewenst <= planned_end:
+            return self._honour_wijziging(t, answer_day, gewenst, wijziging_volume, lags, draws.toewijzingstijd,
+                                          client.bsn), True
+        return t, True
 
-        # The end: a cut-off (death, aanbieder uitgeschreven), an early stop or the planned end.
+    def _stop_levering(self, draws: "_CaseDraws", current: Toewijzing, client: Person, referentie: str,
+                       cutoff: tuple[date, str] | None, verzoek_gedaan: bool) -> None:
+        """The end, as a 307: a cut-off (death, aanbieder uitgeschreven), an early stop or the planned end."""
+        wet = current.wet
         stop_day, reden = current.einddatum, _REDEN_VOLGENS_PLAN[wet]
-        if early_stop and not verzoek_gedaan:  # who asks for a change does not stop early as well
+        if draws.early_stop and not verzoek_gedaan:  # who asks for a change does not stop early as well
             early = current.start_levering + timedelta(days=int((current.einddatum - current.start_levering).days
-                                                                * early_fraction))
+                                                                * draws.early_fraction))
             stop_day, reden = early, _stable_choice(_REDEN_DOOR_CLIENT[wet], _REDEN_DOOR_AANBIEDER[wet], referentie)
         if cutoff is not None and cutoff[0] < stop_day:
             stop_day = cutoff[0]
@@ -617,11 +674,11 @@ class _Planner:
         if stop_day < current.start_levering:
             stop_day = current.start_levering
         current.stop_levering = stop_day
-        message_day = stop_day + timedelta(days=stop_msg_lag)
+        message_day = stop_day + timedelta(days=draws.stop_msg_lag)
         if cutoff is not None and cutoff[1] == "aanbieder":
             message_day = min(message_day, cutoff[0] + timedelta(days=1))  # the aanbieder's last act
         final = _snapshot(current)
-        self._emit(message_day, wet, "307", False, aanbieder,
+        self._emit(message_day, wet, "307", False, current.aanbieder,
                    lambda ctx: _render_305_307(ctx, "307", client.bsn, [final], reden=reden), (current.nummer,))
 
     def _honour_wijziging(self, old: Toewijzing, answer_day: date, gewenst: date, new_volume: int, lags: list[int],

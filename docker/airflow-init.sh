@@ -3,8 +3,10 @@
 #
 #   1. no secret still holds a .env.example placeholder (docker/check-secrets.sh); the
 #      other Airflow services wait for this job, so none starts with a placeholder;
-#   2. the folders of the shared ggm-data volume exist and belong to the runtime user
-#      (uid 50000, gid 0 in both images), also on a volume created by an older image;
+#   2. the data volumes' folders (ggm-data at GGM_DATA_ROOT and the volumes mounted below it:
+#      landing, lake, lake/shares, dropzone, sharing, dashboard, standins) exist and belong to the
+#      runtime user (uid 50000, gid 0 in both images); Docker creates a fresh volume's root as
+#      root, and every service that mounts one of them starts after this job;
 #   3. the official image's entrypoint migrates the metadata database and creates the
 #      admin user (_AIRFLOW_DB_MIGRATE, _AIRFLOW_WWW_USER_CREATE set by the compose file),
 #      then the pools that bound each registry's concurrency are created or resized.
@@ -21,7 +23,8 @@ runtime_uid="${AIRFLOW_UID:-50000}"
 # Only the top-level folders are created and chowned: a recursive chown of a grown lake
 # would make every start slow, and files below are written by the runtime user anyway.
 for folder in "${GGM_DATA_ROOT}" "${GGM_DATA_ROOT}/landing" "${GGM_DATA_ROOT}/lake" \
-              "${GGM_DATA_ROOT}/dropzone" "${GGM_DATA_ROOT}/runs" "${GGM_DATA_ROOT}/sharing" \
+              "${GGM_DATA_ROOT}/lake/shares" "${GGM_DATA_ROOT}/dropzone" "${GGM_DATA_ROOT}/runs" \
+              "${GGM_DATA_ROOT}/sharing" "${GGM_DATA_ROOT}/dashboard" "${GGM_DATA_ROOT}/standins" \
               /opt/airflow/logs; do
   mkdir -p "${folder}"
   chown "${runtime_uid}:0" "${folder}"

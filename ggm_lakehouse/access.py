@@ -359,7 +359,7 @@ def current_grants(client, securable: Securable) -> dict[str, frozenset[str]]:
 
 def partner_summary(shares_config_path: Path | str | None = None) -> list[dict[str, Any]]:
     """The partners role's holders: recipients of ``shares.yaml`` and the shares each may read."""
-    from sharing_server.shares_config import load_shares_config
+    from ggm_lakehouse.model.shares_config import load_shares_config
 
     shares = load_shares_config(shares_config_path)
     return [{"recipient": r.name, "shares": list(r.shares)} for r in shares.recipients]

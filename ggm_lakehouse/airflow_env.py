@@ -46,7 +46,7 @@ def airflow_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     # Lineage is on for the embedded default: Airflow's OpenLineage provider and the Spark listener
     # write events to <data root>/lineage, which `ggm lineage TABLE` reads (GGM_OPENLINEAGE_TRANSPORT
     # =http with GGM_OPENLINEAGE_URL sends them to Marquez or another backend instead).
-    from ggm_lakehouse.lineage import airflow_openlineage_env
+    from ggm_lakehouse.openlineage import airflow_openlineage_env
 
     env.setdefault("GGM_OPENLINEAGE_TRANSPORT", "file")
     env.update(airflow_openlineage_env({**env, **(extra or {})}))

@@ -1,7 +1,7 @@
 """Data catalog: what every silver and gold table holds, where it comes from and how fresh it is.
 
 The catalog is generated, never edited by hand. Its sources are the declarative GGM
-mappings (``ggm_mappings/*.yaml``), the gold mart definitions (``jobs.gold.MARTS``),
+mappings (``ggm_mappings/*.yaml``), the gold mart definitions (``gold_marts/*.yaml``, ``ggm_lakehouse.model.mart_definitions``),
 the sharing configuration (which partners see which table) and the newest run
 reports under ``<data root>/runs/<date>/``. Two outputs are written:
 
@@ -58,40 +58,13 @@ class GoldDefinition:
     partitioned_by: tuple[str, ...] = ()
 
 
-# Catalog text of the hand-written marts, kept next to the catalog rather than derived from jobs.gold:
-# deriving columns would mean running Spark. Declared marts (gold_marts/*.yaml) bring their own text.
-# A test checks these names against jobs.gold.MARTS so they cannot drift apart.
-GOLD_DEFINITIONS: dict[str, GoldDefinition] = {
-    "inwoners_per_buurt": GoldDefinition(
-        description=(
-            "Residents per wijk and buurt by CBS age band and household type on each peildatum. "
-            "Counts below the suppression threshold are published as empty with onderdrukt = true."
-        ),
-        upstream=("INGESCHREVENPERSOON", "NATUURLIJKPERSOON", "NUMMERAANDUIDING", "BUURT", "WIJK"),
-        columns=(
-            ("peildatum", "date", "Reference date: silver versions valid on this day were counted."),
-            ("wijkcode", "string", "CBS wijkcode, or 'onbekend' when the address has no wijk."),
-            ("wijknaam", "string", "Name of the wijk, or 'onbekend'."),
-            ("buurtcode", "string", "CBS buurtcode, or 'onbekend' when the address has no buurt."),
-            ("buurtnaam", "string", "Name of the buurt, or 'onbekend'."),
-            ("leeftijdsklasse", "string", "CBS age band (0-14, 15-24, 25-44, 45-64, 65+)."),
-            ("huishoudtype", "string", "Type of the household (everyone registered at the same address)."),
-            ("aantal_inwoners", "int", "Number of residents; empty when suppressed."),
-            ("onderdrukt", "boolean", "True when the count was below the threshold and is hidden."),
-        ),
-        owner="Onderzoek en Statistiek",
-        partitioned_by=("peildatum",),
-    ),
-}
-
-
 # --------------------------------------------------------------------------- GGM descriptions
 
 
 
 def _mapped_targets() -> frozenset[str]:
     """GGM tables that have a mapping, and therefore a silver page in the catalog."""
-    from jobs.mappings import load_all
+    from ggm_lakehouse.model.mappings import load_all
 
     return frozenset(m.target for m in load_all())
 
@@ -237,7 +210,7 @@ def _delta_columns(layer: str, name: str) -> list[dict] | None:
 def _shares_by_location() -> dict[str, list[dict]]:
     """Shared tables keyed by lake-relative location (``gold/inwoners_per_buurt``)."""
     try:
-        from sharing_server.shares_config import load_shares_config
+        from ggm_lakehouse.model.shares_config import load_shares_config
 
         config = load_shares_config()
     except Exception as exc:  # no sharing configured is a normal deployment
@@ -271,9 +244,8 @@ def _bsn_fields(mapping) -> set[str]:
     return fields
 
 
-def _silver_entry(mapping, ggm: dict, report: tuple[str, dict] | None, shares: dict) -> dict:
-    ggm_table = ggm.get(mapping.target, {})
-    ggm_columns = ggm_table.get("columns", {})
+def _silver_columns(mapping, ggm_columns: dict) -> list[dict]:
+    """The catalog's column entries of one silver table: key, mapped columns and DWH columns."""
 
     def column(name: str, col_type: str, note: str, sensitivity: str, **extra) -> dict:
         official = ggm_columns.get(name, "")
@@ -311,27 +283,37 @@ def _silver_entry(mapping, ggm: dict, report: tuple[str, dict] | None, shares: d
             sensitivity = spec.sensitivity or ("bsn-derived" if spec.pseudonymise else "")
             columns.append(column(spec.name, spec.type, spec.description, sensitivity,
                                   pseudonymised=spec.pseudonymise))
-    columns += [column(name, kind, text, "") for name, kind, text in DWH_COLUMNS]
+    return columns + [column(name, kind, text, "") for name, kind, text in DWH_COLUMNS]
 
+
+def _silver_freshness(mapping, report: tuple[str, dict] | None) -> tuple[dict, dict | None]:
+    """When the table was last conformed, and the quality figures of that run's report (if any)."""
     freshness: dict = {"report_date": None, "run_id": None, "dwh_loaded_at": _dwh_loaded_at(mapping.target)}
-    quality_results = None
-    if report is not None:
-        report_date, body = report
-        table_report = (body.get("tables") or {}).get(mapping.target)
-        if table_report is not None:
-            freshness["report_date"] = report_date
-            freshness["run_id"] = body.get("run_id")
-            freshness["dwh_loaded_at"] = freshness["dwh_loaded_at"] or table_report.get("loaded_at") or body.get("loaded_at")
-            per_rule = {str(k): int(v) for k, v in (table_report.get("quarantined") or {}).items()}
-            quality_results = {
-                "report_date": report_date,
-                "source_rows": table_report.get("source_rows"),
-                "conformed_rows": table_report.get("conformed_rows"),
-                "current_rows": table_report.get("current_rows"),
-                "total_rows": table_report.get("total_rows"),
-                "quarantined_total": sum(per_rule.values()),
-                "quarantined_per_rule": per_rule,
-            }
+    if report is None:
+        return freshness, None
+    report_date, body = report
+    table_report = (body.get("tables") or {}).get(mapping.target)
+    if table_report is None:
+        return freshness, None
+    freshness["report_date"] = report_date
+    freshness["run_id"] = body.get("run_id")
+    freshness["dwh_loaded_at"] = freshness["dwh_loaded_at"] or table_report.get("loaded_at") or body.get("loaded_at")
+    per_rule = {str(k): int(v) for k, v in (table_report.get("quarantined") or {}).items()}
+    quality_results = {
+        "report_date": report_date,
+        "source_rows": table_report.get("source_rows"),
+        "conformed_rows": table_report.get("conformed_rows"),
+        "current_rows": table_report.get("current_rows"),
+        "total_rows": table_report.get("total_rows"),
+        "quarantined_total": sum(per_rule.values()),
+        "quarantined_per_rule": per_rule,
+    }
+    return freshness, quality_results
+
+
+def _silver_entry(mapping, ggm: dict, report: tuple[str, dict] | None, shares: dict) -> dict:
+    ggm_table = ggm.get(mapping.target, {})
+    freshness, quality_results = _silver_freshness(mapping, report)
     name = mapping.silver_table
     return {
         "layer": "silver",
@@ -348,7 +330,7 @@ def _silver_entry(mapping, ggm: dict, report: tuple[str, dict] | None, shares: d
         "load": mapping.load,
         "business_key": list(mapping.business_key),
         "depends_on": list(mapping.depends_on),
-        "columns": columns,
+        "columns": _silver_columns(mapping, ggm_table.get("columns", {})),
         "quality_rules": [
             {"rule": r.rule, "on": r.target, "params": {k: r.params[k] for k in sorted(r.params)}, "description": r.description}
             for r in mapping.quality
@@ -358,6 +340,14 @@ def _silver_entry(mapping, ggm: dict, report: tuple[str, dict] | None, shares: d
         "shared_as": shares.get(f"silver/{name}", []),
         "page": f"tables/silver/{name}.html",
     }
+
+
+# Catalog text of the area columns a mart may publish besides gebiedscode (``gebiedskolommen``).
+_AREA_NAME_COLUMN_TEXT = (
+    ("wijknaam", "string", "Name of the wijk of a wijk or buurt row (empty for the gemeente), or 'onbekend'."),
+    ("buurtcode", "string", "CBS buurtcode of a buurt row (empty for wijk and gemeente rows), or 'onbekend'."),
+    ("buurtnaam", "string", "Name of the buurt of a buurt row (empty for wijk and gemeente rows), or 'onbekend'."),
+)
 
 
 def _declared_gold_definition(mart) -> GoldDefinition:
@@ -370,6 +360,7 @@ def _declared_gold_definition(mart) -> GoldDefinition:
             ("gebiedsnaam", "string", "Name of the area."),
             ("wijkcode", "string", "The wijk of a wijk or buurt row (empty for the gemeente)."),
         ]
+        columns += [c for c in _AREA_NAME_COLUMN_TEXT if c[0] in mart.gebiedskolommen]
     columns += [(d.kolom, "string", "Dimension" + ("" if not d.totaal else "; 'Totaal' across its values.")) for d in mart.dimensies]
     columns += [(m.kolom, "", f"{m.functie} of {m.van or 'units'}" + ("; empty when suppressed." if mart.personen else ""))
                 for m in mart.maten]
@@ -383,13 +374,8 @@ def _declared_gold_definition(mart) -> GoldDefinition:
                           owner=mart.eigenaar, partitioned_by=("peildatum",))
 
 
-def _gold_entry(name: str, builder, report: tuple[str, dict] | None, shares: dict) -> dict:
-    from jobs.gold import MartDefinition
-
-    definition = _declared_gold_definition(builder) if isinstance(builder, MartDefinition) else GOLD_DEFINITIONS.get(name)
-    if definition is None:
-        # A mart added to jobs.gold without catalog text still appears, with its docstring.
-        definition = GoldDefinition(description=(builder.__doc__ or "").strip(), upstream=(), columns=())
+def _gold_entry(name: str, mart, report: tuple[str, dict] | None, shares: dict) -> dict:
+    definition = _declared_gold_definition(mart)
     declared = {c[0]: c for c in definition.columns}
     mapped = _mapped_targets() if definition.upstream else frozenset()
     actual = _delta_columns("gold", name)
@@ -447,9 +433,10 @@ def _gold_entry(name: str, builder, report: tuple[str, dict] | None, shares: dic
 
 def collect_catalog(ggm_descriptions: Path | None = None) -> dict:
     """The catalog as a dict (what ``catalog.json`` holds), without writing anything."""
-    from jobs.gold import MARTS
-    from jobs.mappings import load_all
+    from ggm_lakehouse.model.mappings import load_all
+    from ggm_lakehouse.model.mart_definitions import load_mart_definitions
 
+    definitions = load_mart_definitions()
     ggm_path = ggm_descriptions_path(ggm_descriptions)
     ggm = load_ggm_descriptions(ggm_path)
     shares = _shares_by_location()
@@ -457,7 +444,7 @@ def collect_catalog(ggm_descriptions: Path | None = None) -> dict:
     gold_report = newest_report("gold")
     mappings = sorted(load_all(), key=lambda m: m.target)
     tables = [_silver_entry(m, ggm, silver_report, shares) for m in mappings]
-    tables += [_gold_entry(name, MARTS[name], gold_report, shares) for name in sorted(MARTS)]
+    tables += [_gold_entry(name, definitions[name], gold_report, shares) for name in sorted(definitions)]
     # Link the other way too: which gold marts read each silver table.
     used_by: dict[str, list[str]] = {}
     for table in tables:

@@ -14,6 +14,7 @@
     ggm demo dropzone [--date YYYY-MM-DD]  write the demo municipality's drop-zone files
     ggm lineage TABLE [--json]         upstream (source endpoint …) and downstream (… partner) of a table
     ggm processing-log [--date YYYY-MM-DD] [--json]  verwerkingslog summary per processing activity
+    ggm retention plan|apply [--as-of YYYY-MM-DD] [--json]  purge what is older than the bewaartermijnen
     ggm access plan|apply [--local]    access roles per layer: Unity Catalog grants or folder modes
     ggm airflow-init                   the embedded Airflow home and metadata DB
 
@@ -253,7 +254,7 @@ def cmd_recipient_add(args: argparse.Namespace) -> int:
 
 def _lifetime(text: str) -> str:
     """``--expires``: a token lifetime as ``30m``, ``12h``, ``7d`` or whole days, checked here for a clear error."""
-    from sharing_server.shares_config import parse_lifetime
+    from ggm_lakehouse.model.shares_config import parse_lifetime
 
     try:
         parse_lifetime(text)
@@ -433,8 +434,8 @@ def _access_advice(args: argparse.Namespace) -> str:
 def cmd_access(args: argparse.Namespace) -> int:
     """``ggm access plan|apply``: the access roles of access.yaml as grants (Unity Catalog) or folder modes (--local)."""
     from ggm_lakehouse import access
+    from ggm_lakehouse.model.shares_config import SharesConfigError
     from ggm_lakehouse.secrets import MissingSecretError
-    from sharing_server.shares_config import SharesConfigError
 
     try:
         config = access.load_access_config(args.config)
@@ -460,8 +461,8 @@ def cmd_access(args: argparse.Namespace) -> int:
 def cmd_sharing_unity_catalog(args: argparse.Namespace) -> int:
     """``ggm sharing unity-catalog plan|apply``: shares.yaml as Unity Catalog shares, recipients and grants."""
     from ggm_lakehouse.access import workspace_client
+    from ggm_lakehouse.model.shares_config import SharesConfigError
     from ggm_lakehouse.secrets import MissingSecretError
-    from sharing_server.shares_config import SharesConfigError
     from sharing_server.unity_catalog import UnityCatalogSharingError, apply_unity_catalog
 
     try:
@@ -475,6 +476,68 @@ def cmd_sharing_unity_catalog(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(plan.as_dict(), indent=2))
     return 1 if plan.conflicts else 0
+
+
+# --------------------------------------------------------------------------- retention
+
+RETENTION_COLUMNS = ["Layer", "Table or folder", "Activity", "Term", "Cutoff", "Oldest"]
+
+
+def retention_rows(entries: list[dict], rows_key: str = "rows", files_key: str = "files") -> list[list[Any]]:
+    """Table rows of a retention plan's items (or, with ``rows_deleted``/``files_removed``, of what apply did)."""
+    return [[e["layer"], e["target"], e["activity"], e["term"], e["cutoff"], e.get("oldest") or "-",
+             "-" if e[rows_key] is None else e[rows_key], e[files_key]] for e in entries]
+
+
+def _retention_result(args: argparse.Namespace) -> dict:
+    """Plan or apply the terms in a Spark Connect session (``GGM_SPARK_REMOTE``, else the project's server)."""
+    from contextlib import ExitStack
+
+    from ggm_lakehouse import retention
+    from ggm_lakehouse.spark import connect_session, remote_url
+    from ggm_lakehouse.spark_connect import running_server
+
+    policy = retention.load_policy(args.register)
+    policy.check(args.as_of)  # a refused term needs no Spark
+    with ExitStack() as stack:
+        url = remote_url() or stack.enter_context(running_server())
+        spark = connect_session(url, "ggm-retention")
+        stack.callback(spark.stop)
+        if args.action == "plan":
+            return retention.plan(spark, args.as_of, policy).as_dict()
+        # Progress goes where it does not mix with the JSON a script reads.
+        progress = (lambda text: print(text, file=sys.stderr)) if args.json else (lambda text: print(text, flush=True))
+        return retention.apply(spark, args.as_of, policy=policy, progress=progress)
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    """``ggm retention plan|apply``: what the bewaartermijnen expire, and purging it."""
+    from ggm_lakehouse.processing_log import ProcessingLogError
+    from ggm_lakehouse.retention import RetentionError
+
+    try:
+        result = _retention_result(args)
+    except (RetentionError, ProcessingLogError) as exc:
+        print(f"ggm retention {args.action}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        _print_json(result)
+        return 0
+    if args.action == "plan":
+        totals = result["totals"]
+        _print_table(f"Retention plan as of {result['as_of']} (minimum term {result['minimum']}): {totals['rows']} rows "
+                     f"and {totals['files']} files to purge in {totals['targets']} tables and folders",
+                     RETENTION_COLUMNS + ["Rows", "Files"], retention_rows(result["items"]),
+                     empty="no table or folder has a bewaartermijn")
+        _print_table("Then VACUUM deletes", ["Table", "Data files"],
+                     [[table, files] for table, files in result["vacuum"].items()], empty="nothing to vacuum")
+        return 0
+    totals = result["totals"]
+    _print_table(f"Retention applied as of {result['as_of']}: {totals['rows']} rows and {totals['files']} files deleted, "
+                 f"{totals['vacuumed_files']} data files vacuumed", RETENTION_COLUMNS + ["Rows deleted", "Files removed"],
+                 retention_rows(result["purged"], "rows_deleted", "files_removed"),
+                 empty="nothing was older than its term")
+    return 0
 
 
 # --------------------------------------------------------------------------- the parser
@@ -745,6 +808,39 @@ def _add_lineage_logs_airflow(sub: argparse._SubParsersAction) -> None:
                          "(make setup runs this).", examples=["ggm airflow-init"], handler=cmd_airflow_init)
 
 
+RETENTION_DESCRIPTION = """\
+Enforce the bewaartermijnen: config/verwerkingsactiviteiten.yaml declares per processing activity how
+long each layer keeps data (bewaartermijnen, ISO 8601 durations such as P90D, P6M, P1Y). Counted back
+from --as-of, what is dated before the cutoff is purged: landing batches and the drop zones' archived and
+quarantined deliveries, bronze rows, quarantined records and, where a silver term is declared, silver
+versions closed before it. Delta rows are deleted and their data files vacuumed at once, so no older
+table version (time travel) can read them back. Gold is never purged, nor any layer without a term.
+
+A term shorter than the safety minimum (bewaartermijn_minimum, GGM_RETENTION_MINIMUM; default P14D) is
+refused (exit status 2) before anything is read. Uses the Spark Connect server (GGM_SPARK_REMOTE, else
+the project's, started and stopped when it is not running). docs/retention.md has the details."""
+
+
+def _add_retention(sub: argparse._SubParsersAction) -> None:
+    retention = _group(sub, "retention", help="enforce the bewaartermijnen: plan or apply the purge of expired data",
+                       description=RETENTION_DESCRIPTION,
+                       examples=["ggm retention plan", "ggm retention apply", "ggm retention plan --as-of 2027-03-01 --json"])
+    actions = (
+        ("plan", "show per table and folder what would be purged (rows, files, oldest date, term)",
+         ["ggm retention plan", "ggm retention plan --json | jq '.totals'", "ggm retention plan --as-of 2027-03-01"]),
+        ("apply", "purge and vacuum what is older than its term; prints progress and a summary",
+         ["ggm retention apply", "ggm retention apply --json > retention-report.json"]),
+    )
+    for action, help_text, examples in actions:
+        command = _command(retention, action, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}.\n\n"
+                           + RETENTION_DESCRIPTION, examples=examples, handler=cmd_retention)
+        _add_date(command, "--as-of", "the day the terms are counted back from (default: today)", date.today())
+        command.add_argument("--register", default=None, metavar="FILE",
+                             help="register of processing activities (default: GGM_VERWERKINGSACTIVITEITEN or "
+                                  "config/verwerkingsactiviteiten.yaml)")
+        _add_json(command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ggm`` parser: every command sets ``handler`` (args -> exit status)."""
     parser = argparse.ArgumentParser(
@@ -767,6 +863,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dashboard(sub)
     _add_access(sub)
     _add_lineage_logs_airflow(sub)
+    _add_retention(sub)
     return parser
 
 

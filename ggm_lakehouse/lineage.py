@@ -3,9 +3,9 @@
 ``ggm lineage TABLE`` walks one graph built from the platform's own declarations:
 
     source endpoint ─▶ landing ─▶ bronze ─▶ silver (GGM) ─▶ gold mart ─▶ share ─▶ recipient
-    (connector +       (batches    (<source>_  (ggm_mappings/  (jobs.gold   (config/shares.yaml,
-     Airflow            with a      <dataset>)  *.yaml source   + declared   recipients added
-     connection,        manifest)               and lookups)    inputs)      with the CLI)
+    (connector +       (batches    (<source>_  (ggm_mappings/  (gold_marts/ (config/shares.yaml,
+     Airflow            with a      <dataset>)  *.yaml source   *.yaml       recipients added
+     connection,        manifest)               and lookups)    bronnen)     with the CLI)
      newest manifest)
 
 and combines it with what actually ran: the OpenLineage events that Airflow (provider
@@ -13,137 +13,21 @@ and combines it with what actually ran: the OpenLineage events that Airflow (pro
 the file transport. Those give each table its last run time and run ids, and add any edge
 the declarations miss.
 
-OpenLineage is off unless configured, with the same settings for Airflow and Spark:
-
-    GGM_OPENLINEAGE_TRANSPORT=file   events as JSON lines in GGM_OPENLINEAGE_DIR (default <data root>/lineage)
-    GGM_OPENLINEAGE_TRANSPORT=http   events to GGM_OPENLINEAGE_URL (+ GGM_OPENLINEAGE_ENDPOINT), e.g. Marquez
-    GGM_OPENLINEAGE_NAMESPACE        job namespace (default "ggm")
-
-:func:`airflow_openlineage_env` turns them into Airflow's ``AIRFLOW__OPENLINEAGE__*``
-settings, :func:`spark_openlineage_conf` into the Spark listener's ``spark.openlineage.*``.
+OpenLineage is off unless configured, with the same settings for Airflow and Spark
+(:mod:`ggm_lakehouse.openlineage`).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Mapping
 
-from ggm_lakehouse.config import data_root, lake_root
+from ggm_lakehouse.config import lake_root
+from ggm_lakehouse.openlineage import openlineage_dir
 
 log = logging.getLogger(__name__)
-
-# --------------------------------------------------------------------------- OpenLineage settings
-#
-# One set of environment variables switches OpenLineage on for Airflow and Spark alike, so the
-# Airflow tasks and the Spark stages they start report to the same place under one namespace.
-
-#: ``file`` (JSON lines under GGM_OPENLINEAGE_DIR), ``http`` (GGM_OPENLINEAGE_URL) or unset/``none``.
-TRANSPORT_ENV = "GGM_OPENLINEAGE_TRANSPORT"
-DIR_ENV = "GGM_OPENLINEAGE_DIR"
-URL_ENV = "GGM_OPENLINEAGE_URL"
-ENDPOINT_ENV = "GGM_OPENLINEAGE_ENDPOINT"
-NAMESPACE_ENV = "GGM_OPENLINEAGE_NAMESPACE"
-DEFAULT_NAMESPACE = "ggm"
-#: The event files each producer appends to (one JSON event per line).
-AIRFLOW_EVENTS_FILE = "airflow.jsonl"
-SPARK_EVENTS_FILE = "spark.jsonl"
-
-
-def openlineage_transport(environ: Mapping[str, str] | None = None) -> str | None:
-    """The configured transport kind (``file`` or ``http``), or None when lineage is off.
-
-    ``environ`` defaults to ``os.environ``; pass the environment of a process to be started.
-    """
-    environ = os.environ if environ is None else environ
-    kind = environ.get(TRANSPORT_ENV, "").strip().lower()
-    if kind in ("", "none", "off", "false", "0"):
-        return None
-    if kind not in ("file", "http"):
-        raise ValueError(f"{TRANSPORT_ENV} must be 'file', 'http' or unset, got {kind!r}")
-    if kind == "http" and not environ.get(URL_ENV):
-        raise ValueError(f"{TRANSPORT_ENV}=http needs {URL_ENV} (e.g. http://marquez:5000)")
-    return kind
-
-
-def openlineage_namespace(environ: Mapping[str, str] | None = None) -> str:
-    """The OpenLineage job namespace of this platform (``GGM_OPENLINEAGE_NAMESPACE``, default ``ggm``)."""
-    return (os.environ if environ is None else environ).get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
-
-
-def openlineage_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Folder of the file transport's event files: ``GGM_OPENLINEAGE_DIR`` or ``<data root>/lineage``."""
-    environ = os.environ if environ is None else environ
-    if environ.get(DIR_ENV):
-        return Path(environ[DIR_ENV])
-    if environ.get("GGM_DATA_ROOT"):
-        return Path(environ["GGM_DATA_ROOT"]) / "lineage"
-    return data_root() / "lineage"
-
-
-def airflow_openlineage_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``AIRFLOW__OPENLINEAGE__*`` settings for Airflow processes; empty when lineage is off.
-
-    Airflow's OpenLineage provider reads its transport as JSON from
-    ``AIRFLOW__OPENLINEAGE__TRANSPORT``; Spark stages started through ``SparkSubmitOperator``
-    get the parent job (the Airflow task) injected by the provider.
-    """
-    environ = os.environ if environ is None else environ
-    kind = openlineage_transport(environ)
-    if kind is None:
-        return {}
-    if kind == "file":
-        folder = openlineage_dir(environ)
-        folder.mkdir(parents=True, exist_ok=True)
-        transport = {"type": "file", "log_file_path": str(folder / AIRFLOW_EVENTS_FILE), "append": True}
-    else:
-        transport = {
-            "type": "http",
-            "url": environ[URL_ENV],
-            "endpoint": environ.get(ENDPOINT_ENV, "api/v1/lineage"),
-        }
-    return {
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
-        "AIRFLOW__OPENLINEAGE__NAMESPACE": openlineage_namespace(environ),
-        # The SparkSubmitOperator passes the Airflow task as parent run to the Spark listener.
-        "AIRFLOW__OPENLINEAGE__SPARK_INJECT_PARENT_JOB_INFO": "True",
-    }
-
-
-def spark_openlineage_conf() -> dict[str, str]:
-    """``spark.*`` settings that attach the OpenLineage listener; empty when lineage is off.
-
-    The listener JAR must be on the driver class path (:func:`ggm_lakehouse.spark.cached_openlineage_jars`).
-    """
-    kind = openlineage_transport()
-    if kind is None:
-        return {}
-    conf = {
-        "spark.extraListeners": "io.openlineage.spark.agent.OpenLineageSparkListener",
-        "spark.openlineage.namespace": openlineage_namespace(),
-    }
-    if kind == "file":
-        folder = openlineage_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        conf.update(
-            {
-                "spark.openlineage.transport.type": "file",
-                "spark.openlineage.transport.location": str(folder / SPARK_EVENTS_FILE),
-            }
-        )
-    else:
-        conf.update(
-            {
-                "spark.openlineage.transport.type": "http",
-                "spark.openlineage.transport.url": os.environ[URL_ENV],
-                "spark.openlineage.transport.endpoint": os.environ.get(ENDPOINT_ENV, "api/v1/lineage"),
-            }
-        )
-    return conf
-
 
 # --------------------------------------------------------------------------- the graph
 
@@ -224,13 +108,13 @@ def _connector_datasets() -> dict[str, tuple[str, ...]]:
 
 
 def _airflow_connections() -> dict[str, str]:
-    from ggm_lakehouse.pipeline import SOURCES
+    from ggm_lakehouse.model.sources import SOURCES
 
-    return dict(SOURCES)
+    return {name: spec.conn_id for name, spec in SOURCES.items()}
 
 
 def _newest_manifest(source: str, dataset: str) -> dict | None:
-    from connectors.landing import find_complete_batches, read_manifest
+    from ggm_lakehouse.landing import find_complete_batches, read_manifest
 
     from ggm_lakehouse.config import landing_root
 
@@ -273,31 +157,19 @@ def shared_recipients(config) -> dict[str, list[dict]]:
 
 
 def mart_inputs() -> dict[str, tuple[str, ...]]:
-    """GGM silver tables each gold mart reads, as the marts declare them.
+    """GGM silver tables each gold mart reads, as its definition (``gold_marts/<mart>.yaml``) declares them.
 
-    ``jobs.gold.MART_INPUTS`` is the declaration (the gold DAGs wait for exactly these
-    tables); the catalog's gold definitions are the fallback for a mart missing there.
+    The gold DAGs wait for exactly these tables (``ggm_lakehouse.model.mart_definitions.mart_inputs``).
     """
-    from jobs import gold
+    from ggm_lakehouse.model.mart_definitions import mart_inputs as declared_inputs
 
-    from ggm_lakehouse.catalog import GOLD_DEFINITIONS
-
-    declared_inputs = getattr(gold, "MART_INPUTS", {})
-    result = {}
-    for name in gold.MARTS:
-        declared = declared_inputs.get(name)
-        if declared is None and name in GOLD_DEFINITIONS:
-            declared = GOLD_DEFINITIONS[name].upstream
-        if declared is None:
-            log.warning("gold mart %s declares no inputs; its upstream is unknown", name)
-        result[name] = tuple(declared or ())
-    return result
+    return declared_inputs()
 
 
 def static_graph() -> LineageGraph:
     """The lineage the configuration declares: connectors, mappings, gold marts, shares, recipients."""
-    from jobs.mappings import load_all
-    from sharing_server.shares_config import load_shares_config
+    from ggm_lakehouse.model.mappings import load_all
+    from ggm_lakehouse.model.shares_config import load_shares_config
 
     graph = LineageGraph()
     manifests: dict[str, dict | None] = {}

@@ -26,64 +26,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Mapping
 
+# The sources are a declaration of the model layer; the DAG files loop over them from here.
+from ggm_lakehouse.model.sources import SOURCES, SourceSpec  # noqa: F401
+
 ASSET_SCHEME = "ggm"
 DEFAULT_RETRY_DELAY = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """One source of the platform as the scheduler sees it."""
-
-    name: str
-    conn_id: str
-    owner: str
-    schedule: str
-    pool: str
-    pool_slots: int
-    description: str
-
-    @property
-    def dag_id(self) -> str:
-        return f"ggm_ingest_{self.name}"
-
-
-# Schedules are UTC crons: registries are read after their nightly processing, drop zones after
-# the departmental exports have run. Pools bound concurrency against each registry's rate limit.
-SOURCES: dict[str, SourceSpec] = {
-    spec.name: spec
-    for spec in (
-        SourceSpec("brp", "ggm_brp", "team-basisregistraties", "0 2 * * *", "registry_brp", 2,
-                   "BRP Personen (Haal Centraal) for the municipality's volglijst."),
-        SourceSpec("bag", "ggm_bag", "team-basisregistraties", "0 2 * * *", "registry_bag", 1,
-                   "BAG Individuele Bevragingen: the municipality's woonplaatsen, streets, addresses, panden, VBOs."),
-        SourceSpec("gebieden", "ggm_gebieden", "team-onderzoek-statistiek", "0 3 * * *", "dropzone", 4,
-                   "Wijk- en buurtindeling and CBS pc6-huisnummer file from the drop zone."),
-        SourceSpec("kvk", "ggm_kvk", "team-basisregistraties", "30 2 * * *", "registry_kvk", 1,
-                   "KvK Handelsregister: Zoeken, Basisprofiel and Vestigingsprofiel; after the first full pull, "
-                   "only the KvK numbers the Mutatieservice signals name."),
-        SourceSpec("cbs", "ggm_cbs", "team-onderzoek-statistiek", "0 4 * * *", "registry_cbs", 1,
-                   "CBS StatLine Kerncijfers wijken en buurten (OData); data is pulled only when CBS republished."),
-        # Departmental systems deliver into drop zones overnight (see docs/dropzones.md).
-        SourceSpec("iwmo", "ggm_iwmo", "team-sociaal-domein", "30 5 * * *", "dropzone", 1,
-                   "iWmo 3.2 messages (toewijzing, levering, declaratie) from the GGk, bare or in a StUF envelope."),
-        SourceSpec("ijw", "ggm_ijw", "team-sociaal-domein", "30 5 * * *", "dropzone", 1,
-                   "iJw 3.2 messages (toewijzing, levering, declaratie) from the GGk, bare or in a StUF envelope."),
-        SourceSpec("suite4", "ggm_suite4", "team-sociaal-domein", "0 3 * * *", "source_databases", 1,
-                   "Suite4 Sociaal Domein: Wmo/Jeugdwet aanvragen, read-only and incremental from the application database."),
-        SourceSpec("vroegsignalering", "ggm_vroegsignalering", "team-sociaal-domein", "30 5 * * *", "dropzone", 1,
-                   "Vroegsignalering schulden: signals of payment arrears and their follow-up."),
-        SourceSpec("xaf", "ggm_xaf", "team-financien", "0 6 * * *", "dropzone", 1,
-                   "XML Auditfile Financieel 3.2: the ledger's year-to-date re-export, mapped to IV3 taakvelden."),
-        SourceSpec("begroting", "ggm_begroting", "team-financien", "0 6 * * *", "dropzone", 1,
-                   "Begroting export (CSV) after every raadsbesluit: begrote lasten and baten per kostenplaats."),
-        SourceSpec("subsidies", "ggm_subsidies", "team-financien", "0 6 * * *", "dropzone", 1,
-                   "Subsidy register export (Excel): programma's, verleningen and vaststellingen."),
-        SourceSpec("vth", "ggm_vth", "team-veiligheid", "0 6 * * *", "dropzone", 1,
-                   "Handhaving meldingen from the VTH application (CSV)."),
-        SourceSpec("hr", "ggm_hr", "team-bedrijfsvoering", "0 6 * * *", "dropzone", 1,
-                   "HR export of medewerkers (CSV): organisational unit, function, FTE."),
-    )
-}
 
 # Pools and their sizes; a pool's slots bound how many tasks hit that system at once. BAG has a
 # 50 requests/second limit per key that one extract already uses up, so it gets a single slot.
@@ -198,7 +145,7 @@ class SilverGroup:
 
 def silver_groups() -> list[SilverGroup]:
     """One group per source that has mappings, from the mapping files, in dependency order."""
-    from jobs.mappings import load_all
+    from ggm_lakehouse.model.mappings import load_all
 
     mappings = load_all()
     groups: dict[str, dict[str, set]] = {}
@@ -228,9 +175,9 @@ def silver_groups() -> list[SilverGroup]:
 
 def gold_marts() -> dict[str, tuple[str, ...]]:
     """Each gold mart and the silver tables it reads."""
-    from jobs.gold import MART_INPUTS
+    from ggm_lakehouse.model.mart_definitions import mart_inputs
 
-    return dict(MART_INPUTS)
+    return mart_inputs()
 
 
 def gold_domains() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
@@ -240,22 +187,24 @@ def gold_domains() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     source) does not hold its domein's DAG back: its tables are left out of the schedule, and the gold job
     builds it on the first day they exist.
     """
-    from jobs.gold import MART_DOMAINS, MART_INPUTS
-    from jobs.mappings import load_all
+    from ggm_lakehouse.model.mappings import load_all
+    from ggm_lakehouse.model.mart_definitions import load_mart_definitions, mart_domains, mart_inputs
 
+    definitions = load_mart_definitions()
+    domain_of, inputs_of = mart_domains(definitions), mart_inputs(definitions)
     mapped = {m.target for m in load_all()}
     domains: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    for domein in sorted(set(MART_DOMAINS.values())):
-        marts = tuple(sorted(m for m, d in MART_DOMAINS.items() if d == domein))
-        live = [m for m in marts if set(MART_INPUTS[m]) <= mapped] or list(marts)
-        inputs = tuple(dict.fromkeys(t for m in live for t in MART_INPUTS[m]))
+    for domein in sorted(set(domain_of.values())):
+        marts = tuple(sorted(m for m, d in domain_of.items() if d == domein))
+        live = [m for m in marts if set(inputs_of[m]) <= mapped] or list(marts)
+        inputs = tuple(dict.fromkeys(t for m in live for t in inputs_of[m]))
         domains[domein] = (marts, inputs)
     return domains
 
 
 def shared_gold_marts() -> list[str]:
     """Gold marts that some share in ``config/shares.yaml`` exposes."""
-    from sharing_server.shares_config import load_shares_config
+    from ggm_lakehouse.model.shares_config import load_shares_config
 
     marts = set(gold_marts())
     shared = set()

@@ -11,7 +11,9 @@ from datetime import date
 from typing import Any, Mapping
 
 from ggm_lakehouse.config import landing_root
-from ggm_lakehouse.orchestration import SOURCES as SOURCE_SPECS
+from ggm_lakehouse.lineage import shared_recipients
+from ggm_lakehouse.model.mappings import person_bronze_tables
+from ggm_lakehouse.model.sources import SOURCES as SOURCE_SPECS
 from ggm_lakehouse.processing_log import processing_operation, record_landed_batches, record_published_share
 from ggm_lakehouse.reports import read_reports, write_report
 
@@ -19,7 +21,6 @@ log = logging.getLogger(__name__)
 
 # Sources of the daily pipeline and the Airflow connection each one reads its endpoint and secret from.
 SOURCES = {name: spec.conn_id for name, spec in SOURCE_SPECS.items()}
-GOLD_SHARE_TABLES = ("inwoners_per_buurt",)
 
 
 def _connection_exists(conn_id: str) -> bool:
@@ -59,7 +60,7 @@ def extract(source: str, context: Mapping[str, Any]) -> dict:
     # Logboek dataverwerkingen: what this extract read (the source) and landed, under which activity.
     with processing_operation(f"extract_{source}", logical_date=window.logical_date, run_id=window.run_id) as op:
         results = connector.extract(window, landing_root())
-        record_landed_batches(op, results)
+        record_landed_batches(op, results, person_bronze_tables())
     summary = {
         "source": source,
         "logical_date": window.logical_date.isoformat(),
@@ -87,7 +88,7 @@ def publish_share(logical_date: date, run_id: str | None = None) -> dict:
     """Check the shared gold tables, materialise each recipient's projections and report how partners read them."""
     from deltalake import DeltaTable
 
-    from sharing_server.shares_config import load_shares_config
+    from ggm_lakehouse.model.shares_config import load_shares_config
 
     config = load_shares_config()
     tables, waiting = [], []
@@ -121,7 +122,7 @@ def publish_share(logical_date: date, run_id: str | None = None) -> dict:
     if not tables:
         raise RuntimeError(f"no shared gold table exists yet (waiting: {waiting}); nothing to publish")
     with processing_operation("publish_share", logical_date=logical_date, run_id=run_id) as op:
-        record_published_share(op, report)
+        record_published_share(op, report, shared_recipients(config))
     write_report(logical_date, "share", report)
     return report
 

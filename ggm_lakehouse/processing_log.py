@@ -17,11 +17,17 @@ publish) records one operation with the fields of the Logboek Dataverwerkingen (
   pseudonym), never a BSN; a value that looks like a BSN is refused;
 * ``resource_name``/``resource_version`` (this platform) and ``systemen`` (the systems involved),
   plus what the operation read (``gelezen``) and wrote (``geschreven``, ``rijen_geschreven``)
-  and, for a share, the partner organisations it goes to (``ontvangers``).
+  and, for a share, the partner organisations it goes to (``ontvangers``); a retention purge
+  (``ggm_lakehouse.retention``) records what it deleted (``verwijderd``, ``rijen_verwijderd``,
+  ``bestanden_verwijderd``), the cutoff (``verwijderd_tot``) and the term (``bewaartermijn_toegepast``).
 
 :func:`record_landed_batches` and :func:`record_published_share` fill an operation from an
 extract's batch results and from the publish step's report; ``jobs.entrypoint`` does the same
 for the Spark stages.
+
+Layer: core. Every stage writes the log in its own process, the Spark stages inside ``jobs``
+included, so this module imports only core (config, bsn); what a step knows from the model
+(which bronze tables hold persons, who receives a share) its caller passes in.
 
 Storage: a Delta table at ``<lake root>/governance/verwerkingslog``, partitioned by logical
 date and appended with the ``deltalake`` package. Delta rather than JSON lines because the
@@ -55,7 +61,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Collection, Iterable, Iterator, Mapping
 
 import yaml
 
@@ -214,6 +220,7 @@ class ProcessingOperation:
     subjects: set[str] = field(default_factory=set)
     subject_count: int | None = None
     recipients: list[str] = field(default_factory=list)
+    purges: list[dict] = field(default_factory=list)
 
     def read(self, *tables: str) -> None:
         """Record tables, batches or endpoints the operation read."""
@@ -241,6 +248,12 @@ class ProcessingOperation:
             if _is_plain_number(value) or _looks_like_bsn(value):
                 raise ProcessingLogError(f"operation {self.name!r}: data subjects must be pseudonyms, never a BSN")
             self.subjects.add(value)
+
+    def purged(self, target: str, rows: int | None, files: int, cutoff: date, term: str) -> None:
+        """Record a retention purge: ``rows`` rows and ``files`` data files deleted from ``target``, everything
+        dated before ``cutoff``, under bewaartermijn ``term`` (e.g. ``bronze P1Y``)."""
+        self.purges.append({"target": target, "rows": None if rows is None else int(rows), "files": int(files),
+                            "cutoff": cutoff, "term": term})
 
     def ontvanger(self, *names: str) -> None:
         """Record the recipients (partner organisations) the operation provides data to."""
@@ -279,6 +292,12 @@ class ProcessingOperation:
             "gelezen": list(self.reads),
             "geschreven": [w["table"] for w in self.writes],
             "rijen_geschreven": [w["rows"] for w in self.writes],
+            # Retention purges (ggm_lakehouse.retention): what, how much, dated before which day, under which term.
+            "verwijderd": [p["target"] for p in self.purges],
+            "rijen_verwijderd": [p["rows"] for p in self.purges],
+            "bestanden_verwijderd": [p["files"] for p in self.purges],
+            "verwijderd_tot": [p["cutoff"] for p in self.purges],
+            "bewaartermijn_toegepast": [p["term"] for p in self.purges],
             "logical_date": self.logical_date,
             "run_id": self.run_id,
         }
@@ -335,6 +354,11 @@ def _schema():
             ("gelezen", pa.list_(pa.string())),
             ("geschreven", pa.list_(pa.string())),
             ("rijen_geschreven", pa.list_(pa.int64())),
+            ("verwijderd", pa.list_(pa.string())),
+            ("rijen_verwijderd", pa.list_(pa.int64())),
+            ("bestanden_verwijderd", pa.list_(pa.int64())),
+            ("verwijderd_tot", pa.list_(pa.date32())),
+            ("bewaartermijn_toegepast", pa.list_(pa.string())),
             ("logical_date", pa.date32()),
             ("run_id", pa.string()),
         ]
@@ -357,7 +381,8 @@ def append_records(rows: list[dict], location: Path | None = None) -> None:
     # append again to the table that now exists.
     for attempt in range(5):
         try:
-            write_deltalake(str(location), table, mode="append", partition_by=["logical_date"])
+            # merge: a log written before the retention columns existed gains them (empty in its old rows).
+            write_deltalake(str(location), table, mode="append", partition_by=["logical_date"], schema_mode="merge")
             return
         except CommitFailedError as exc:
             if attempt == 4:
@@ -399,21 +424,14 @@ def processing_operation(
 # --------------------------------------------------------------------------- what the pipeline steps record
 
 
-def _person_bronze_tables() -> set[str]:
-    """Bronze tables holding persons: the sources of mappings that pseudonymise a BSN."""
-    from jobs.mappings import load_all
-
-    return {t for m in load_all() if m.pseudonymised_fields for t in m.source_tables}
-
-
-def record_landed_batches(op: ProcessingOperation, results: Iterable) -> None:
+def record_landed_batches(op: ProcessingOperation, results: Iterable, person_tables: Collection[str]) -> None:
     """Record an extract: the endpoints read (from the manifests) and the landing batches written.
 
-    ``results`` are the connector's ``BatchResult`` objects. Landing holds the responses in
-    clear, so persons are counted, not listed.
+    ``results`` are the connector's ``BatchResult`` objects; ``person_tables`` the bronze tables
+    that hold persons (``ggm_lakehouse.model.mappings.person_bronze_tables``). Landing holds the
+    responses in clear, so persons are counted, not listed.
     """
     persons = 0
-    person_tables = _person_bronze_tables()
     for result in results:
         endpoint = result.manifest.get("endpoint")
         if endpoint:
@@ -425,13 +443,11 @@ def record_landed_batches(op: ProcessingOperation, results: Iterable) -> None:
         op.betrokkenen_aantal(persons)
 
 
-def record_published_share(op: ProcessingOperation, report: dict) -> None:
-    """Record a publish step from its report: the gold tables shared and the recipients entitled to them."""
-    from sharing_server.shares_config import load_shares_config
+def record_published_share(op: ProcessingOperation, report: dict, recipients: Mapping[str, list[dict]]) -> None:
+    """Record a publish step from its report: the gold tables shared and the recipients entitled to them.
 
-    from ggm_lakehouse.lineage import shared_recipients
-
-    recipients = shared_recipients(load_shares_config())
+    ``recipients`` lists the recipients per share name in lower case (``ggm_lakehouse.lineage.shared_recipients``).
+    """
     op.system("Delta Sharing server")
     for table in report.get("tables", []):
         location = Path(table["location"])
@@ -455,6 +471,16 @@ def read_processing_log(logical_date: date | None = None, location: Path | None 
     filters = [("logical_date", "=", logical_date)] if logical_date else None
     rows = table.to_pyarrow_table(filters=filters).to_pylist()
     return sorted(rows, key=lambda r: (r["start_time"], r["span_id"]))
+
+
+def _purges(row: dict) -> dict:
+    """The retention purges of a log row by target (rows written before the retention columns have none)."""
+    targets = row.get("verwijderd") or []
+    return {target: {"rijen": rows, "bestanden": files, "tot": cutoff.isoformat() if cutoff else None, "termijn": term}
+            for target, rows, files, cutoff, term in zip(targets, row.get("rijen_verwijderd") or [],
+                                                         row.get("bestanden_verwijderd") or [],
+                                                         row.get("verwijderd_tot") or [],
+                                                         row.get("bewaartermijn_toegepast") or [])}
 
 
 def summarise(logical_date: date | None = None, location: Path | None = None) -> dict:
@@ -486,6 +512,7 @@ def summarise(logical_date: date | None = None, location: Path | None = None) ->
                 "ontvangers": row["ontvangers"],
                 "gelezen": row["gelezen"],
                 "geschreven": dict(zip(row["geschreven"], row["rijen_geschreven"])),
+                "verwijderd": _purges(row),
             }
         )
     return {

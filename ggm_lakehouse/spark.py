@@ -9,10 +9,10 @@ On a Spark cluster or Databricks the session already exists and already has Delt
 :func:`get_spark` then only returns it.
 
 OpenLineage: the ``openlineage-spark`` listener JAR is fetched into the same cache. When
-lineage is configured (``GGM_OPENLINEAGE_TRANSPORT``, see :mod:`ggm_lakehouse.lineage`) a
+lineage is configured (``GGM_OPENLINEAGE_TRANSPORT``, see :mod:`ggm_lakehouse.openlineage`) a
 session started here attaches the listener, which reports every Delta read and write as an
 OpenLineage run event. Under spark-submit the submitter passes the same settings
-(:func:`ggm_lakehouse.lineage.spark_openlineage_conf` and :func:`session_jars`).
+(:func:`ggm_lakehouse.openlineage.spark_openlineage_conf` and :func:`session_jars`).
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def cached_openlineage_jars() -> list[Path]:
 
 def session_jars() -> list[Path]:
     """JARs a session needs on its class path: Delta always, the OpenLineage listener when lineage is on."""
-    from ggm_lakehouse.lineage import openlineage_transport
+    from ggm_lakehouse.openlineage import openlineage_transport
 
     return cached_delta_jars() + (cached_openlineage_jars() if openlineage_transport() else [])
 
@@ -219,7 +219,7 @@ def get_spark(app_name: str = "ggm-lakehouse", master: str | None = None):
     builder = _base_builder(app_name, master)
     if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         return builder.getOrCreate()
-    from ggm_lakehouse.lineage import spark_openlineage_conf
+    from ggm_lakehouse.openlineage import spark_openlineage_conf
 
     # Under spark-submit the JVM already runs: a listener JAR added now would not reach the
     # driver's class path, so there the submitter passes the lineage settings instead.

@@ -147,7 +147,7 @@ def status() -> dict:
 
 def server_conf(port: int) -> dict[str, str]:
     """Every setting of the server: the project's Spark settings, lineage, the binding and the token."""
-    from ggm_lakehouse.lineage import spark_openlineage_conf
+    from ggm_lakehouse.openlineage import spark_openlineage_conf
     from ggm_lakehouse.spark import session_conf
 
     conf = {key: value for key, value in session_conf().items() if key != "spark.driver.memory"}

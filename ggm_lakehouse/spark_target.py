@@ -110,40 +110,49 @@ def spark_stage_task(stage: str, task_id: str | None = None, *, source: str | No
             **operator_kwargs,
         )
     if target == "databricks":
-        from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
+        return _databricks_stage_task(task_id, application_args, label, **operator_kwargs)
+    return _spark_submit_stage_task(task_id, application_args, label, **operator_kwargs)
 
-        cluster = json.loads(_setting("GGM_DATABRICKS_CLUSTER", "ggm_databricks_cluster", "{}") or "{}")
-        entrypoint = _setting(
-            "GGM_DATABRICKS_ENTRYPOINT", "ggm_databricks_entrypoint", "/Workspace/ggm-lakehouse/jobs/entrypoint.py"
-        )
-        task = {"spark_python_task": {"python_file": entrypoint, "parameters": application_args}}
-        # The project wheel `databricks bundle deploy` uploaded (databricks.yml): the cluster installs it,
-        # so the entry point imports the same modules as every other target.
-        wheel = _setting("GGM_DATABRICKS_WHEEL", "ggm_databricks_wheel", "")
-        if wheel:
-            task["libraries"] = [{"whl": wheel}]
-        if cluster.get("existing_cluster_id"):
-            # An existing cluster must carry GGM_* settings and the pseudonym key in its own configuration.
-            task["existing_cluster_id"] = cluster["existing_cluster_id"]
-        elif cluster:
-            # Job clusters get the lake settings and the pseudonym key as a Databricks secret reference,
-            # resolved by Databricks at cluster start; the key never passes through Airflow.
-            scope = _setting("GGM_DATABRICKS_SECRET_SCOPE", "ggm_databricks_secret_scope", "ggm")
-            env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ and name != "GGM_PROJECT_ROOT"}
-            # The operator renders its JSON with Jinja, so the braces of Databricks' secret syntax are escaped.
-            env["GGM_PSEUDONYM_KEY"] = "{{ '{{' }}secrets/" + scope + "/ggm_pseudonym_key{{ '}}' }}"
-            cluster = {**cluster, "spark_env_vars": {**env, **cluster.get("spark_env_vars", {})}}
-            task["new_cluster"] = cluster
-        return DatabricksSubmitRunOperator(
-            task_id=task_id,
-            databricks_conn_id="ggm_databricks",
-            json={"run_name": f"ggm-{label}-{{{{ run_id }}}}", "tasks": [{"task_key": label, **task}]},
-            **operator_kwargs,
-        )
 
+def _databricks_stage_task(task_id: str, application_args: list[str], label: str, **operator_kwargs):
+    """The ``databricks`` target: a one-task Databricks run of the entry point on the configured cluster."""
+    from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
+
+    cluster = json.loads(_setting("GGM_DATABRICKS_CLUSTER", "ggm_databricks_cluster", "{}") or "{}")
+    entrypoint = _setting(
+        "GGM_DATABRICKS_ENTRYPOINT", "ggm_databricks_entrypoint", "/Workspace/ggm-lakehouse/jobs/entrypoint.py"
+    )
+    task = {"spark_python_task": {"python_file": entrypoint, "parameters": application_args}}
+    # The project wheel `databricks bundle deploy` uploaded (databricks.yml): the cluster installs it,
+    # so the entry point imports the same modules as every other target.
+    wheel = _setting("GGM_DATABRICKS_WHEEL", "ggm_databricks_wheel", "")
+    if wheel:
+        task["libraries"] = [{"whl": wheel}]
+    if cluster.get("existing_cluster_id"):
+        # An existing cluster must carry GGM_* settings and the pseudonym key in its own configuration.
+        task["existing_cluster_id"] = cluster["existing_cluster_id"]
+    elif cluster:
+        # Job clusters get the lake settings and the pseudonym key as a Databricks secret reference,
+        # resolved by Databricks at cluster start; the key never passes through Airflow.
+        scope = _setting("GGM_DATABRICKS_SECRET_SCOPE", "ggm_databricks_secret_scope", "ggm")
+        env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ and name != "GGM_PROJECT_ROOT"}
+        # The operator renders its JSON with Jinja, so the braces of Databricks' secret syntax are escaped.
+        env["GGM_PSEUDONYM_KEY"] = "{{ '{{' }}secrets/" + scope + "/ggm_pseudonym_key{{ '}}' }}"
+        cluster = {**cluster, "spark_env_vars": {**env, **cluster.get("spark_env_vars", {})}}
+        task["new_cluster"] = cluster
+    return DatabricksSubmitRunOperator(
+        task_id=task_id,
+        databricks_conn_id="ggm_databricks",
+        json={"run_name": f"ggm-{label}-{{{{ run_id }}}}", "tasks": [{"task_key": label, **task}]},
+        **operator_kwargs,
+    )
+
+
+def _spark_submit_stage_task(task_id: str, application_args: list[str], label: str, **operator_kwargs):
+    """The ``spark-submit`` target: the entry point submitted to connection ``ggm_spark`` with the Delta JARs."""
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-    from ggm_lakehouse.lineage import spark_openlineage_conf
+    from ggm_lakehouse.openlineage import spark_openlineage_conf
     from ggm_lakehouse.spark import session_jars
 
     lineage_conf = spark_openlineage_conf()
@@ -192,3 +201,40 @@ def run_stage_task(stage: str, dates: str, run_id: str, source: str | None = Non
     reports = run_stages(spark, stage, parse_logical_dates(dates), run_id, source=source, mart=mart, domain=domain)
     return [{"logical_date": r.get("logical_date"), "stage": r.get("stage"), "tables": len(r.get("tables", {}))}
             for r in reports]
+
+
+def spark_retention_task(task_id: str = "retention", **operator_kwargs):
+    """The retention DAG's task: enforce the bewaartermijnen (``ggm_lakehouse.retention``) as of the run's date.
+
+    ``connect`` runs it in the task as a thin client of connection ``ggm_spark``, like every stage. On the
+    other targets it runs in the task with :func:`ggm_lakehouse.spark.get_spark` (``GGM_SPARK_REMOTE``, else a
+    local session): a purge is a few SQL statements per table, not a job worth a cluster submission.
+    """
+    op_kwargs = {"as_of": "{{ ds }}", "run_id": "{{ run_id }}"}
+    if spark_target() == "connect":
+        from airflow.providers.apache.spark.operators.spark_pyspark import PySparkOperator
+
+        return PySparkOperator(task_id=task_id, conn_id="ggm_spark", python_callable=run_retention_task,
+                               op_kwargs=op_kwargs, **operator_kwargs)
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    return PythonOperator(task_id=task_id, python_callable=run_retention_task, op_kwargs=op_kwargs, **operator_kwargs)
+
+
+def run_retention_task(as_of: str, run_id: str, spark=None) -> dict:
+    """The retention task's body: apply the terms in the session the operator opened (or a session of our own)."""
+    from datetime import date
+
+    from ggm_lakehouse.retention import run_retention
+    from ggm_lakehouse.spark import adopt_session, get_spark
+
+    if spark is None:
+        spark = get_spark("ggm-retention")
+    else:
+        try:
+            adopt_session(spark)
+        except Exception as err:  # pyspark raises grpc and Spark errors alike for an unreachable server
+            raise RuntimeError(f"retention: the Spark Connect server of connection 'ggm_spark' does not answer "
+                               f"({err}). Start it with `ggm spark serve` (or `make spark`).") from err
+    report = run_retention(spark, date.fromisoformat(as_of), run_id)
+    return {"as_of": report["as_of"], **report["totals"]}

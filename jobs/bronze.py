@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from connectors.landing import find_complete_batches, read_manifest, records_at, sniff_delimiter
 from ggm_lakehouse.config import landing_root
 from ggm_lakehouse.lake import LakeTable, retry_on_write_conflict
+from ggm_lakehouse.landing import find_complete_batches, read_manifest, records_at, sniff_delimiter
 from jobs import schema_drift
 
 

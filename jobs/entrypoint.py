@@ -68,13 +68,13 @@ def _execute_stage(spark, stage: str, logical_date: date, run_id: str, source: s
 
 def record_stage_io(op: ProcessingOperation, spark, report: dict, logical_date: date) -> None:
     """Tell the processing log what a stage read and wrote, from its report and the declared lineage."""
-    from jobs.mappings import load_all
+    from ggm_lakehouse.model.mappings import load_all, person_bronze_tables
 
     mappings = load_all()
     tables = report.get("tables", {})
     if report["stage"] == "bronze":
         # Bronze keeps records in clear; the log counts the persons instead of listing them.
-        person_sources = {t for m in mappings if m.pseudonymised_fields for t in m.source_tables}
+        person_sources = person_bronze_tables(mappings)
         for table, entry in tables.items():
             source, _, dataset = table.partition("_")
             op.read(f"landing.{source}/{dataset}")
@@ -95,9 +95,8 @@ def record_stage_io(op: ProcessingOperation, spark, report: dict, logical_date: 
         changed = [by_target[t] for t, e in tables.items() if e.get("new_versions", 0) + e.get("closed", 0)]
         op.betrokkenen(changed_person_pseudonyms(spark, changed, logical_date))
     elif report["stage"] == "gold":
-        from ggm_lakehouse.lineage import mart_inputs
+        from jobs.gold import MART_INPUTS as inputs
 
-        inputs = mart_inputs()
         for mart, entry in tables.items():
             if entry.get("waiting_for"):
                 continue  # not built: its silver inputs do not exist yet

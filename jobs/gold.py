@@ -14,25 +14,37 @@ its dimensions and its measures. The engine here does the rest the same way for 
 * area marts carry CBS kerncijfers as denominators (inwoners, huishoudens, per 1,000 inwoners);
 * ``gold/mart_status`` records each mart's freshness and the silver versions it was built from.
 
+The definition files are read and checked by ``ggm_lakehouse.model.mart_definitions``, the one
+loader that the catalog, the lineage and the dashboard use as well.
+
 A mart's partition for the logical date is replaced only when its content changed, so
 re-running a day leaves gold untouched.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import lru_cache
 from datetime import date, datetime, time
-from typing import Callable
+from typing import NamedTuple
 
 from ggm_lakehouse.lake import LakeTable
+# The definition model and its one loader live in the model layer; load_mart_definition and marts_dir
+# are re-exported because callers and tests know the gold marts as jobs.gold.
+from ggm_lakehouse.model.mart_definitions import (  # noqa: F401
+    HELPER_VIEWS,
+    STATUS_TABLE,
+    TOTAL,
+    UNKNOWN,
+    GoldError,
+    MartDefinition,
+    load_mart_definition,
+    load_mart_definitions,
+    mart_domains,
+    mart_inputs,
+    marts_dir,
+)
 
 DEFAULT_SUPPRESSION_THRESHOLD = 5
-AGE_BANDS = ((0, 14, "0-14"), (15, 24, "15-24"), (25, 44, "25-44"), (45, 64, "45-64"), (65, 200, "65+"))
-
-
-class GoldError(RuntimeError):
-    """A mart cannot be built; the message names the mart and the cause."""
 
 
 def suppression_threshold() -> int:
@@ -69,7 +81,7 @@ def silver_as_of(spark, table: str, peildatum: date):
 @lru_cache(maxsize=4)
 def _mappings(directory) -> tuple:
     """The silver mappings of ``directory``, parsed once per process (every mart input asks)."""
-    from jobs.mappings import load_all
+    from ggm_lakehouse.model.mappings import load_all
 
     return tuple(load_all(directory))
 
@@ -77,7 +89,7 @@ def _mappings(directory) -> tuple:
 def _awaited_mapping(spark, table: str):
     """The mapping of ``table`` when it may legitimately not exist yet: its source may skip days
     (``on_missing_batch: keep``) and the same source system already delivered other tables."""
-    from jobs.mappings import mappings_dir
+    from ggm_lakehouse.model.mappings import mappings_dir
 
     mappings = _mappings(mappings_dir())
     mapping = next((m for m in mappings if m.target == table and m.on_missing_batch == "keep"), None)
@@ -103,27 +115,6 @@ def _empty_silver_frame(spark, mapping):
 
 def _exists_or_awaited(spark, table: str) -> bool:
     return LakeTable("silver", table).exists(spark) or _awaited_mapping(spark, table) is not None
-
-
-def suppress_small_cells(frame, count_column: str, threshold: int):
-    """Hide counts below ``threshold``: the count becomes null and ``onderdrukt`` true."""
-    from pyspark.sql import functions as F
-
-    small = F.col(count_column) < threshold
-    return frame.withColumn("onderdrukt", small).withColumn(
-        count_column, F.when(small, F.lit(None).cast("int")).otherwise(F.col(count_column).cast("int"))
-    )
-
-
-def age_band(age_column):
-    """CBS age band label for an age in years."""
-    from pyspark.sql import functions as F
-
-    expr = None
-    for low, high, label in AGE_BANDS:
-        condition = age_column.between(low, high)
-        expr = F.when(condition, label) if expr is None else expr.when(condition, label)
-    return expr.otherwise("onbekend")
 
 
 def residents_with_household(spark, peildatum: date):
@@ -190,218 +181,6 @@ def residents_with_household(spark, peildatum: date):
     )
 
 
-def build_inwoners_per_buurt(spark, peildatum: date):
-    """Residents per wijk and buurt by age band and household type, with small-cell suppression."""
-    from pyspark.sql import functions as F
-
-    residents = residents_with_household(spark, peildatum)
-    counts = (
-        residents.withColumn("leeftijdsklasse", age_band(F.col("leeftijd")))
-        .groupBy("wijkcode", "wijknaam", "buurtcode", "buurtnaam", "leeftijdsklasse", "huishoudtype")
-        .agg(F.count("*").alias("aantal_inwoners"))
-    )
-    counts = suppress_small_cells(counts, "aantal_inwoners", suppression_threshold())
-    return counts.select(
-        F.lit(peildatum).alias("peildatum"),
-        "wijkcode",
-        "wijknaam",
-        "buurtcode",
-        "buurtnaam",
-        "leeftijdsklasse",
-        "huishoudtype",
-        "aantal_inwoners",
-        "onderdrukt",
-    ).orderBy("wijkcode", "buurtcode", "leeftijdsklasse", "huishoudtype")
-
-
-
-
-# --------------------------------------------------------------------------------------------
-# Declarative marts: one reviewed YAML file per mart in gold_marts/
-# --------------------------------------------------------------------------------------------
-
-DOMAINS = ("demografie", "sociaal_domein", "financien", "veiligheid", "subsidies", "bedrijfsvoering", "schuldhulp")
-AGGREGATES = {
-    "count": "count({van})",
-    "count_distinct": "count(DISTINCT {van})",
-    "sum": "sum({van})",
-    "avg": "round(avg({van}), 2)",
-    "median": "round(median({van}), 2)",
-    "min": "min({van})",
-    "max": "max({van})",
-}
-TOTAL = "Totaal"
-UNKNOWN = "onbekend"
-AREA_LEVELS = ("gemeente", "wijk", "buurt")
-# The engine's own views and the silver tables they read: a mart that uses one depends on these.
-HELPER_VIEWS = {
-    "INWONERS": ("INGESCHREVENPERSOON", "NATUURLIJKPERSOON", "NUMMERAANDUIDING", "BUURT", "WIJK"),
-    "PEILDATUM": (),
-}
-AREA_INPUTS = ("BUURT", "WIJK", "CBS_KERNCIJFERS")
-STATUS_TABLE = "mart_status"
-_DEFINITION_KEYS = {"mart", "domein", "titel", "beschrijving", "eigenaar", "bronnen", "eenheden", "gebied",
-                    "dimensies", "maten", "personen", "per_1000_inwoners"}
-_NAME = __import__("re").compile(r"^[a-z][a-z0-9_]*$")
-
-
-def marts_dir():
-    """Where the mart definitions live: ``GGM_GOLD_MARTS_DIR`` or ``<checkout>/gold_marts``."""
-    from pathlib import Path
-
-    from ggm_lakehouse.config import project_root
-
-    return Path(os.environ.get("GGM_GOLD_MARTS_DIR", project_root() / "gold_marts"))
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """A cell dimension of a mart; ``totaal`` publishes a 'Totaal' row across its values."""
-
-    kolom: str
-    totaal: bool = True
-
-
-@dataclass(frozen=True)
-class Measure:
-    """One published figure per cell: ``functie`` over unit column ``van``."""
-
-    kolom: str
-    functie: str
-    van: str | None = None
-
-    def sql(self) -> str:
-        return AGGREGATES[self.functie].format(van=f"`{self.van}`" if self.van else "1") + f" AS `{self.kolom}`"
-
-
-@dataclass(frozen=True)
-class MartDefinition:
-    """A gold mart as its reviewed definition file states it (``gold_marts/<mart>.yaml``)."""
-
-    mart: str
-    domein: str
-    titel: str
-    beschrijving: str
-    eigenaar: str
-    bronnen: tuple[str, ...]
-    eenheden: str
-    gebied: str | None
-    dimensies: tuple[Dimension, ...]
-    maten: tuple[Measure, ...]
-    personen: str | None
-    per_1000_inwoners: tuple[str, ...]
-    path: str
-    sha256: str
-    # Further person counts that are suppressed on their own (blanked in a published cell when small).
-    ook_personen: tuple[str, ...] = ()
-
-    @property
-    def __doc__(self) -> str:  # the catalog shows a mart's description like a builder's docstring
-        return self.beschrijving
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        """Every silver table the mart reads: the declared ones, those behind helper views, and the area tables."""
-        import re
-
-        tables = [t for t in self.bronnen if t not in HELPER_VIEWS]
-        for view, needs in HELPER_VIEWS.items():
-            if view in self.bronnen or re.search(rf"\b{view}\b", self.eenheden):
-                tables += needs
-        if self.gebied:
-            tables += AREA_INPUTS
-        return tuple(dict.fromkeys(tables))
-
-    def __call__(self, spark, peildatum: date):
-        return build_mart(spark, self, peildatum)
-
-
-def _definition_error(path, message: str) -> GoldError:
-    return GoldError(f"gold mart definition {path}: {message}")
-
-
-def load_mart_definition(path) -> MartDefinition:
-    """Read and check one definition file; errors name the file and the key."""
-    import hashlib
-
-    import yaml
-
-    text = path.read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
-    if not isinstance(raw, dict):
-        raise _definition_error(path, "expected a mapping at the top level")
-    unknown = set(raw) - _DEFINITION_KEYS
-    if unknown:
-        raise _definition_error(path, f"unknown keys {sorted(unknown)}; allowed: {sorted(_DEFINITION_KEYS)}")
-    for key in ("mart", "domein", "titel", "beschrijving", "bronnen", "eenheden", "maten"):
-        if not raw.get(key):
-            raise _definition_error(path, f"'{key}' is required")
-    mart = str(raw["mart"])
-    if not _NAME.match(mart) or mart == STATUS_TABLE:
-        raise _definition_error(path, f"mart name {mart!r} must be snake_case and not {STATUS_TABLE!r}")
-    if path.stem != mart:
-        raise _definition_error(path, f"file name must be {mart}.yaml")
-    if raw["domein"] not in DOMAINS:
-        raise _definition_error(path, f"domein {raw['domein']!r} is not one of {list(DOMAINS)}")
-    gebied = raw.get("gebied")
-    gebied = None if gebied in (None, "none", "geen") else gebied
-    if gebied not in (None, "buurt", "wijk"):
-        raise _definition_error(path, f"gebied must be buurt, wijk or none, not {gebied!r}")
-    dimensies = []
-    for item in raw.get("dimensies") or []:
-        if not isinstance(item, dict) or not item.get("kolom") or set(item) - {"kolom", "totaal"}:
-            raise _definition_error(path, f"dimensie {item!r} needs 'kolom' and optionally 'totaal'")
-        dimensies.append(Dimension(str(item["kolom"]), bool(item.get("totaal", True))))
-    maten = []
-    for item in raw["maten"]:
-        if not isinstance(item, dict) or set(item) - {"kolom", "functie", "van"} or not item.get("kolom"):
-            raise _definition_error(path, f"maat {item!r} needs 'kolom', 'functie' and (except for count) 'van'")
-        if item.get("functie") not in AGGREGATES:
-            raise _definition_error(path, f"maat {item['kolom']}: functie must be one of {sorted(AGGREGATES)}")
-        if item["functie"] != "count" and not item.get("van"):
-            raise _definition_error(path, f"maat {item['kolom']}: 'van' names the unit column to aggregate")
-        maten.append(Measure(str(item["kolom"]), item["functie"], item.get("van")))
-    names = [d.kolom for d in dimensies] + [m.kolom for m in maten]
-    reserved = {"peildatum", "gebiedsniveau", "gebiedscode", "gebiedsnaam", "wijkcode", "buurtcode", "inwoners",
-                "huishoudens", "onderdrukt", "onderdrukking"}
-    clashes = sorted(set(names) & reserved) + sorted({n for n in names if names.count(n) > 1})
-    if clashes:
-        raise _definition_error(path, f"column names {clashes} are reserved or repeated")
-    measure_names = {m.kolom for m in maten}
-    # personen: one count, or a list whose first count decides whether a cell is hidden and whose
-    # further counts are hidden on their own (a small sub-count inside a published cell).
-    personen_list = raw.get("personen")
-    personen_list = [] if personen_list is None else [personen_list] if isinstance(personen_list, str) else list(personen_list)
-    for personen in personen_list:
-        if personen not in measure_names:
-            raise _definition_error(path, f"personen {personen!r} must name one of the maten")
-        if next(m for m in maten if m.kolom == personen).functie not in ("count", "count_distinct"):
-            raise _definition_error(path, f"personen {personen!r} must be a count or count_distinct")
-    personen = personen_list[0] if personen_list else None
-    per_1000 = tuple(raw.get("per_1000_inwoners") or ())
-    if per_1000 and not gebied:
-        raise _definition_error(path, "per_1000_inwoners needs a gebied (inwoners are per area)")
-    if set(per_1000) - measure_names:
-        raise _definition_error(path, f"per_1000_inwoners {sorted(set(per_1000) - measure_names)} are not maten")
-    return MartDefinition(
-        mart=mart, domein=raw["domein"], titel=str(raw["titel"]), beschrijving=" ".join(str(raw["beschrijving"]).split()),
-        eigenaar=str(raw.get("eigenaar") or ""), bronnen=tuple(str(b).upper() for b in raw["bronnen"]),
-        eenheden=str(raw["eenheden"]), gebied=gebied, dimensies=tuple(dimensies), maten=tuple(maten),
-        personen=personen, per_1000_inwoners=per_1000, path=str(path),
-        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), ook_personen=tuple(personen_list[1:]),
-    )
-
-
-def load_mart_definitions(directory=None) -> dict[str, MartDefinition]:
-    """Every mart definition in ``directory`` (default: ``marts_dir()``), by mart name."""
-    directory = directory or marts_dir()
-    definitions = {}
-    for path in sorted(directory.glob("*.yaml")):
-        definition = load_mart_definition(path)
-        definitions[definition.mart] = definition
-    return definitions
-
-
 def register_views(spark, tables, peildatum: date) -> None:
     """Register each silver table as a temp view of its GGM name holding the versions valid on ``peildatum``,
     plus the helper views INWONERS and PEILDATUM."""
@@ -412,7 +191,16 @@ def register_views(spark, tables, peildatum: date) -> None:
         residents_with_household(spark, peildatum).drop("partner").createOrReplaceTempView("INWONERS")
 
 
-def _area_lookup(spark, peildatum: date):
+class _Areas(NamedTuple):
+    """The area hierarchy on the peildatum: buurt → wijk, names, the gemeente's code and CBS figures."""
+
+    parents: dict
+    names: dict
+    gemeentecode: str | None
+    cbs: dict
+
+
+def _area_lookup(spark, peildatum: date) -> _Areas:
     """buurtcode → wijk and names, and the gemeente's code and name (from the buurtcodes and CBS)."""
     from pyspark.sql import functions as F
 
@@ -436,7 +224,7 @@ def _area_lookup(spark, peildatum: date):
             cbs[row["GEBIEDSCODE"]] = row
     gemeentenaam = cbs[gemeentecode]["GEMEENTENAAM"] if gemeentecode in cbs else "Gemeente"
     names[("gemeente", gemeentecode)] = gemeentenaam or "Gemeente"
-    return parents, names, gemeentecode, cbs
+    return _Areas(parents, names, gemeentecode, cbs)
 
 
 def _aggregate_sql(definition: MartDefinition) -> str:
@@ -520,10 +308,8 @@ def _relations(keys: list[tuple], key_names: list[str], definition: MartDefiniti
     return [(parent, children) for parent, axes in groups.items() for children in axes.values()]
 
 
-def build_mart(spark, definition: MartDefinition, peildatum: date):
-    """The mart's rows for ``peildatum``: cells and totals, suppressed, with CBS denominators."""
-    from pyspark.sql import types as T
-
+def _units(spark, definition: MartDefinition, peildatum: date):
+    """The rows of the definition's eenheden query on ``peildatum``, checked for the columns it must return."""
     missing = [t for t in definition.inputs if not _exists_or_awaited(spark, t)]
     if missing:
         raise GoldError(f"mart {definition.mart}: silver tables {missing} do not exist yet")
@@ -538,8 +324,11 @@ def build_mart(spark, definition: MartDefinition, peildatum: date):
     absent = sorted(set(needed) - set(units.columns))
     if absent:
         raise GoldError(f"mart {definition.mart} ({definition.path}): the eenheden query returns no column(s) {absent}")
+    return units
 
-    parents, names, gemeentecode, cbs = _area_lookup(spark, peildatum) if definition.gebied else ({}, {}, None, {})
+
+def _prepare_units(spark, units, definition: MartDefinition, parents: dict):
+    """Units with every dimension as text ('onbekend' for null) and their area mapped onto the known buurten and wijken."""
     from pyspark.sql import functions as F
 
     prepared = units
@@ -559,14 +348,17 @@ def build_mart(spark, definition: MartDefinition, peildatum: date):
         prepared = prepared.withColumn(
             "wijkcode", F.when(F.col("wijkcode").isin(*sorted(known)), F.col("wijkcode")).otherwise(F.lit(UNKNOWN))
         )
+    return prepared
+
+
+def _cells(spark, definition: MartDefinition, prepared) -> tuple[dict, dict]:
+    """Every cell and total, ``{key: {measure: value}}`` (key: area level and code, then the dimension values),
+    and the Spark type of each measure."""
     prepared.createOrReplaceTempView("_units")
     aggregate = spark.sql(_aggregate_sql(definition))
-    aggregated = aggregate.collect()
-
     dims = [d.kolom for d in definition.dimensies]
-    measure_names = [m.kolom for m in definition.maten]
     cells: dict = {}
-    for row in aggregated:
+    for row in aggregate.collect():
         if definition.gebied == "buurt":
             area = ("gemeente", None) if row["_g_wijkcode"] else ("wijk", row["wijkcode"]) if row["_g_buurtcode"] else ("buurt", row["buurtcode"])
         elif definition.gebied == "wijk":
@@ -574,88 +366,114 @@ def build_mart(spark, definition: MartDefinition, peildatum: date):
         else:
             area = ()
         key = area + tuple(TOTAL if row[f"_g_{d}"] else row[d] for d in dims)
-        cells[key] = {m: row[m] for m in measure_names}
-    keys = sorted(cells, key=repr)
-    key_names = (["gebiedsniveau", "gebiedscode"] if definition.gebied else []) + dims
-    threshold = suppression_threshold()
-    reasons: dict = {}
-    hidden_measures: dict = {}  # further person counts hidden inside published cells
-    if definition.personen:
-        relations = _relations(keys, key_names, definition, parents)
-        counts = {k: cells[k][definition.personen] or 0 for k in keys}
-        primary = {k for k in keys if counts[k] < threshold}
-        reasons = secondary_suppression(relations, primary, counts)
-        for measure in definition.ook_personen:
-            sub_counts = {k: cells[k][measure] or 0 for k in keys}
-            # Zero is published (it reveals no one); a small positive count is hidden, with the same
-            # secondary rule so that the measure's own totals cannot give it away.
-            sub_primary = set(reasons) | {k for k in keys if 0 < sub_counts[k] < threshold}
-            for key in secondary_suppression(relations, sub_primary, sub_counts):
-                hidden_measures.setdefault(key, set()).add(measure)
+        cells[key] = {m.kolom: row[m.kolom] for m in definition.maten}
+    return cells, {f.name: f.dataType for f in aggregate.schema.fields}
 
-    measure_types = {f.name: f.dataType for f in aggregate.schema.fields}
+
+def _suppress(definition: MartDefinition, cells: dict, parents: dict) -> tuple[dict, dict]:
+    """Each hidden cell's reason ('primair' or 'secundair'), and the further person counts hidden inside
+    published cells (``ook_personen``). A mart that counts no persons hides nothing."""
+    if not definition.personen:
+        return {}, {}
+    keys = sorted(cells, key=repr)
+    key_names = (["gebiedsniveau", "gebiedscode"] if definition.gebied else []) + [d.kolom for d in definition.dimensies]
+    threshold = suppression_threshold()
+    relations = _relations(keys, key_names, definition, parents)
+    counts = {k: cells[k][definition.personen] or 0 for k in keys}
+    reasons = secondary_suppression(relations, {k for k in keys if counts[k] < threshold}, counts)
+    hidden_measures: dict = {}
+    for measure in definition.ook_personen:
+        sub_counts = {k: cells[k][measure] or 0 for k in keys}
+        # Zero is published (it reveals no one); a small positive count is hidden, with the same
+        # secondary rule so that the measure's own totals cannot give it away.
+        sub_primary = set(reasons) | {k for k in keys if 0 < sub_counts[k] < threshold}
+        for key in secondary_suppression(relations, sub_primary, sub_counts):
+            hidden_measures.setdefault(key, set()).add(measure)
+    return reasons, hidden_measures
+
+
+def _schema(definition: MartDefinition, measure_types: dict):
+    """The published columns: peildatum, area, dimensions, measures, denominators, suppression."""
+    from pyspark.sql import types as T
+
     fields = [T.StructField("peildatum", T.DateType(), False)]
     if definition.gebied:
-        fields += [T.StructField(n, T.StringType()) for n in ("gebiedsniveau", "gebiedscode", "gebiedsnaam", "wijkcode")]
-    fields += [T.StructField(d, T.StringType()) for d in dims]
-    fields += [T.StructField(m, measure_types[m]) for m in measure_names]
+        area_columns = ("gebiedsniveau", "gebiedscode", "gebiedsnaam", "wijkcode", *definition.gebiedskolommen)
+        fields += [T.StructField(n, T.StringType()) for n in area_columns]
+    fields += [T.StructField(d.kolom, T.StringType()) for d in definition.dimensies]
+    fields += [T.StructField(m.kolom, measure_types[m.kolom]) for m in definition.maten]
     if definition.gebied:
         fields += [T.StructField("inwoners", T.LongType()), T.StructField("huishoudens", T.LongType())]
         fields += [T.StructField(f"{m}_per_1000_inwoners", T.DoubleType()) for m in definition.per_1000_inwoners]
     fields += [T.StructField("onderdrukt", T.BooleanType(), False), T.StructField("onderdrukking", T.StringType())]
+    return T.StructType(fields)
 
+
+def _area_name(areas: _Areas, level: str, code: str | None) -> str | None:
+    return areas.names.get((level, code), UNKNOWN if code == UNKNOWN else code)
+
+
+def _area_values(definition: MartDefinition, key: tuple, areas: _Areas) -> tuple[list, str | None]:
+    """The area columns of the row of ``key``, and the CBS code its denominators belong to."""
+    level, code = key[0], key[1]
+    code = areas.gemeentecode if level == "gemeente" else code
+    wijk = None if level == "gemeente" else code if level == "wijk" else areas.parents.get(code, UNKNOWN)
+    values = [level, code, _area_name(areas, level, code), wijk]
+    # gebiedskolommen: the finer columns stay empty on the coarser levels (a wijk row has no buurtcode).
+    extra = {
+        "wijknaam": None if wijk is None else _area_name(areas, "wijk", wijk),
+        "buurtcode": code if level == "buurt" else None,
+        "buurtnaam": _area_name(areas, "buurt", code) if level == "buurt" else None,
+    }
+    return values + [extra[c] for c in definition.gebiedskolommen], code
+
+
+def _row(definition: MartDefinition, key: tuple, values: dict, reason: str | None, areas: _Areas,
+         peildatum: date) -> tuple:
+    """One published row in the order of ``_schema``; ``values`` already hold None for hidden measures."""
+    record: list = [peildatum]
+    code = None
+    if definition.gebied:
+        area_values, code = _area_values(definition, key, areas)
+        record += area_values
+    record += list(key[2:] if definition.gebied else key)
+    record += [values[m.kolom] for m in definition.maten]
+    if definition.gebied:
+        figures = areas.cbs.get(code)
+        inwoners = figures["AANTALINWONERS"] if figures else None
+        record += [inwoners, figures["AANTALHUISHOUDENS"] if figures else None]
+        for m in definition.per_1000_inwoners:
+            value = values[m]
+            record.append(round(float(value) * 1000 / inwoners, 1) if value is not None and inwoners else None)
+    record += [reason is not None, reason]
+    return tuple(record)
+
+
+def build_mart(spark, definition: MartDefinition, peildatum: date):
+    """The mart's rows for ``peildatum``: cells and totals, suppressed, with CBS denominators."""
+    units = _units(spark, definition, peildatum)
+    areas = _area_lookup(spark, peildatum) if definition.gebied else _Areas({}, {}, None, {})
+    cells, measure_types = _cells(spark, definition, _prepare_units(spark, units, definition, areas.parents))
+    reasons, hidden_measures = _suppress(definition, cells, areas.parents)
     rows = []
-    for key in keys:
+    for key in sorted(cells, key=repr):
         reason = reasons.get(key)
-        values = {m: (None if reason or m in hidden_measures.get(key, ()) else cells[key][m]) for m in measure_names}
-        record = [peildatum]
-        if definition.gebied:
-            level, code = key[0], key[1]
-            code = gemeentecode if level == "gemeente" else code
-            wijk = None if level == "gemeente" else code if level == "wijk" else parents.get(code, UNKNOWN)
-            record += [level, code, names.get((level, code), UNKNOWN if code == UNKNOWN else code), wijk]
-        record += list(key[2:] if definition.gebied else key)
-        record += [values[m] for m in measure_names]
-        if definition.gebied:
-            figures = cbs.get(code)
-            inwoners = figures["AANTALINWONERS"] if figures else None
-            record += [inwoners, figures["AANTALHUISHOUDENS"] if figures else None]
-            for m in definition.per_1000_inwoners:
-                value = values[m]
-                record.append(round(float(value) * 1000 / inwoners, 1) if value is not None and inwoners else None)
-        record += [reason is not None, reason]
-        rows.append(tuple(record))
-    schema = T.StructType(fields)
-    order = [f.name for f in fields if f.name in ("gebiedsniveau", "gebiedscode", *dims)]
+        values = {m: None if reason or m in hidden_measures.get(key, ()) else v for m, v in cells[key].items()}
+        rows.append(_row(definition, key, values, reason, areas, peildatum))
+    schema = _schema(definition, measure_types)
+    order = [f.name for f in schema.fields if f.name in ("gebiedsniveau", "gebiedscode", *(d.kolom for d in definition.dimensies))]
     frame = spark.createDataFrame(rows, schema)
     return frame.orderBy(*order) if order else frame
 
 
 # --------------------------------------------------------------------------------------------
-# The registry: hand-written marts and the declared ones
+# The registry: every mart is a definition file in gold_marts/
 # --------------------------------------------------------------------------------------------
 
-_LEGACY_MARTS: dict[str, tuple[Callable, str, tuple[str, ...]]] = {
-    "inwoners_per_buurt": (
-        build_inwoners_per_buurt, "demografie",
-        ("INGESCHREVENPERSOON", "NATUURLIJKPERSOON", "NUMMERAANDUIDING", "BUURT", "WIJK"),
-    ),
-}
 DEFINITIONS: dict[str, MartDefinition] = load_mart_definitions()
-_overlap = set(DEFINITIONS) & set(_LEGACY_MARTS)
-if _overlap:
-    raise GoldError(f"gold marts {sorted(_overlap)} are defined both in code and in {marts_dir()}")
-
-MARTS: dict[str, Callable] = {**{n: b for n, (b, _, _) in _LEGACY_MARTS.items()}, **DEFINITIONS}
 # The silver tables each mart reads: the gold DAG of its domein waits for exactly these.
-MART_INPUTS: dict[str, tuple[str, ...]] = {
-    **{n: inputs for n, (_, _, inputs) in _LEGACY_MARTS.items()},
-    **{n: d.inputs for n, d in DEFINITIONS.items()},
-}
-MART_DOMAINS: dict[str, str] = {
-    **{n: domein for n, (_, domein, _) in _LEGACY_MARTS.items()},
-    **{n: d.domein for n, d in DEFINITIONS.items()},
-}
+MART_INPUTS: dict[str, tuple[str, ...]] = mart_inputs(DEFINITIONS)
+MART_DOMAINS: dict[str, str] = mart_domains(DEFINITIONS)
 
 
 def marts_of_domain(domein: str) -> list[str]:
@@ -722,10 +540,8 @@ def write_mart_status(spark, name: str, domein: str, peildatum: date, inputs, de
     mart_rows = LakeTable("gold", name).read(spark).where(F.col("peildatum") == F.lit(peildatum))
     counts = mart_rows.agg(
         F.count(F.lit(1)).alias("rijen"),
-        F.sum(F.when(F.col("onderdrukt") & (F.coalesce(F.col("onderdrukking"), F.lit("primair")) == "primair"), 1).otherwise(0)).alias("primair")
-        if "onderdrukking" in mart_rows.columns else F.sum(F.col("onderdrukt").cast("int")).alias("primair"),
-        F.sum(F.when(F.col("onderdrukking") == "secundair", 1).otherwise(0)).alias("secundair")
-        if "onderdrukking" in mart_rows.columns else F.lit(0).alias("secundair"),
+        F.sum(F.when(F.col("onderdrukking") == "primair", 1).otherwise(0)).alias("primair"),
+        F.sum(F.when(F.col("onderdrukking") == "secundair", 1).otherwise(0)).alias("secundair"),
     ).collect()[0]
     versions = silver_versions(spark, inputs)
     status = {
@@ -774,19 +590,17 @@ def run(spark, logical_date: date, marts: list[str] | None = None, domain: str |
     marts need different sources and the first days of a new source are normal.
     """
     report = {}
-    selected = [n for n in sorted(MARTS) if (not marts or n in marts) and (not domain or MART_DOMAINS[n] == domain)]
-    if marts and set(marts) - set(MARTS):
-        raise GoldError(f"unknown gold marts {sorted(set(marts) - set(MARTS))}; known: {sorted(MARTS)}")
+    selected = [n for n in sorted(DEFINITIONS) if (not marts or n in marts) and (not domain or MART_DOMAINS[n] == domain)]
+    if marts and set(marts) - set(DEFINITIONS):
+        raise GoldError(f"unknown gold marts {sorted(set(marts) - set(DEFINITIONS))}; known: {sorted(DEFINITIONS)}")
     for name in selected:
         missing = [t for t in MART_INPUTS[name] if not _exists_or_awaited(spark, t)]
         if missing:
             report[name] = {"waiting_for": missing, "written": False, "rows": 0, "suppressed_cells": 0}
             continue
-        frame = MARTS[name](spark, logical_date)
-        written = write_mart_partition(spark, name, frame, logical_date)
-        definition = DEFINITIONS.get(name)
-        status = write_mart_status(spark, name, MART_DOMAINS[name], logical_date, MART_INPUTS[name],
-                                   definition.sha256 if definition else None)
+        definition = DEFINITIONS[name]
+        written = write_mart_partition(spark, name, build_mart(spark, definition, logical_date), logical_date)
+        status = write_mart_status(spark, name, definition.domein, logical_date, definition.inputs, definition.sha256)
         report[name] = {
             "rows": status["rijen"],
             "suppressed_cells": status["onderdrukte_cellen_primair"] + status["onderdrukte_cellen_secundair"],

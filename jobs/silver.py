@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd  # module level: pandas_udf resolves its type hints in this module's globals
 
 from ggm_lakehouse.lake import LakeTable, retry_on_write_conflict, sql_date, sql_string, sql_timestamp
-from jobs.mappings import Mapping, load_all
+from ggm_lakehouse.model.mappings import Mapping, load_all
 
 DWH_COLUMNS = (
     "DWH_BRONSYSTEEM",
@@ -53,6 +53,8 @@ class ConformContext:
     # Frames cached while conforming one day; released together once the quarantine is written,
     # because a long-lived session (tests, a replay of many days) would otherwise fill the driver.
     cached: list = field(default_factory=list)
+    # True when the caller made sure silver holds nothing after this day (run() checks and rolls back).
+    history_checked: bool = False
 
     @property
     def valid_from(self) -> datetime:
@@ -249,7 +251,7 @@ def _rule_failures(ctx: ConformContext, frame, mapping: Mapping):
             frame = frame.withColumn(name, F.when(failed, reason)).drop("__ref_ok")
             fail_columns.append((name, rule))
             continue
-        else:  # pragma: no cover - validated in jobs.mappings
+        else:  # pragma: no cover - validated in ggm_lakehouse.model.mappings
             raise SilverError(f"unknown rule {rule.rule}")
         frame = frame.withColumn(name, F.when(failed, reason))
         fail_columns.append((name, rule))
@@ -267,8 +269,41 @@ def conform_frame(ctx: ConformContext, mapping: Mapping, bronze):
 
     frame = _extract_fields(bronze, mapping.fields)
     frame = _apply_lookups(ctx, frame, mapping)
-    # Keys built on a BSN are built on its keyed pseudonym: an unkeyed hash of a BSN could be
-    # reversed by hashing every possible BSN.
+    frame = _mapped_columns(frame, mapping)
+
+    frame, fail_columns = _rule_failures(ctx, frame, mapping)
+    any_failure = F.coalesce(*[F.col(n) for n, _ in fail_columns], F.lit(None).cast("string")) if fail_columns else F.lit(None)
+    # A record without a business key cannot be versioned at all.
+    missing_key = F.col(mapping.surrogate_key).isNull()
+    frame = ctx.cache(frame.withColumn("__failed", any_failure.isNotNull() | missing_key))
+
+    reject_parts = [
+        frame.where(F.col(n).isNotNull()).select(F.lit(rule.rule).alias("rule"), F.col(n).alias("reason"), "*")
+        for n, rule in fail_columns
+    ]
+    reject_parts.append(
+        frame.where(missing_key).select(
+            F.lit("business_key").alias("rule"),
+            F.lit(f"business key ({', '.join(mapping.business_key)}) is missing").alias("reason"),
+            "*",
+        )
+    )
+    conformed, conflicting = _one_record_per_key(frame, mapping)
+    reject_parts.append(conflicting)
+    rejects = _quarantine_rows(ctx, mapping, reject_parts)
+    # Keys of rejected records keep their current silver version instead of being closed.
+    rejected_keys = frame.where(F.col("__failed") & ~missing_key).select(mapping.surrogate_key).distinct()
+    return conformed, rejects, rejected_keys
+
+
+def _mapped_columns(frame, mapping: Mapping):
+    """``frame`` with the surrogate key, the business key in ``__bk`` and every mapped GGM column.
+
+    Keys built on a BSN are built on its keyed pseudonym: an unkeyed hash of a BSN could be
+    reversed by hashing every possible BSN.
+    """
+    from pyspark.sql import functions as F
+
     for name in mapping.pseudonymised_fields:
         frame = frame.withColumn(f"__pseudonym_{name}", pseudonymise_column(F.col(name)))
 
@@ -289,49 +324,41 @@ def conform_frame(ctx: ConformContext, mapping: Mapping, bronze):
         else:
             value = F.expr(column.expr).cast(column.type)
         frame = frame.withColumn(column.name, value)
+    return frame
 
-    frame, fail_columns = _rule_failures(ctx, frame, mapping)
-    any_failure = F.coalesce(*[F.col(n) for n, _ in fail_columns], F.lit(None).cast("string")) if fail_columns else F.lit(None)
-    # A record without a business key cannot be versioned at all.
-    missing_key = F.col(mapping.surrogate_key).isNull()
-    frame = ctx.cache(frame.withColumn("__failed", any_failure.isNotNull() | missing_key))
 
-    reject_parts = [
-        frame.where(F.col(n).isNotNull()).select(F.lit(rule.rule).alias("rule"), F.col(n).alias("reason"), "*")
-        for n, rule in fail_columns
-    ]
-    reject_parts.append(
-        frame.where(missing_key).select(
-            F.lit("business_key").alias("rule"),
-            F.lit(f"business key ({', '.join(mapping.business_key)}) is missing").alias("reason"),
-            "*",
-        )
-    )
-    passed = frame.where(~F.col("__failed"))
+def _one_record_per_key(frame, mapping: Mapping):
+    """The records that passed every rule, one per business key: ``(conformed, conflicting)``.
 
-    # Duplicates of one business key in one batch: copies that map to the same GGM values collapse
-    # (BAG objects on a tile border, a wijk repeated on every buurt row); copies that conflict keep
-    # the highest value hash and the rest go to quarantine.
+    Duplicates of one business key in one batch: copies that map to the same GGM values collapse
+    (BAG objects on a tile border, a wijk repeated on every buurt row); copies that conflict keep
+    the highest value hash and the rest go to quarantine (``conflicting``, shaped as a reject part).
+    """
+    from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
+    passed = frame.where(~F.col("__failed"))
     passed = passed.withColumn("__value_hash", _attribute_hash([c.name for c in mapping.columns]))
     by_key = Window.partitionBy("__bk").orderBy(F.desc("__value_hash"), F.asc("_source_file"), F.asc("_record_index"))
     ranked = passed.withColumn("__rank", F.row_number().over(by_key)).withColumn(
         "__top_hash", F.first("__value_hash").over(by_key)
     )
-    conflicting = ranked.where((F.col("__rank") > 1) & (F.col("__value_hash") != F.col("__top_hash")))
-    reject_parts.append(
-        conflicting.select(
-            F.lit("duplicate_key").alias("rule"),
-            F.concat(F.lit("another record in this batch has the same business key with different content: "), F.col("__bk")).alias("reason"),
-            *[c for c in frame.columns],
-        )
+    conflicting = ranked.where((F.col("__rank") > 1) & (F.col("__value_hash") != F.col("__top_hash"))).select(
+        F.lit("duplicate_key").alias("rule"),
+        F.concat(F.lit("another record in this batch has the same business key with different content: "), F.col("__bk")).alias("reason"),
+        *[c for c in frame.columns],
     )
     conformed = ranked.where(F.col("__rank") == 1)
     for column in mapping.columns:
         if column.pseudonymise and column.expr not in mapping.pseudonymised_fields:
             conformed = conformed.withColumn(column.name, pseudonymise_column(F.col(column.name)))
     conformed = conformed.select(mapping.surrogate_key, *[c.name for c in mapping.columns], "__bk")
+    return conformed, conflicting
+
+
+def _quarantine_rows(ctx: ConformContext, mapping: Mapping, reject_parts: list):
+    """The reject parts (``rule``, ``reason`` and the record's columns) as rows of the quarantine table."""
+    from pyspark.sql import functions as F
 
     rejects = None
     for part in reject_parts:
@@ -350,9 +377,7 @@ def conform_frame(ctx: ConformContext, mapping: Mapping, bronze):
             F.lit(ctx.loaded_at).cast("timestamp").alias("quarantined_at"),
         )
         rejects = shaped if rejects is None else rejects.unionByName(shaped)
-    # Keys of rejected records keep their current silver version instead of being closed.
-    rejected_keys = frame.where(F.col("__failed") & ~missing_key).select(mapping.surrogate_key).distinct()
-    return conformed, rejects, rejected_keys
+    return rejects
 
 
 def _attribute_hash(columns: list[str]):
@@ -386,8 +411,8 @@ def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) 
         return {"new_or_changed": n_new, "closed": 0, "written": True}
     existing = table.read(spark)
 
-    later = existing.where(F.col("DWH_DATUMTIJDGELDIGVANAF") > F.lit(ctx.valid_from)).limit(1).count()
-    if later:
+    # run() has rolled back later days already (history_checked); a caller of this building block on its own has not.
+    if not ctx.history_checked and existing.where(F.col("DWH_DATUMTIJDGELDIGVANAF") > F.lit(ctx.valid_from)).limit(1).count():
         # run() rolls back before conforming an earlier day; reaching this is a programming error.
         raise SilverError(f"{mapping.target} has versions after {ctx.logical_date}; roll back before merging")
 
@@ -551,19 +576,26 @@ def select_mappings(tables: list[str] | None = None, source: str | None = None,
 
 
 def _later_dates(spark, selected: list[Mapping], logical_date: date) -> list[date]:
-    """Days after ``logical_date`` that silver already holds versions (or closures) for."""
+    """Days after ``logical_date`` that silver already holds versions (or closures) for.
+
+    One query over every selected table: on a normal day the answer is empty, and each round
+    trip to Spark costs more than the tiny scans it makes.
+    """
     from pyspark.sql import functions as F
 
     moment = F.lit(datetime.combine(logical_date, time.min)).cast("timestamp")
-    days: set[date] = set()
+    union = None
     for mapping in selected:
         table = LakeTable("silver", mapping.target)
         if not table.exists(spark):
             continue
         frame = table.read(spark)
         for column in ("DWH_DATUMTIJDGELDIGVANAF", "DWH_DATUMTIJDGELDIGTOTMET"):
-            days.update(r[0].date() for r in frame.where(F.col(column) > moment).select(column).distinct().collect())
-    return sorted(days)
+            later = frame.where(F.col(column) > moment).select(F.to_date(column).alias("day"))
+            union = later if union is None else union.unionByName(later)
+    if union is None:
+        return []
+    return sorted(r["day"] for r in union.distinct().collect())
 
 
 def _bronze_days_after(spark, selected: list[Mapping], logical_date: date) -> list[date]:
@@ -617,6 +649,7 @@ def _conform_day(spark, logical_date: date, run_id: str, selected: list[Mapping]
         logical_date=logical_date,
         run_id=run_id,
         loaded_at=datetime.now(timezone.utc).replace(tzinfo=None),
+        history_checked=True,
     )
     results: dict[str, tuple[dict, object]] = {}
     # Mappings of one dependency level are independent; running them side by side keeps both

@@ -14,7 +14,7 @@ Public entry points:
 * :mod:`sharing_server.limits` (bounds on client input) and :mod:`sharing_server.logredact` (no
   credentials in log lines) - the server's hardening helpers.
 
-What is shared is declared in ``config/shares.yaml`` (:mod:`sharing_server.shares_config`);
+What is shared is declared in ``config/shares.yaml`` (:mod:`ggm_lakehouse.model.shares_config`);
 recipients live there or, when added by the CLI, in the sharing state file.
 """
 from sharing_server.app import create_app, serve

@@ -55,12 +55,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ggm_lakehouse import config as ggm_config
-
-from sharing_server import audit, delta_tables, limits, logredact, predicates, projections
-from sharing_server.delta_tables import TableSnapshot
-from sharing_server.ratelimit import RATE_LIMIT_FILE_NAME, SharedTokenBuckets, TokenBuckets, retry_after_header
-from sharing_server.recipients import TokenRecord, TokenStore, find_recipient
-from sharing_server.shares_config import (
+from ggm_lakehouse.model.shares_config import (
     InvalidNameError,
     Recipient,
     ReloadingSharesConfig,
@@ -69,6 +64,10 @@ from sharing_server.shares_config import (
     SharesConfig,
     validate_name,
 )
+from sharing_server import audit, delta_tables, limits, logredact, predicates, projections
+from sharing_server.delta_tables import TableSnapshot
+from sharing_server.ratelimit import RATE_LIMIT_FILE_NAME, SharedTokenBuckets, TokenBuckets, retry_after_header
+from sharing_server.recipients import TokenRecord, TokenStore, find_recipient
 from sharing_server.signing import FileClaims, InvalidSignedUrl, UrlSigner, load_url_key
 
 PREFIX = "/delta-sharing"

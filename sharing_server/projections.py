@@ -40,9 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ggm_lakehouse import config as ggm_config
-from ggm_lakehouse.pseudonym import load_key, pseudonymise
-
-from sharing_server.shares_config import (
+from ggm_lakehouse.model.shares_config import (
     Projection,
     Recipient,
     RowCondition,
@@ -50,6 +48,8 @@ from sharing_server.shares_config import (
     SharesConfig,
     load_shares_config,
 )
+from ggm_lakehouse.pseudonym import load_key, pseudonymise
+
 
 #: Secret from which every recipient's pseudonym key is derived (never stored in code or YAML).
 SHARING_PSEUDONYM_KEY_SECRET = "ggm_sharing_pseudonym_key"
@@ -288,7 +288,6 @@ def _all_recipients(config: SharesConfig) -> list[Recipient]:
 def materialise_recipient_tables(
     logical_date: date,
     run_id: str | None = None,
-    spark=None,
     *,
     config_path: Path | str | None = None,
     lake_root: Path | None = None,
@@ -297,18 +296,16 @@ def materialise_recipient_tables(
 ) -> dict:
     """Materialise every recipient's projection of every table it is entitled to.
 
-    Called by the pipeline's publish step after gold is built. ``spark`` is accepted for
-    the pipeline's uniform signature but not needed: marts are small and delta-rs writes
-    them without a JVM. ``recipients`` defaults to those of shares.yaml plus the ones added
-    with the CLI (state file). Projections of recipients or tables no longer configured are
-    removed, so a withdrawn entitlement also withdraws the data. With ``export_audit`` the
-    server's request log is copied into the audit Delta table as well
-    (:func:`sharing_server.audit.export_audit_table`, report key ``audit``).
+    Called by the pipeline's publish step after gold is built. Marts are small and delta-rs
+    writes them without a JVM, so no Spark session is needed. ``recipients`` defaults to
+    those of shares.yaml plus the ones added with the CLI (state file). Projections of
+    recipients or tables no longer configured are removed, so a withdrawn entitlement also
+    withdraws the data. With ``export_audit`` the server's request log is copied into the
+    audit Delta table as well (:func:`sharing_server.audit.export_audit_table`, report key ``audit``).
 
     Returns ``{"logical_date", "run_id", "recipients": {name: {table: report}}, "removed": [...]}``
     where each report holds ``rows``, ``columns``, ``version``, ``changed`` and ``location``.
     """
-    del spark  # see docstring
     config = load_shares_config(config_path)
     root = Path(lake_root or ggm_config.lake_root())
     wanted = recipients if recipients is not None else _all_recipients(config)

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from sharing_server.shares_config import RateLimit
+from ggm_lakehouse.model.shares_config import RateLimit
 
 #: Buckets not touched for this long are dropped, so rotating keys cannot grow memory.
 _IDLE_SECONDS = 3600.0

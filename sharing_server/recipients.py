@@ -42,8 +42,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ggm_lakehouse import config as ggm_config
-
-from sharing_server.shares_config import (
+from ggm_lakehouse.model.shares_config import (
     InvalidNameError,
     Recipient,
     SharesConfig,
@@ -51,6 +50,7 @@ from sharing_server.shares_config import (
     parse_lifetime,
     validate_name,
 )
+
 
 STATE_FILE_NAME = "recipients.json"
 AUDIT_FILE_NAME = "audit.jsonl"
@@ -449,7 +449,7 @@ def issue_profile(
 
     ``endpoint`` defaults to ``GGM_SHARING_ENDPOINT`` or ``http://127.0.0.1:8765/delta-sharing``;
     ``expires_days`` is the token lifetime: whole days (int) or text such as ``30m``, ``12h``,
-    ``7d`` (:func:`~sharing_server.shares_config.parse_lifetime`); default the recipient's own
+    ``7d`` (:func:`~ggm_lakehouse.model.shares_config.parse_lifetime`); default the recipient's own
     lifetime or 90 days. Earlier tokens of the recipient stay valid until they expire or
     :func:`revoke` is called.
 

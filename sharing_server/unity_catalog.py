@@ -1,6 +1,6 @@
 """Production path on Databricks: ``config/shares.yaml`` drives Unity Catalog shares, recipients and grants.
 
-The same file that configures the embedded Delta Sharing server (:mod:`sharing_server.shares_config`)
+The same file that configures the embedded Delta Sharing server (:mod:`ggm_lakehouse.model.shares_config`)
 is applied to a Unity Catalog metastore through the Databricks SDK, so partners see the same
 ``<schema>.<table>`` names on either server (the share is ``<share>__<recipient>`` for a recipient
 whose projection narrows the share, see below):
@@ -49,9 +49,7 @@ from typing import Any
 
 from ggm_lakehouse import config as ggm_config
 from ggm_lakehouse.lake import table_namespace
-# The embedded path's list of name fragments that mark person identifiers: one rule for both paths.
-from sharing_server.projections import _PERSON_ID_HINTS
-from sharing_server.shares_config import (
+from ggm_lakehouse.model.shares_config import (
     DEFAULT_TOKEN_LIFETIME_DAYS,
     Projection,
     Recipient,
@@ -60,6 +58,8 @@ from sharing_server.shares_config import (
     SharesConfig,
     load_shares_config,
 )
+# The embedded path's list of name fragments that mark person identifiers: one rule for both paths.
+from sharing_server.projections import _PERSON_ID_HINTS
 
 #: Lake layers whose tables must never leave the platform through a share.
 NON_SHAREABLE_LAYERS = tuple(layer for layer in ggm_config.LAYERS if layer != "gold")

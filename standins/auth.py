@@ -335,108 +335,125 @@ def generate_test_pki(directory: Path, *, client_name: str = "gemeente-demodam-c
     Keys are EC P-256 (fast to make), written 0600. Certificates are valid from one
     hour ago for one day: long enough for any test, useless afterwards.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
-    not_before, not_after = now - dt.timedelta(hours=1), now + dt.timedelta(days=1)
+    validity = (now - dt.timedelta(hours=1), now + dt.timedelta(days=1))
 
-    def name(common_name: str) -> x509.Name:
-        return x509.Name(
-            [
-                x509.NameAttribute(NameOID.COUNTRY_NAME, "NL"),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "GGM Lakehouse test PKI"),
-                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            ]
-        )
-
-    def write_key(key: ec.EllipticCurvePrivateKey, filename: str) -> Path:
-        path = directory / filename
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-        return path
-
-    def write_cert(cert: x509.Certificate, filename: str) -> Path:
-        path = directory / filename
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return path
-
-    def make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = name(common_name)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        return cert, key
-
-    def make_leaf(
-        ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], common_name: str, *, server: bool
-    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        ca_cert, ca_key = ca
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name(common_name))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-        )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-                ),
-                critical=False,
-            )
-        return builder.sign(ca_key, hashes.SHA256()), key
-
-    ca = make_ca("GGM test CA")
-    server_cert, server_key = make_leaf(ca, "127.0.0.1", server=True)
-    client_cert, client_key = make_leaf(ca, client_name, server=False)
-    rogue_ca = make_ca("Untrusted test CA")
-    rogue_cert, rogue_key = make_leaf(rogue_ca, client_name, server=False)
+    ca = _make_test_ca("GGM test CA", validity)
+    server_cert, server_key = _make_test_leaf(ca, "127.0.0.1", validity, server=True)
+    client_cert, client_key = _make_test_leaf(ca, client_name, validity, server=False)
+    rogue_ca = _make_test_ca("Untrusted test CA", validity)
+    rogue_cert, rogue_key = _make_test_leaf(rogue_ca, client_name, validity, server=False)
     return TestPki(
-        ca_cert=write_cert(ca[0], "ca.pem"),
-        server_cert=write_cert(server_cert, "server.pem"),
-        server_key=write_key(server_key, "server-key.pem"),
-        client_cert=write_cert(client_cert, "client.pem"),
-        client_key=write_key(client_key, "client-key.pem"),
-        untrusted_ca_cert=write_cert(rogue_ca[0], "untrusted-ca.pem"),
-        untrusted_client_cert=write_cert(rogue_cert, "untrusted-client.pem"),
-        untrusted_client_key=write_key(rogue_key, "untrusted-client-key.pem"),
+        ca_cert=_write_test_cert(directory, ca[0], "ca.pem"),
+        server_cert=_write_test_cert(directory, server_cert, "server.pem"),
+        server_key=_write_test_key(directory, server_key, "server-key.pem"),
+        client_cert=_write_test_cert(directory, client_cert, "client.pem"),
+        client_key=_write_test_key(directory, client_key, "client-key.pem"),
+        untrusted_ca_cert=_write_test_cert(directory, rogue_ca[0], "untrusted-ca.pem"),
+        untrusted_client_cert=_write_test_cert(directory, rogue_cert, "untrusted-client.pem"),
+        untrusted_client_key=_write_test_key(directory, rogue_key, "untrusted-client-key.pem"),
     )
+
+
+def _test_pki_name(common_name: str):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "NL"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "GGM Lakehouse test PKI"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _write_test_key(directory: Path, key, filename: str) -> Path:
+    """The private key as PKCS#8 PEM, created 0600."""
+    from cryptography.hazmat.primitives import serialization
+
+    path = directory / filename
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    return path
+
+
+def _write_test_cert(directory: Path, cert, filename: str) -> Path:
+    from cryptography.hazmat.primitives import serialization
+
+    path = directory / filename
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def _make_test_ca(common_name: str, validity: tuple[dt.datetime, dt.datetime]):
+    """A self-signed CA certificate and its EC P-256 key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = _test_pki_name(common_name)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(validity[0])
+        .not_valid_after(validity[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _make_test_leaf(ca, common_name: str, validity: tuple[dt.datetime, dt.datetime], *, server: bool):
+    """A server (127.0.0.1/localhost) or client certificate signed by ``ca`` (a certificate and key), with its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    ca_cert, ca_key = ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_test_pki_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(validity[0])
+        .not_valid_after(validity[1])
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+    return builder.sign(ca_key, hashes.SHA256()), key
 
 
 def start_mtls_server(app: Any, pki: TestPki, *, host: str = "127.0.0.1", port: int = 0) -> ThreadedUvicorn:

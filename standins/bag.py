@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 import re
 from datetime import date, datetime, time, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -495,6 +495,16 @@ def create_bag_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_PREFIX,
                   redoc_url=None, openapi_url=None)
     install_gate(app, state, API_KEY_HEADER, _BagErrors(), rate_limit_headers)
     app.include_router(admin_router(state))
+    _install_bag_error_handlers(app)
+    service = _BagService(state, prefix, strict_crs)
+    for router in (_woonplaats_router(service), _openbare_ruimte_router(service), _nummeraanduiding_router(service),
+                   _verblijfsobject_router(service), _pand_router(service)):
+        app.include_router(router)
+    return app
+
+
+def _install_bag_error_handlers(app: FastAPI) -> None:
+    """Every error as a BAG problem+json body."""
 
     @app.exception_handler(BagProblem)
     async def bag_problem(request: Request, exc: BagProblem) -> Response:
@@ -509,12 +519,30 @@ def create_bag_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_PREFIX,
             return not_found().response(request)
         return BagProblem(exc.status_code, "Interne server fout.", "serverError", str(exc.detail)).response(request)
 
-    def world_now() -> tuple[Municipality, date]:
-        return state.municipality(), state.as_of
 
-    def renderer(request: Request, world: Municipality) -> _Renderer:
-        return _Renderer(f"{request.url.scheme}://{request.url.netloc}{prefix}", world)
+def _visible(objects: Iterable[Any], as_of: date) -> list[Any]:
+    """The BAG objects that exist on ``as_of``, by identificatie."""
+    return sorted((o for o in objects if exists_on(o.ingangsdatum, as_of)), key=lambda o: o.identificatie)
 
+
+class _BagService:
+    """What every BAG route needs: the served world, the path prefix, CRS strictness and HAL responses."""
+
+    def __init__(self, state: RegistryState, prefix: str, strict_crs: bool) -> None:
+        self.state = state
+        self.prefix = prefix
+        self.strict_crs = strict_crs
+
+    def world_now(self) -> tuple[Municipality, date]:
+        return self.state.municipality(), self.state.as_of
+
+    def renderer(self, request: Request, world: Municipality) -> _Renderer:
+        return _Renderer(f"{request.url.scheme}://{request.url.netloc}{self.prefix}", world)
+
+    def require_accept_crs(self, request: Request) -> None:
+        _require_accept_crs(request, self.strict_crs)
+
+    @staticmethod
     def hal(body: dict[str, Any], geometry: bool = False) -> Response:
         headers = {"API-Version": API_VERSION}
         if geometry:
@@ -522,48 +550,46 @@ def create_bag_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_PREFIX,
         return Response(content=json.dumps(body, ensure_ascii=False).encode("utf-8"), media_type=HAL_JSON,
                         headers=headers)
 
-    def woonplaatsen_visible(world: Municipality, as_of: date) -> list[Woonplaats]:
-        return sorted((w for w in world.woonplaatsen.values() if exists_on(w.ingangsdatum, as_of)),
-                      key=lambda w: w.identificatie)
-
-    def ruimten_visible(world: Municipality, as_of: date) -> list[OpenbareRuimte]:
-        return sorted((r for r in world.openbare_ruimten.values() if exists_on(r.ingangsdatum, as_of)),
-                      key=lambda r: r.identificatie)
-
-    def na_visible(world: Municipality, as_of: date) -> list[Nummeraanduiding]:
-        return sorted((n for n in world.nummeraanduidingen.values() if exists_on(n.ingangsdatum, as_of)),
-                      key=lambda n: n.identificatie)
-
-    def vbo_visible(world: Municipality, as_of: date) -> list[Verblijfsobject]:
-        return sorted((v for v in world.verblijfsobjecten.values() if exists_on(v.ingangsdatum, as_of)),
-                      key=lambda v: v.identificatie)
-
-    def panden_visible(world: Municipality, as_of: date) -> list[Pand]:
-        return sorted((p for p in world.panden.values() if exists_on(p.ingangsdatum, as_of)),
-                      key=lambda p: p.identificatie)
-
+    @staticmethod
     def lookup(items: dict[str, Any], key: str, as_of: date) -> Any:
         item = items.get(key)
         if item is None or not exists_on(item.ingangsdatum, as_of):
             raise not_found()
         return item
 
-    # ---- woonplaatsen
-    @app.get(f"{prefix}/woonplaatsen/{{identificatie}}")
-    def get_woonplaats(identificatie: str, request: Request) -> Response:
+    def one(self, request: Request, path_param: str, identifier: str, pattern: str,
+            expand_options: tuple[str, ...] | None, objects_of: Callable[[Municipality], dict[str, Any]],
+            render: Callable[[_Renderer, Any, set[str]], dict[str, Any]], geometry: bool | str) -> Response:
+        """A GET of one object by its identificatie: validated, as it exists today, rendered as HAL.
+
+        ``expand_options`` None: the endpoint has no ``expand``. ``geometry`` True: the body always
+        carries a geometry (so the request must name the CRS); a string: only when that part is expanded.
+        """
         _check_accept(request)
-        _check_path_id("identificatie", identificatie, WOONPLAATS_ID)
+        _check_path_id(path_param, identifier, pattern)
         query = _Query(request)
         query.common()
-        expand = query.expand(("geometrie", "bronhouders"))
+        expand = query.expand(expand_options) if expand_options is not None else set()
         query.raise_if_invalid()
-        if "geometrie" in expand:
-            _require_accept_crs(request, strict_crs)
-        world, as_of = world_now()
-        wp = lookup(world.woonplaatsen, identificatie, as_of)
-        return hal(renderer(request, world).woonplaats(wp, expand), geometry="geometrie" in expand)
+        with_geometry = geometry if isinstance(geometry, bool) else geometry in expand
+        if with_geometry:
+            self.require_accept_crs(request)
+        world, as_of = self.world_now()
+        found = self.lookup(objects_of(world), identifier, as_of)
+        return self.hal(render(self.renderer(request, world), found, expand), geometry=with_geometry)
 
-    @app.get(f"{prefix}/woonplaatsen")
+
+def _woonplaats_router(service: _BagService) -> APIRouter:
+    router = APIRouter()
+    prefix = service.prefix
+
+    @router.get(f"{prefix}/woonplaatsen/{{identificatie}}")
+    def get_woonplaats(identificatie: str, request: Request) -> Response:
+        return service.one(request, "identificatie", identificatie, WOONPLAATS_ID, ("geometrie", "bronhouders"),
+                           lambda world: world.woonplaatsen, lambda render, wp, expand: render.woonplaats(wp, expand),
+                           geometry="geometrie")
+
+    @router.get(f"{prefix}/woonplaatsen")
     def search_woonplaatsen(request: Request) -> Response:
         _check_accept(request)
         query = _Query(request)
@@ -574,27 +600,28 @@ def create_bag_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_PREFIX,
         if naam is None:
             raise params_required()
         if "geometrie" in expand:
-            _require_accept_crs(request, strict_crs)
-        world, as_of = world_now()
-        found = [w for w in woonplaatsen_visible(world, as_of) if w.naam.lower() == naam.lower()]
-        render = renderer(request, world)
-        return hal(paged_collection(request, query, "woonplaatsen", found, lambda w: render.woonplaats(w, expand)),
-                   geometry="geometrie" in expand)
+            service.require_accept_crs(request)
+        world, as_of = service.world_now()
+        found = [w for w in _visible(world.woonplaatsen.values(), as_of) if w.naam.lower() == naam.lower()]
+        render = service.renderer(request, world)
+        return service.hal(paged_collection(request, query, "woonplaatsen", found,
+                                            lambda w: render.woonplaats(w, expand)),
+                           geometry="geometrie" in expand)
 
-    # ---- openbare ruimten
-    @app.get(f"{prefix}/openbareruimten/{{openbareRuimteIdentificatie}}")
+    return router
+
+
+def _openbare_ruimte_router(service: _BagService) -> APIRouter:
+    router = APIRouter()
+    prefix = service.prefix
+
+    @router.get(f"{prefix}/openbareruimten/{{openbareRuimteIdentificatie}}")
     def get_openbare_ruimte(openbareRuimteIdentificatie: str, request: Request) -> Response:  # noqa: N803 - spec name
-        _check_accept(request)
-        _check_path_id("openbareRuimteIdentificatie", openbareRuimteIdentificatie, OPENBARE_RUIMTE_ID)
-        query = _Query(request)
-        query.common()
-        expand = query.expand(("ligtInWoonplaats",))
-        query.raise_if_invalid()
-        world, as_of = world_now()
-        ruimte = lookup(world.openbare_ruimten, openbareRuimteIdentificatie, as_of)
-        return hal(renderer(request, world).openbare_ruimte(ruimte, expand))
+        return service.one(request, "openbareRuimteIdentificatie", openbareRuimteIdentificatie, OPENBARE_RUIMTE_ID,
+                           ("ligtInWoonplaats",), lambda world: world.openbare_ruimten,
+                           lambda render, ruimte, expand: render.openbare_ruimte(ruimte, expand), geometry=False)
 
-    @app.get(f"{prefix}/openbareruimten")
+    @router.get(f"{prefix}/openbareruimten")
     def search_openbare_ruimten(request: Request) -> Response:
         _check_accept(request)
         query = _Query(request)
@@ -610,9 +637,9 @@ def create_bag_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_PREFIX,
             raise unsupported_combination()
         if wp_id is None and (wp_naam is None or or_naam is None):
             raise params_combination()
-        world, as_of = world_now()
+        world, as_of = service.world_now()
         found = []
-        for ruimte in ruimten_visible(world, as_of):
+        for ruimte in _visible(world.openbare_ruimten.values(), as_of):
             wp = world.woonplaatsen.get(ruimte.woonplaats_id)
             if wp_id is not None and ruimte.woonplaats_id != wp_id:
                 continue
@@ -621,24 +648,24 @@ def create_bag_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_PREFIX,
             if or_naam is not None and ruimte.naam.lower() != or_naam.lower():
                 continue
             found.append(ruimte)
-        render = renderer(request, world)
-        return hal(paged_collection(request, query, "openbareruimten", found,
-                                    lambda r: render.openbare_ruimte(r, expand)))
+        render = service.renderer(request, world)
+        return service.hal(paged_collection(request, query, "openbareruimten", found,
+                                            lambda r: render.openbare_ruimte(r, expand)))
 
-    # ---- nummeraanduidingen
-    @app.get(f"{prefix}/nummeraanduidingen/{{nummeraanduidingIdentificatie}}")
+    return router
+
+
+def _nummeraanduiding_router(service: _BagService) -> APIRouter:
+    router = APIRouter()
+    prefix = service.prefix
+
+    @router.get(f"{prefix}/nummeraanduidingen/{{nummeraanduidingIdentificatie}}")
     def get_nummeraanduiding(nummeraanduidingIdentificatie: str, request: Request) -> Response:  # noqa: N803
-        _check_accept(request)
-        _check_path_id("nummeraanduidingIdentificatie", nummeraanduidingIdentificatie, NUMMERAANDUIDING_ID)
-        query = _Query(request)
-        query.common()
-        expand = query.expand(("ligtInWoonplaats", "ligtAanOpenbareRuimte"))
-        query.raise_if_invalid()
-        world, as_of = world_now()
-        na = lookup(world.nummeraanduidingen, nummeraanduidingIdentificatie, as_of)
-        return hal(renderer(request, world).nummeraanduiding(na, expand))
+        return service.one(request, "nummeraanduidingIdentificatie", nummeraanduidingIdentificatie, NUMMERAANDUIDING_ID,
+                           ("ligtInWoonplaats", "ligtAanOpenbareRuimte"), lambda world: world.nummeraanduidingen,
+                           lambda render, na, expand: render.nummeraanduiding(na, expand), geometry=False)
 
-    @app.get(f"{prefix}/nummeraanduidingen")
+    @router.get(f"{prefix}/nummeraanduidingen")
     def search_nummeraanduidingen(request: Request) -> Response:
         _check_accept(request)
         query = _Query(request)
@@ -660,45 +687,56 @@ def create_bag_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_PREFIX,
             raise unsupported_combination()
         if address_given and (postcode is None or huisnummer is None):
             raise params_combination()
-        world, as_of = world_now()
-        candidates = na_visible(world, as_of)
+        world, as_of = service.world_now()
+        candidates = _visible(world.nummeraanduidingen.values(), as_of)
         if or_id is not None:
             found = [n for n in candidates if n.openbare_ruimte_id == or_id]
         elif pand_id is not None:
-            hoofdadressen = {v.hoofdadres_id for v in vbo_visible(world, as_of) if pand_id in v.pand_ids}
+            hoofdadressen = {v.hoofdadres_id for v in _visible(world.verblijfsobjecten.values(), as_of)
+                             if pand_id in v.pand_ids}
             found = [n for n in candidates if n.identificatie in hoofdadressen]
         else:
-            wanted_pc = postcode.replace(" ", "").upper()  # type: ignore[union-attr]
-            found = []
-            for n in candidates:
-                if n.postcode != wanted_pc or n.huisnummer != huisnummer:
-                    continue
-                if exacte_match or huisletter is not None:
-                    if (n.huisletter or "").lower() != (huisletter or "").lower():
-                        continue
-                if exacte_match or toevoeging is not None:
-                    if (n.huisnummertoevoeging or "").lower() != (toevoeging or "").lower():
-                        continue
-                found.append(n)
-        render = renderer(request, world)
-        return hal(paged_collection(request, query, "nummeraanduidingen", found,
-                                    lambda n: render.nummeraanduiding(n, expand)))
+            found = _at_address(candidates, postcode, huisnummer, huisletter, toevoeging, exacte_match)
+        render = service.renderer(request, world)
+        return service.hal(paged_collection(request, query, "nummeraanduidingen", found,
+                                            lambda n: render.nummeraanduiding(n, expand)))
 
-    # ---- verblijfsobjecten
-    @app.get(f"{prefix}/verblijfsobjecten/{{identificatie}}")
+    return router
+
+
+def _at_address(candidates: list[Nummeraanduiding], postcode: str, huisnummer: int, huisletter: str | None,
+                toevoeging: str | None, exacte_match: bool | None) -> list[Nummeraanduiding]:
+    """The nummeraanduidingen at postcode + huisnummer; huisletter and toevoeging narrow it when given.
+
+    With ``exacteMatch`` an absent huisletter or toevoeging must be absent on the address as well.
+    """
+    wanted_pc = postcode.replace(" ", "").upper()
+    found = []
+    for n in candidates:
+        if n.postcode != wanted_pc or n.huisnummer != huisnummer:
+            continue
+        if exacte_match or huisletter is not None:
+            if (n.huisletter or "").lower() != (huisletter or "").lower():
+                continue
+        if exacte_match or toevoeging is not None:
+            if (n.huisnummertoevoeging or "").lower() != (toevoeging or "").lower():
+                continue
+        found.append(n)
+    return found
+
+
+def _verblijfsobject_router(service: _BagService) -> APIRouter:
+    router = APIRouter()
+    prefix = service.prefix
+
+    @router.get(f"{prefix}/verblijfsobjecten/{{identificatie}}")
     def get_verblijfsobject(identificatie: str, request: Request) -> Response:
-        _check_accept(request)
-        _check_path_id("identificatie", identificatie, VERBLIJFSOBJECT_ID)
-        query = _Query(request)
-        query.common()
-        expand = query.expand(("heeftAlsHoofdAdres", "heeftAlsNevenAdres", "maaktDeelUitVan"))
-        query.raise_if_invalid()
-        _require_accept_crs(request, strict_crs)
-        world, as_of = world_now()
-        vbo = lookup(world.verblijfsobjecten, identificatie, as_of)
-        return hal(renderer(request, world).verblijfsobject(vbo, expand), geometry=True)
+        return service.one(request, "identificatie", identificatie, VERBLIJFSOBJECT_ID,
+                           ("heeftAlsHoofdAdres", "heeftAlsNevenAdres", "maaktDeelUitVan"),
+                           lambda world: world.verblijfsobjecten,
+                           lambda render, vbo, expand: render.verblijfsobject(vbo, expand), geometry=True)
 
-    @app.get(f"{prefix}/verblijfsobjecten")
+    @router.get(f"{prefix}/verblijfsobjecten")
     def search_verblijfsobjecten(request: Request) -> Response:
         _check_accept(request)
         query = _Query(request)
@@ -726,43 +764,47 @@ def create_bag_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_PREFIX,
             raise unsupported_combination()
         if bbox_given:
             _require_content_crs(request)
-        _require_accept_crs(request, strict_crs)
-        world, as_of = world_now()
-        found = []
-        for vbo in vbo_visible(world, as_of):
-            if pand_id is not None and pand_id not in vbo.pand_ids:
-                continue
-            if box is not None:
-                x, y = vbo.point
-                if not (box[0] <= x <= box[2] and box[1] <= y <= box[3]):
-                    continue
-            if geconstateerd is True:
-                continue  # every demo object was registered from a source document
-            if opp_min is not None and vbo.oppervlakte < opp_min:
-                continue
-            if opp_max is not None and vbo.oppervlakte >= opp_max:
-                continue
-            if doelen and not set(doelen) & set(vbo.gebruiksdoelen):
-                continue
-            found.append(vbo)
-        render = renderer(request, world)
-        return hal(paged_collection(request, query, "verblijfsobjecten", found,
-                                    lambda v: render.verblijfsobject(v, expand)), geometry=True)
+        service.require_accept_crs(request)
+        world, as_of = service.world_now()
+        found = [vbo for vbo in _visible(world.verblijfsobjecten.values(), as_of)
+                 if _vbo_matches(vbo, pand_id, box, geconstateerd, opp_min, opp_max, doelen)]
+        render = service.renderer(request, world)
+        return service.hal(paged_collection(request, query, "verblijfsobjecten", found,
+                                            lambda v: render.verblijfsobject(v, expand)), geometry=True)
 
-    # ---- panden
-    @app.get(f"{prefix}/panden/{{identificatie}}")
+    return router
+
+
+def _vbo_matches(vbo: Verblijfsobject, pand_id: str | None, box: tuple[float, float, float, float] | None,
+                 geconstateerd: bool | None, opp_min: int | None, opp_max: int | None, doelen: list[str]) -> bool:
+    """True when ``vbo`` passes every filter of a verblijfsobjecten search (``oppervlakte[max]`` is exclusive)."""
+    if pand_id is not None and pand_id not in vbo.pand_ids:
+        return False
+    if box is not None:
+        x, y = vbo.point
+        if not (box[0] <= x <= box[2] and box[1] <= y <= box[3]):
+            return False
+    if geconstateerd is True:
+        return False  # every demo object was registered from a source document
+    if opp_min is not None and vbo.oppervlakte < opp_min:
+        return False
+    if opp_max is not None and vbo.oppervlakte >= opp_max:
+        return False
+    if doelen and not set(doelen) & set(vbo.gebruiksdoelen):
+        return False
+    return True
+
+
+def _pand_router(service: _BagService) -> APIRouter:
+    router = APIRouter()
+    prefix = service.prefix
+
+    @router.get(f"{prefix}/panden/{{identificatie}}")
     def get_pand(identificatie: str, request: Request) -> Response:
-        _check_accept(request)
-        _check_path_id("identificatie", identificatie, PAND_ID)
-        query = _Query(request)
-        query.common()
-        query.raise_if_invalid()
-        _require_accept_crs(request, strict_crs)
-        world, as_of = world_now()
-        pand = lookup(world.panden, identificatie, as_of)
-        return hal(renderer(request, world).pand(pand), geometry=True)
+        return service.one(request, "identificatie", identificatie, PAND_ID, None, lambda world: world.panden,
+                           lambda render, pand, expand: render.pand(pand), geometry=True)
 
-    @app.get(f"{prefix}/panden")
+    @router.get(f"{prefix}/panden")
     def search_panden(request: Request) -> Response:
         _check_accept(request)
         query = _Query(request)
@@ -778,9 +820,9 @@ def create_bag_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_PREFIX,
             raise unsupported_combination()
         if query.present("bbox"):
             _require_content_crs(request)
-        _require_accept_crs(request, strict_crs)
-        world, as_of = world_now()
-        vbos = vbo_visible(world, as_of)
+        service.require_accept_crs(request)
+        world, as_of = service.world_now()
+        vbos = _visible(world.verblijfsobjecten.values(), as_of)
         if ao_id is not None:
             wanted = {pid for v in vbos if v.identificatie == ao_id for pid in v.pand_ids}
         elif na_id is not None:
@@ -788,7 +830,7 @@ def create_bag_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_PREFIX,
         else:
             wanted = None
         found = []
-        for pand in panden_visible(world, as_of):
+        for pand in _visible(world.panden.values(), as_of):
             if wanted is not None and pand.identificatie not in wanted:
                 continue
             if box is not None:
@@ -797,7 +839,7 @@ def create_bag_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_PREFIX,
                 if max(xs) < box[0] or min(xs) > box[2] or max(ys) < box[1] or min(ys) > box[3]:
                     continue
             found.append(pand)
-        render = renderer(request, world)
-        return hal(paged_collection(request, query, "panden", found, render.pand), geometry=True)
+        render = service.renderer(request, world)
+        return service.hal(paged_collection(request, query, "panden", found, render.pand), geometry=True)
 
-    return app
+    return router

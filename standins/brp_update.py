@@ -41,13 +41,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Iterable
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from standins.common import (
     Fault,
-    FaultInjector,
+    RegistryHandle,
     RegistryState,
     ThreadedUvicorn,
     TokenBucketRateLimiter,
@@ -303,6 +303,14 @@ def create_brp_update_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_
     app.state.volgindicaties = store
     install_gate(app, state, API_KEY_HEADER, _UpdateErrors())
     app.include_router(admin_router(state))
+    _install_update_headers_and_errors(app)
+    app.include_router(_volgindicatie_router(state, store, prefix))
+    app.include_router(_wijzigingen_router(state, store, prefix))
+    return app
+
+
+def _install_update_headers_and_errors(app: FastAPI) -> None:
+    """The ``api-version`` header on every response, and every HTTP error as a problem+json body."""
 
     @app.middleware("http")
     async def api_version_header(request: Request, call_next):  # noqa: ANN001 - Starlette signature
@@ -323,37 +331,66 @@ def create_brp_update_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_
         return _problem(request, exc.status_code, "Interne server fout.", str(exc.detail), "serverError",
                         f"{RFC2616}#sec10.5.1")
 
-    def caller(request: Request) -> str:
-        # The gate has already checked that the key is present and accepted.
-        return request.headers[API_KEY_HEADER]
 
-    def bsn_findings(bsn: str) -> list[dict[str, str]]:
-        if re.fullmatch(BSN_PATTERN, bsn) is None:
-            return [_invalid("pattern", "burgerservicenummer", f"Waarde voldoet niet aan patroon {BSN_PATTERN}.")]
-        return []
+def _caller(request: Request) -> str:
+    """The API key of the caller: volgindicaties are kept per key."""
+    # The gate has already checked that the key is present and accepted.
+    return request.headers[API_KEY_HEADER]
 
-    @app.get(f"{prefix}/volgindicaties")
+
+def _bsn_findings(bsn: str) -> list[dict[str, str]]:
+    if re.fullmatch(BSN_PATTERN, bsn) is None:
+        return [_invalid("pattern", "burgerservicenummer", f"Waarde voldoet niet aan patroon {BSN_PATTERN}.")]
+    return []
+
+
+def _volgindicatie_body(raw: bytes, invalid: list[dict[str, str]]) -> tuple[bool, date | None]:
+    """Check the body of a PUT volgindicatie, adding to ``invalid``: (whether it is a JSON object, its einddatum)."""
+    body: Any = {}
+    if raw:
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+    if not isinstance(body, dict):
+        invalid.append(_invalid("object", "body", "De request body is geen JSON object."))
+        return False, None
+    einddatum = None
+    if body.get("einddatum") is not None:
+        einddatum = _parse_date(body["einddatum"])
+        if einddatum is None:
+            invalid.append(_invalid("date", "einddatum", "Waarde is geen geldige datum."))
+    for name in body:
+        if name != "einddatum":
+            invalid.append(_invalid("unknownParam", name, "Parameter is niet verwacht."))
+    return True, einddatum
+
+
+def _volgindicatie_router(state: RegistryState, store: VolgindicatieStore, prefix: str) -> APIRouter:
+    router = APIRouter()
+
+    @router.get(f"{prefix}/volgindicaties")
     def list_volgindicaties(request: Request) -> Response:
         if not _accepts(request.headers.get("accept"), JSON_MEDIA_TYPE):
             return _not_acceptable(request)
-        active = store.active(caller(request), state.as_of)
+        active = store.active(_caller(request), state.as_of)
         return _json_response({"volgindicaties": [v.as_json() for v in active]})
 
-    @app.get(f"{prefix}/volgindicaties/{{burgerservicenummer}}")
+    @router.get(f"{prefix}/volgindicaties/{{burgerservicenummer}}")
     def get_volgindicatie(request: Request, burgerservicenummer: str) -> Response:
         if not _accepts(request.headers.get("accept"), JSON_MEDIA_TYPE):
             return _not_acceptable(request)
-        invalid = bsn_findings(burgerservicenummer)
+        invalid = _bsn_findings(burgerservicenummer)
         if invalid:
             return _bad_request(request, invalid)
-        found = store.get(caller(request), burgerservicenummer)
+        found = store.get(_caller(request), burgerservicenummer)
         if found is None:
             return _problem(request, 404, "Opgevraagde resource bestaat niet.",
                             f"Er is geen volgindicatie op burgerservicenummer {burgerservicenummer}.", "notFound",
                             f"{RFC2616}#sec10.4.5")
         return _json_response(found.as_json())
 
-    @app.put(f"{prefix}/volgindicaties/{{burgerservicenummer}}")
+    @router.put(f"{prefix}/volgindicaties/{{burgerservicenummer}}")
     async def put_volgindicatie(request: Request, burgerservicenummer: str) -> Response:
         accept = request.headers.get("accept")
         # 201 answers application/hal+json, 200 application/json: the client must accept either.
@@ -363,32 +400,22 @@ def create_brp_update_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if raw and content_type != JSON_MEDIA_TYPE:
             return _unsupported_media_type(request)
-        invalid = bsn_findings(burgerservicenummer)
-        body: Any = {}
-        if raw:
-            try:
-                body = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                body = None
-        if not isinstance(body, dict):
-            invalid.append(_invalid("object", "body", "De request body is geen JSON object."))
+        invalid = _bsn_findings(burgerservicenummer)
+        is_object, einddatum = _volgindicatie_body(raw, invalid)
+        if not is_object or invalid:
             return _bad_request(request, invalid)
-        einddatum = None
-        if body.get("einddatum") is not None:
-            einddatum = _parse_date(body["einddatum"])
-            if einddatum is None:
-                invalid.append(_invalid("date", "einddatum", "Waarde is geen geldige datum."))
-        for name in body:
-            if name != "einddatum":
-                invalid.append(_invalid("unknownParam", name, "Parameter is niet verwacht."))
-        if invalid:
-            return _bad_request(request, invalid)
-        volgindicatie, created = store.upsert(caller(request), burgerservicenummer, einddatum, state.as_of)
+        volgindicatie, created = store.upsert(_caller(request), burgerservicenummer, einddatum, state.as_of)
         if created:
             return _json_response(volgindicatie.as_json(), status=201, media_type=HAL_JSON_MEDIA_TYPE)
         return _json_response(volgindicatie.as_json())
 
-    @app.get(f"{prefix}/wijzigingen")
+    return router
+
+
+def _wijzigingen_router(state: RegistryState, store: VolgindicatieStore, prefix: str) -> APIRouter:
+    router = APIRouter()
+
+    @router.get(f"{prefix}/wijzigingen")
     def wijzigingen(request: Request) -> Response:
         if not _accepts(request.headers.get("accept"), HAL_JSON_MEDIA_TYPE):
             return _not_acceptable(request)
@@ -405,18 +432,18 @@ def create_brp_update_app(state: RegistryState, path_prefix: str = DEFAULT_PATH_
         if invalid:
             return _bad_request(request, invalid)
         today = state.as_of
-        bsns = changed_bsns(state.municipality().changes, store.all(caller(request)), vanaf, today)
+        bsns = changed_bsns(state.municipality().changes, store.all(_caller(request)), vanaf, today)
         payload = {"_links": {"self": {"href": str(request.url)}}, "burgerservicenummers": bsns}
         return _json_response(payload, media_type=HAL_JSON_MEDIA_TYPE)
 
-    return app
+    return router
 
 
 # --------------------------------------------------------------------------- runner
 
 
 @dataclass
-class BrpUpdateStandin:
+class BrpUpdateStandin(RegistryHandle):
     """Handle on a running BRP Update API stand-in (see :func:`start_brp_update_standin`)."""
 
     state: RegistryState
@@ -430,33 +457,6 @@ class BrpUpdateStandin:
     def url(self) -> str:
         """Base URL including the spec's path prefix (no trailing slash)."""
         return f"http://{self.host}:{self.port}{self.path_prefix}"
-
-    @property
-    def admin_url(self) -> str:
-        """Root of the ``/_standin`` test controls."""
-        return f"http://{self.host}:{self.port}/_standin"
-
-    @property
-    def api_key(self) -> str:
-        """The (first) accepted API key."""
-        return sorted(self.state.api_keys)[0]
-
-    @property
-    def faults(self) -> FaultInjector:
-        """Fault injector: ``fail_next(n, status, retry_after_seconds)``, ``delay_next(n, seconds)``."""
-        return self.state.faults
-
-    @property
-    def as_of(self) -> date:
-        return self.state.as_of
-
-    def set_as_of(self, as_of: date) -> None:
-        """Move the registry's "today" (volgindicaties are kept)."""
-        self.state.set_as_of(as_of)
-
-    def describe(self) -> dict[str, str]:
-        """One-line JSON announcement, like the other stand-ins."""
-        return {"name": self.state.name, "url": self.url, "api_key": self.api_key}
 
     def stop(self) -> None:
         """Stop the server (idempotent)."""

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from email.utils import format_datetime
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Self
 
 import uvicorn
 from fastapi import APIRouter, Request
@@ -49,7 +49,8 @@ class WorldSource:
 
     * a ``Municipality``: one fixed snapshot. Objects and persons whose start date
       lies after the requested date are hidden and deaths after that date are
-      ignored (see :func:`view_at`), so tests can still move the clock;
+      ignored (the apps check :func:`exists_on` and :func:`is_deceased_on`), so tests
+      can still move the clock;
     * an object with ``.at(as_of) -> Municipality`` (``demo_gemeente.generator.DemoWorld``);
     * a callable ``f(as_of) -> Municipality``.
 
@@ -413,3 +414,87 @@ class ThreadedUvicorn:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+class RegistryHandle:
+    """What a running registry stand-in offers a test: its admin URL, API key, faults and clock.
+
+    Mixed into the handles of the registry stand-ins (:class:`standins.server.Registry`,
+    ``BrpUpdateStandin``, ``KvkStandin``), which provide ``state`` (a :class:`RegistryState`),
+    ``host``, ``port`` and ``url``.
+    """
+
+    @property
+    def admin_url(self) -> str:
+        """Root of the ``/_standin`` test controls of this registry."""
+        if self.port is None:
+            raise RuntimeError(f"stand-in {self.state.name} is not running")
+        return f"http://{self.host}:{self.port}/_standin"
+
+    @property
+    def api_key(self) -> str:
+        """The (first) accepted API key."""
+        return sorted(self.state.api_keys)[0]
+
+    @property
+    def faults(self) -> FaultInjector:
+        """Fault injector: ``fail_next(n, status, retry_after_seconds)``, ``delay_next(n, seconds)``."""
+        return self.state.faults
+
+    @property
+    def as_of(self) -> date:
+        return self.state.as_of
+
+    def set_as_of(self, as_of: date) -> None:
+        """Serve the registry's state at the end of ``as_of`` from now on (BRP Update keeps its volgindicaties)."""
+        self.state.set_as_of(as_of)
+
+    def describe(self) -> dict[str, str]:
+        """The one-line JSON announcement of a running stand-in."""
+        return {"name": self.state.name, "url": self.url, "api_key": self.api_key}
+
+
+class WorkspaceStandin:
+    """Lifecycle of a Databricks workspace stand-in serving ``self.app`` on a background thread.
+
+    Subclasses set ``app``, ``host``, ``token``, ``port = None`` and ``_server = None`` in their
+    ``__init__`` and name their server thread with ``thread_name``.
+    """
+
+    thread_name = "workspace-standin"
+
+    @property
+    def url(self) -> str:
+        """Workspace base URL, e.g. ``http://127.0.0.1:54321`` (the APIs live under ``/api``)."""
+        if self.port is None:
+            raise RuntimeError("stand-in is not started")
+        return f"http://{self.host}:{self.port}"
+
+    def airflow_connection(self) -> dict[str, Any]:
+        """An Airflow connection (JSON form for ``AIRFLOW_CONN_<ID>``) that reaches this stand-in.
+
+        The provider builds ``<schema or https>://<host>:<port>/api/...`` and strips any scheme
+        written into ``host``, so plain HTTP needs ``schema="http"`` and a separate ``port``.
+        Token auth needs an empty login and the token as password.
+        """
+        if self.port is None:
+            raise RuntimeError("stand-in is not started")
+        return {"conn_type": "databricks", "host": self.host, "port": self.port, "schema": "http",
+                "login": "", "password": self.token}
+
+    def start(self) -> Self:
+        """Serve on a background thread; returns once the port is bound."""
+        self._server = ThreadedUvicorn(self.app, self.host, 0, name=self.thread_name)
+        self.port = self._server.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the server thread."""
+        if self._server is not None:
+            self._server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()

@@ -32,7 +32,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from standins.common import ThreadedUvicorn
+from standins.common import ThreadedUvicorn, WorkspaceStandin
 
 API_PREFIX = "/api/2.2/jobs"
 
@@ -70,7 +70,7 @@ class _Run:
         return "TERMINATED", "FAILED", self.failure_message
 
 
-class DatabricksJobsStandin:
+class DatabricksJobsStandin(WorkspaceStandin):
     """A Databricks workspace's Jobs API 2.2 run endpoints on ``127.0.0.1:<ephemeral port>``.
 
     Usage::
@@ -83,6 +83,8 @@ class DatabricksJobsStandin:
     can change them between runs. ``polls_before_terminal`` is how many ``runs/get`` calls see
     a non-terminal state before SUCCESS/FAILED is reported.
     """
+
+    thread_name = "databricks-standin"
 
     def __init__(
         self,
@@ -107,44 +109,6 @@ class DatabricksJobsStandin:
         self._server: ThreadedUvicorn | None = None
         self.port: int | None = None
         self.app = self._build_app()
-
-    # ---- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Workspace base URL, e.g. ``http://127.0.0.1:54321`` (the API lives under ``/api``)."""
-        if self.port is None:
-            raise RuntimeError("stand-in is not started")
-        return f"http://{self.host}:{self.port}"
-
-    def airflow_connection(self) -> dict[str, Any]:
-        """An Airflow connection (JSON form for ``AIRFLOW_CONN_<ID>``) that reaches this stand-in.
-
-        The provider builds ``<schema or https>://<host>:<port>/api/...`` and strips any scheme
-        written into ``host``, so plain HTTP needs ``schema="http"`` and a separate ``port``.
-        Token auth needs an empty login and the token as password.
-        """
-        if self.port is None:
-            raise RuntimeError("stand-in is not started")
-        return {"conn_type": "databricks", "host": self.host, "port": self.port, "schema": "http",
-                "login": "", "password": self.token}
-
-    def start(self) -> "DatabricksJobsStandin":
-        """Serve on a background thread; returns once the port is bound."""
-        self._server = ThreadedUvicorn(self.app, self.host, 0, name="databricks-standin")
-        self.port = self._server.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the server thread."""
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> "DatabricksJobsStandin":
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
 
     # ---- inspection ------------------------------------------------------------------------
 
@@ -250,77 +214,90 @@ class DatabricksJobsStandin:
             self.requests.append((request.method, request.url.path))
             return await call_next(request)
 
-        def parse_run_id(raw: Any) -> int | None:
-            try:
-                return int(raw)
-            except (TypeError, ValueError):
-                return None
-
         @app.post(f"{API_PREFIX}/runs/submit")
         async def submit(request: Request):
-            body = await request.json()
-            tasks = body.get("tasks")
-            if not isinstance(tasks, list) or not tasks:
-                return self._error(400, "INVALID_PARAMETER_VALUE", "A one-time run needs at least one task in 'tasks'.")
-            keys = [t.get("task_key") for t in tasks]
-            if any(not k for k in keys) or len(set(keys)) != len(keys):
-                return self._error(400, "INVALID_PARAMETER_VALUE", "Every task needs a unique 'task_key'.")
-            with self._lock:
-                self.submitted.append(copy.deepcopy(body))
-                run_id = self._next_id
-                self._next_id += 1 + len(tasks)
-                task_run_ids = {key: run_id + 1 + i for i, key in enumerate(keys)}
-                self._runs[run_id] = _Run(run_id, copy.deepcopy(body), self.outcome, self.polls_before_terminal,
-                                          self.failure_message, task_run_ids, int(time.time() * 1000))
-            return {"run_id": run_id}
+            return self._submit(await request.json())
 
         @app.get(f"{API_PREFIX}/runs/get")
         async def get_run(request: Request):
-            run_id = parse_run_id(request.query_params.get("run_id"))
-            with self._lock:
-                run = self._runs.get(run_id) if run_id is not None else None
-                if run is None:
-                    raw_id = request.query_params.get("run_id")
-                    return self._error(400, "INVALID_PARAMETER_VALUE", f"Run {raw_id} does not exist.")
-                run.polls += 1
-                return self._run_json(run)
+            return self._get_run(request.query_params.get("run_id"))
 
         @app.get(f"{API_PREFIX}/runs/get-output")
         async def get_output(request: Request):
-            run_id = parse_run_id(request.query_params.get("run_id"))
-            with self._lock:
-                found = self._find_task(run_id) if run_id is not None else None
-                if found is None:
-                    if run_id in self._runs:
-                        # The Jobs API refuses output of a multi-task parent run.
-                        return self._error(400, "INVALID_PARAMETER_VALUE",
-                                           "Retrieving the output of runs with multiple tasks is not supported. "
-                                           "Please retrieve the output of each individual task run instead.")
-                    return self._error(400, "INVALID_PARAMETER_VALUE", f"Run {run_id} does not exist.")
-                run, task_key = found
-                output: dict[str, Any] = {"metadata": {"run_id": run_id, "task_key": task_key,
-                                                       "state": self._state_json(run)}}
-                if self._state_json(run).get("result_state") == "FAILED":
-                    output["error"] = run.failure_message
-                    output["error_trace"] = f"Traceback (most recent call last):\n{run.failure_message}"
-                return output
+            return self._get_output(request.query_params.get("run_id"))
 
         @app.post(f"{API_PREFIX}/runs/cancel")
         async def cancel(request: Request):
-            body = await request.json()
-            run_id = parse_run_id(body.get("run_id"))
-            with self._lock:
-                run = self._runs.get(run_id) if run_id is not None else None
-                if run is None:
-                    return self._error(400, "INVALID_PARAMETER_VALUE", f"Run {body.get('run_id')} does not exist.")
-                self.cancelled.append(run_id)
-                # Cancelling a run that already terminated is a no-op on a workspace as well.
-                if run.life_cycle()[0] != "TERMINATED":
-                    run.cancelled = True
-            return {}
+            return self._cancel(await request.json())
 
         @app.api_route("/{path:path}", methods=["GET", "POST", "PATCH", "DELETE"])
         async def not_implemented(path: str):
             return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '/{path}' in this stand-in.")
 
         return app
+
+    @staticmethod
+    def _parse_run_id(raw: Any) -> int | None:
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            return None
+
+    def _submit(self, body: dict[str, Any]):
+        """``runs/submit``: a one-time run of uniquely keyed tasks; its task runs get the ids after the run's."""
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not tasks:
+            return self._error(400, "INVALID_PARAMETER_VALUE", "A one-time run needs at least one task in 'tasks'.")
+        keys = [t.get("task_key") for t in tasks]
+        if any(not k for k in keys) or len(set(keys)) != len(keys):
+            return self._error(400, "INVALID_PARAMETER_VALUE", "Every task needs a unique 'task_key'.")
+        with self._lock:
+            self.submitted.append(copy.deepcopy(body))
+            run_id = self._next_id
+            self._next_id += 1 + len(tasks)
+            task_run_ids = {key: run_id + 1 + i for i, key in enumerate(keys)}
+            self._runs[run_id] = _Run(run_id, copy.deepcopy(body), self.outcome, self.polls_before_terminal,
+                                      self.failure_message, task_run_ids, int(time.time() * 1000))
+        return {"run_id": run_id}
+
+    def _get_run(self, raw_id: Any):
+        """``runs/get``: every poll moves the run one step further along its life cycle."""
+        run_id = self._parse_run_id(raw_id)
+        with self._lock:
+            run = self._runs.get(run_id) if run_id is not None else None
+            if run is None:
+                return self._error(400, "INVALID_PARAMETER_VALUE", f"Run {raw_id} does not exist.")
+            run.polls += 1
+            return self._run_json(run)
+
+    def _get_output(self, raw_id: Any):
+        """``runs/get-output`` of one task run (a multi-task parent run has none)."""
+        run_id = self._parse_run_id(raw_id)
+        with self._lock:
+            found = self._find_task(run_id) if run_id is not None else None
+            if found is None:
+                if run_id in self._runs:
+                    # The Jobs API refuses output of a multi-task parent run.
+                    return self._error(400, "INVALID_PARAMETER_VALUE",
+                                       "Retrieving the output of runs with multiple tasks is not supported. "
+                                       "Please retrieve the output of each individual task run instead.")
+                return self._error(400, "INVALID_PARAMETER_VALUE", f"Run {run_id} does not exist.")
+            run, task_key = found
+            output: dict[str, Any] = {"metadata": {"run_id": run_id, "task_key": task_key,
+                                                   "state": self._state_json(run)}}
+            if self._state_json(run).get("result_state") == "FAILED":
+                output["error"] = run.failure_message
+                output["error_trace"] = f"Traceback (most recent call last):\n{run.failure_message}"
+            return output
+
+    def _cancel(self, body: dict[str, Any]):
+        run_id = self._parse_run_id(body.get("run_id"))
+        with self._lock:
+            run = self._runs.get(run_id) if run_id is not None else None
+            if run is None:
+                return self._error(400, "INVALID_PARAMETER_VALUE", f"Run {body.get('run_id')} does not exist.")
+            self.cancelled.append(run_id)
+            # Cancelling a run that already terminated is a no-op on a workspace as well.
+            if run.life_cycle()[0] != "TERMINATED":
+                run.cancelled = True
+        return {}

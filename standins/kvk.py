@@ -71,14 +71,14 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from demo_gemeente.kvk import RECHTSVORMEN, KvkChange, KvkState, Onderneming, SbiActiviteit, Vestiging
 from standins.common import (
     Fault,
-    FaultInjector,
+    RegistryHandle,
     RegistryState,
     ThreadedUvicorn,
     TokenBucketRateLimiter,
@@ -452,11 +452,21 @@ def create_kvk_app(state: RegistryState, register_provider: KvkRegisterLike, pat
     ``abonnement_id`` is the Mutatieservice subscription id (derived from the
     registry name when not given).
     """
-    prefix = path_prefix.rstrip("/")
     subscription = abonnement_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"kvk-abonnement/{state.name}"))
     app = FastAPI(title="KvK Handelsregister stand-in", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(admin_router(state))
     install_gate(app, state, API_KEY_HEADER, _KvkGateErrors())
+    _install_kvk_error_handlers(app)
+    service = _KvkService(state, register_provider, path_prefix.rstrip("/"), max_results, subscription)
+    app.include_router(_zoeken_router(service))
+    app.include_router(_profiel_router(service))
+    app.include_router(_mutatieservice_router(service))
+    app.state.abonnement_id = subscription
+    return app
+
+
+def _install_kvk_error_handlers(app: FastAPI) -> None:
+    """Every error in KvK's ``fout`` shape."""
 
     @app.exception_handler(KvkError)
     async def kvk_error(request: Request, exc: KvkError) -> Response:  # noqa: ARG001 - Starlette signature
@@ -470,115 +480,188 @@ def create_kvk_app(state: RegistryState, register_provider: KvkRegisterLike, pat
             return KvkError(405, "IPD1998", "Methode niet toegestaan.").response()
         return KvkError(exc.status_code, "IPD9999", "Algemene technische fout.").response()
 
-    def register_now() -> KvkState:
-        return register_provider.at(state.as_of)
 
-    def renderer(request: Request) -> _Renderer:
-        return _Renderer(f"{request.url.scheme}://{request.url.netloc}{prefix}")
+class _KvkService:
+    """What every KvK route needs: the register as of the served day, links, responses and the subscription."""
 
+    def __init__(self, state: RegistryState, register_provider: KvkRegisterLike, prefix: str, max_results: int,
+                 subscription: str) -> None:
+        self.state = state
+        self.register_provider = register_provider
+        self.prefix = prefix
+        self.max_results = max_results
+        self.subscription = subscription
+
+    def register_now(self) -> KvkState:
+        return self.register_provider.at(self.state.as_of)
+
+    def renderer(self, request: Request) -> _Renderer:
+        return _Renderer(f"{request.url.scheme}://{request.url.netloc}{self.prefix}")
+
+    @staticmethod
     def body(document: dict[str, Any], api: str, media_type: str = HAL_JSON) -> Response:
         return Response(content=json.dumps(document, ensure_ascii=False).encode("utf-8"), media_type=media_type,
                         headers={"api-version": VERSIONS[api]})
 
-    def onderneming_for(kvk_nummer: str) -> tuple[Onderneming, KvkState]:
+    def onderneming_for(self, kvk_nummer: str) -> tuple[Onderneming, KvkState]:
         if KVK_NUMMER.fullmatch(kvk_nummer) is None:
             raise KvkError(400, "IPD0004", f"Het KVK-nummer {kvk_nummer} is niet valide.")
         trigger = ERROR_TRIGGER_KVK_NUMMERS.get(kvk_nummer)
         if trigger is not None:
             raise KvkError(*trigger)
-        current = register_now()
+        current = self.register_now()
         onderneming = current.ondernemingen.get(kvk_nummer)
         if onderneming is None or onderneming.datum_aanvang > current.as_of:
             raise KvkError(404, "IPD0005", f"Op basis van het KVK-nummer {kvk_nummer} kan het product niet worden geleverd.")
         return onderneming, current
 
-    # ---- Zoeken v2
-    @app.get(f"{prefix}/v2/zoeken")
-    def zoeken(request: Request) -> Response:
-        _check_accept(request)
+    def signalen_until_now(self, vanaf: datetime | None, tot: datetime | None) -> list[Signaal]:
+        """The Mutatieservice signals in [vanaf, tot), up to the end of the served day."""
+        as_of = self.state.as_of
+        end_of_day = datetime.combine(as_of + timedelta(days=1), time.min, tzinfo=timezone.utc)
+        tot = min(tot, end_of_day) if tot else end_of_day
+        first_day = vanaf.astimezone(timezone.utc).date() if vanaf else date.min
+        changes = self.register_provider.changes_between(first_day, min(as_of, tot.astimezone(timezone.utc).date()))
+        found = [s for c in changes for s in signalen_for(c)]
+        return [s for s in found if (vanaf is None or s.timestamp >= vanaf) and s.timestamp < tot]
+
+    def check_abonnement(self, abonnement_id: str) -> None:
+        if abonnement_id != self.subscription:
+            raise KvkError(404, "IPD0001", f"Het gevraagde product abonnement {abonnement_id} bestaat niet.")
+
+
+@dataclass(frozen=True)
+class _ZoekVraag:
+    """The validated parameters of one Zoeken v2 request."""
+
+    kvk_nummer: str | None
+    rsin: str | None
+    vestigingsnummer: str | None
+    postcode: str | None
+    huisnummer: str | None
+    huisletter: str | None
+    postbusnummer: str | None
+    naam: str | None
+    straatnaam: str | None
+    plaats: str | None
+    types: list[str]
+    inclusief_inactief: bool
+    pagina: int
+    per_pagina: int
+
+    @classmethod
+    def of(cls, request: Request) -> "_ZoekVraag":
         params = _Params(request, ZOEKEN_PARAMS)
-        kvk_nummer = params.matching("kvkNummer", KVK_NUMMER, "IPD0004", "Het KVK-nummer")
-        rsin = params.matching("rsin", RSIN, "IPD0010", "Het RSI-nummer")
-        vestigingsnummer = params.matching("vestigingsnummer", VESTIGINGSNUMMER, "IPD0006", "Het vestigingsnummer")
-        postcode = params.matching("postcode", POSTCODE, "IPD1998", "De postcode")
-        huisnummer = params.matching("huisnummer", HUISNUMMER, "IPD1998", "Het huisnummer")
-        huisletter = params.matching("huisletter", HUISLETTER, "IPD1998", "De huisletter")
-        postbusnummer = params.matching("postbusnummer", HUISNUMMER, "IPD1998", "Het postbusnummer")
-        naam, straatnaam, plaats = params.get("naam"), params.get("straatnaam"), params.get("plaats")
+        vraag = cls(
+            kvk_nummer=params.matching("kvkNummer", KVK_NUMMER, "IPD0004", "Het KVK-nummer"),
+            rsin=params.matching("rsin", RSIN, "IPD0010", "Het RSI-nummer"),
+            vestigingsnummer=params.matching("vestigingsnummer", VESTIGINGSNUMMER, "IPD0006", "Het vestigingsnummer"),
+            postcode=params.matching("postcode", POSTCODE, "IPD1998", "De postcode"),
+            huisnummer=params.matching("huisnummer", HUISNUMMER, "IPD1998", "Het huisnummer"),
+            huisletter=params.matching("huisletter", HUISLETTER, "IPD1998", "De huisletter"),
+            postbusnummer=params.matching("postbusnummer", HUISNUMMER, "IPD1998", "Het postbusnummer"),
+            naam=params.get("naam"), straatnaam=params.get("straatnaam"), plaats=params.get("plaats"),
+            types=cls._types(request),
+            inclusief_inactief=params.boolean("inclusiefInactieveRegistraties"),
+            pagina=params.integer("pagina", 1, MAX_PAGINA, 1),
+            per_pagina=params.integer("resultatenPerPagina", 1, RESULTATEN_PER_PAGINA_MAX,
+                                      RESULTATEN_PER_PAGINA_DEFAULT),
+        )
+        vraag._check_combinations()
+        return vraag
+
+    @staticmethod
+    def _types(request: Request) -> list[str]:
         types = [t for value in request.query_params.getlist("type") for t in value.split(",") if t]
         for kind in types:
             if kind not in ZOEKEN_TYPES:
                 raise KvkError(400, "IPD5203", f"Het opgegeven type {kind} is niet valide.")
-        inclusief_inactief = params.boolean("inclusiefInactieveRegistraties")
-        pagina = params.integer("pagina", 1, MAX_PAGINA, 1)
-        per_pagina = params.integer("resultatenPerPagina", 1, RESULTATEN_PER_PAGINA_MAX, RESULTATEN_PER_PAGINA_DEFAULT)
-        if postcode is not None and huisnummer is None and postbusnummer is None:
+        return types
+
+    def _check_combinations(self) -> None:
+        if self.postcode is not None and self.huisnummer is None and self.postbusnummer is None:
             raise invalid_parameter("Postcode mag alleen in combinatie met huisnummer of postbusnummer gezocht worden.")
-        if (huisnummer is not None or postbusnummer is not None) and postcode is None:
+        if (self.huisnummer is not None or self.postbusnummer is not None) and self.postcode is None:
             raise invalid_parameter("Huisnummer en postbusnummer mogen alleen in combinatie met postcode gezocht worden.")
-        if huisletter is not None and huisnummer is None:
+        if self.huisletter is not None and self.huisnummer is None:
             raise invalid_parameter("Huisletter mag alleen in combinatie met huisnummer gezocht worden.")
-        if not any((kvk_nummer, rsin, vestigingsnummer, naam, straatnaam, plaats, postcode)):
+        if not any((self.kvk_nummer, self.rsin, self.vestigingsnummer, self.naam, self.straatnaam, self.plaats,
+                    self.postcode)):
             raise invalid_parameter("Geef ten minste één zoekparameter op.")
 
-        current = register_now()
-        found: list[_ZoekItem] = []
-        for item in _zoek_items(current):
-            o, adres = item.onderneming, item.adres_vestiging.adres
-            if not inclusief_inactief and not item.actief(current.as_of):
-                continue
-            if types and item.type not in types:
-                continue
-            if kvk_nummer and o.kvk_nummer != kvk_nummer:
-                continue
-            if rsin and o.rsin != rsin:
-                continue
-            if vestigingsnummer and (item.vestiging is None or item.vestiging.vestigingsnummer != vestigingsnummer):
-                continue
-            if naam and not any(naam.lower() in n.lower() for n in (o.naam, *o.handelsnamen, *item.adres_vestiging.handelsnamen)):
-                continue
-            if straatnaam and adres.straatnaam.lower() != straatnaam.strip().lower():
-                continue
-            if plaats and adres.plaats.lower() != plaats.strip().lower():
-                continue
-            if postcode and (adres.postcode != postcode.upper() or postbusnummer is not None
-                             or (huisnummer is not None and adres.huisnummer != int(huisnummer))
-                             or (huisletter is not None and (adres.huisletter or "").lower() != huisletter.lower())):
-                continue
-            found.append(item)
+    def matches(self, item: _ZoekItem, as_of: date) -> bool:
+        o, adres = item.onderneming, item.adres_vestiging.adres
+        if not self.inclusief_inactief and not item.actief(as_of):
+            return False
+        if self.types and item.type not in self.types:
+            return False
+        if self.kvk_nummer and o.kvk_nummer != self.kvk_nummer:
+            return False
+        if self.rsin and o.rsin != self.rsin:
+            return False
+        if self.vestigingsnummer and (item.vestiging is None or item.vestiging.vestigingsnummer != self.vestigingsnummer):
+            return False
+        naam = self.naam
+        if naam and not any(naam.lower() in n.lower() for n in (o.naam, *o.handelsnamen, *item.adres_vestiging.handelsnamen)):
+            return False
+        if self.straatnaam and adres.straatnaam.lower() != self.straatnaam.strip().lower():
+            return False
+        if self.plaats and adres.plaats.lower() != self.plaats.strip().lower():
+            return False
+        if self.postcode and (adres.postcode != self.postcode.upper() or self.postbusnummer is not None
+                              or (self.huisnummer is not None and adres.huisnummer != int(self.huisnummer))
+                              or (self.huisletter is not None
+                                  and (adres.huisletter or "").lower() != self.huisletter.lower())):
+            return False
+        return True
+
+    def resultaat(self, item: _ZoekItem, base: str, as_of: date) -> dict[str, Any]:
+        """One entry of ``resultaten``: the address in as much detail as was asked for, and its profile links."""
+        o, vestiging = item.onderneming, item.adres_vestiging
+        binnenlands: dict[str, Any] = {"type": "bezoekadres", "straatnaam": vestiging.adres.straatnaam}
+        if self.postcode:
+            binnenlands["huisnummer"] = vestiging.adres.huisnummer
+            if vestiging.adres.huisletter:
+                binnenlands["huisletter"] = vestiging.adres.huisletter
+            binnenlands["postcode"] = vestiging.adres.postcode
+        binnenlands["plaats"] = vestiging.adres.plaats
+        resultaat: dict[str, Any] = {"kvkNummer": o.kvk_nummer}
+        if o.rsin and item.vestiging is None:
+            resultaat["rsin"] = o.rsin
+        if item.vestiging is not None:
+            resultaat["vestigingsnummer"] = item.vestiging.vestigingsnummer
+        resultaat.update(naam=item.vestiging.eerste_handelsnaam if item.vestiging else o.naam,
+                         adres={"binnenlandsAdres": binnenlands}, type=item.type)
+        if self.inclusief_inactief:
+            resultaat["actief"] = _ja_nee(item.actief(as_of))
+        links = {"basisprofiel": {"href": f"{base}/v1/basisprofielen/{o.kvk_nummer}"}}
+        if item.vestiging is not None:
+            links["vestigingsprofiel"] = {"href": f"{base}/v1/vestigingsprofielen/{item.vestiging.vestigingsnummer}"}
+        resultaat["_links"] = links
+        return resultaat
+
+
+def _zoeken_router(service: _KvkService) -> APIRouter:
+    router = APIRouter()
+
+    @router.get(f"{service.prefix}/v2/zoeken")
+    def zoeken(request: Request) -> Response:
+        _check_accept(request)
+        vraag = _ZoekVraag.of(request)
+        current = service.register_now()
+        found = [item for item in _zoek_items(current) if vraag.matches(item, current.as_of)]
+        max_results = service.max_results
         capped = found[:max_results]
         if not capped:
             raise geen_resultaten()
+        pagina, per_pagina = vraag.pagina, vraag.per_pagina
         start = (pagina - 1) * per_pagina
         if start >= len(capped):
             if len(found) > max_results:
                 raise invalid_parameter(f"Er worden maximaal {max_results} resultaten getoond; verfijn de zoekvraag.")
             raise geen_resultaten()
-        render = renderer(request)
-        resultaten = []
-        for item in capped[start:start + per_pagina]:
-            o, vestiging = item.onderneming, item.adres_vestiging
-            binnenlands: dict[str, Any] = {"type": "bezoekadres", "straatnaam": vestiging.adres.straatnaam}
-            if postcode:
-                binnenlands["huisnummer"] = vestiging.adres.huisnummer
-                if vestiging.adres.huisletter:
-                    binnenlands["huisletter"] = vestiging.adres.huisletter
-                binnenlands["postcode"] = vestiging.adres.postcode
-            binnenlands["plaats"] = vestiging.adres.plaats
-            resultaat: dict[str, Any] = {"kvkNummer": o.kvk_nummer}
-            if o.rsin and item.vestiging is None:
-                resultaat["rsin"] = o.rsin
-            if item.vestiging is not None:
-                resultaat["vestigingsnummer"] = item.vestiging.vestigingsnummer
-            resultaat.update(naam=item.vestiging.eerste_handelsnaam if item.vestiging else o.naam,
-                             adres={"binnenlandsAdres": binnenlands}, type=item.type)
-            if inclusief_inactief:
-                resultaat["actief"] = _ja_nee(item.actief(current.as_of))
-            links = {"basisprofiel": {"href": f"{render.base}/v1/basisprofielen/{o.kvk_nummer}"}}
-            if item.vestiging is not None:
-                links["vestigingsprofiel"] = {"href": f"{render.base}/v1/vestigingsprofielen/{item.vestiging.vestigingsnummer}"}
-            resultaat["_links"] = links
-            resultaten.append(resultaat)
+        base = service.renderer(request).base
+        resultaten = [vraag.resultaat(item, base, current.as_of) for item in capped[start:start + per_pagina]]
         document: dict[str, Any] = {"pagina": pagina, "resultatenPerPagina": per_pagina, "totaal": len(capped)}
         last_page = math.ceil(len(capped) / per_pagina)
         if pagina > 1:
@@ -587,100 +670,102 @@ def create_kvk_app(state: RegistryState, register_provider: KvkRegisterLike, pat
             document["volgende"] = _page_url(request, pagina + 1)
         document["resultaten"] = resultaten
         document["_links"] = {"self": {"href": str(request.url)}}
-        return body(document, "zoeken", JSON)
+        return service.body(document, "zoeken", JSON)
 
-    # ---- Basisprofiel
-    basis_params = frozenset({"geoData"})
+    return router
 
-    @app.get(f"{prefix}/v1/basisprofielen/{{kvkNummer}}")
+
+_BASIS_PARAMS = frozenset({"geoData"})
+
+
+def _profiel_router(service: _KvkService) -> APIRouter:
+    """Basisprofiel (with eigenaar, hoofdvestiging and vestigingen) and Vestigingsprofiel."""
+    router = APIRouter()
+    prefix = service.prefix
+
+    @router.get(f"{prefix}/v1/basisprofielen/{{kvkNummer}}")
     def basisprofiel(kvkNummer: str, request: Request) -> Response:  # noqa: N803 - spec name
         _check_accept(request)
-        geo = _Params(request, basis_params).boolean("geoData")
-        onderneming, _ = onderneming_for(kvkNummer)
-        return body(renderer(request).basisprofiel(onderneming, geo), "basisprofiel")
+        geo = _Params(request, _BASIS_PARAMS).boolean("geoData")
+        onderneming, _ = service.onderneming_for(kvkNummer)
+        return service.body(service.renderer(request).basisprofiel(onderneming, geo), "basisprofiel")
 
-    @app.get(f"{prefix}/v1/basisprofielen/{{kvkNummer}}/eigenaar")
+    @router.get(f"{prefix}/v1/basisprofielen/{{kvkNummer}}/eigenaar")
     def eigenaar(kvkNummer: str, request: Request) -> Response:  # noqa: N803
         _check_accept(request)
-        _Params(request, basis_params).boolean("geoData")  # accepted (spec) and validated; see _Renderer.eigenaar
-        onderneming, _ = onderneming_for(kvkNummer)
-        return body(renderer(request).eigenaar(onderneming), "basisprofiel")
+        _Params(request, _BASIS_PARAMS).boolean("geoData")  # accepted (spec) and validated; see _Renderer.eigenaar
+        onderneming, _ = service.onderneming_for(kvkNummer)
+        return service.body(service.renderer(request).eigenaar(onderneming), "basisprofiel")
 
-    @app.get(f"{prefix}/v1/basisprofielen/{{kvkNummer}}/hoofdvestiging")
+    @router.get(f"{prefix}/v1/basisprofielen/{{kvkNummer}}/hoofdvestiging")
     def hoofdvestiging(kvkNummer: str, request: Request) -> Response:  # noqa: N803
         _check_accept(request)
-        geo = _Params(request, basis_params).boolean("geoData")
-        onderneming, _ = onderneming_for(kvkNummer)
-        return body(renderer(request).vestiging(onderneming, onderneming.hoofdvestiging, geo, False), "basisprofiel")
+        geo = _Params(request, _BASIS_PARAMS).boolean("geoData")
+        onderneming, _ = service.onderneming_for(kvkNummer)
+        return service.body(service.renderer(request).vestiging(onderneming, onderneming.hoofdvestiging, geo, False),
+                            "basisprofiel")
 
-    @app.get(f"{prefix}/v1/basisprofielen/{{kvkNummer}}/vestigingen")
+    @router.get(f"{prefix}/v1/basisprofielen/{{kvkNummer}}/vestigingen")
     def vestigingen(kvkNummer: str, request: Request) -> Response:  # noqa: N803
         _check_accept(request)
         _Params(request, frozenset())
-        onderneming, current = onderneming_for(kvkNummer)
-        return body(renderer(request).vestigingen(onderneming, current.as_of), "basisprofiel")
+        onderneming, current = service.onderneming_for(kvkNummer)
+        return service.body(service.renderer(request).vestigingen(onderneming, current.as_of), "basisprofiel")
 
-    # ---- Vestigingsprofiel
-    @app.get(f"{prefix}/v1/vestigingsprofielen/{{vestigingsnummer}}")
+    @router.get(f"{prefix}/v1/vestigingsprofielen/{{vestigingsnummer}}")
     def vestigingsprofiel(vestigingsnummer: str, request: Request) -> Response:
         _check_accept(request)
-        geo = _Params(request, basis_params).boolean("geoData")
+        geo = _Params(request, _BASIS_PARAMS).boolean("geoData")
         if VESTIGINGSNUMMER.fullmatch(vestigingsnummer) is None:
             raise KvkError(400, "IPD0006", f"Het vestigingsnummer {vestigingsnummer} is niet valide.")
-        current = register_now()
+        current = service.register_now()
         vestiging = current.vestigingen.get(vestigingsnummer)
         if vestiging is None or vestiging.datum_aanvang > current.as_of:
             raise KvkError(404, "IPD0007",
                            f"Op basis van het vestigingsnummer {vestigingsnummer} kan het product niet worden geleverd.")
         onderneming = current.ondernemingen[vestiging.kvk_nummer]
-        return body(renderer(request).vestiging(onderneming, vestiging, geo, True), "vestigingsprofiel")
+        return service.body(service.renderer(request).vestiging(onderneming, vestiging, geo, True), "vestigingsprofiel")
 
-    # ---- Mutatieservice
-    def signalen_until_now(vanaf: datetime | None, tot: datetime | None) -> list[Signaal]:
-        end_of_day = datetime.combine(state.as_of + timedelta(days=1), time.min, tzinfo=timezone.utc)
-        tot = min(tot, end_of_day) if tot else end_of_day
-        first_day = vanaf.astimezone(timezone.utc).date() if vanaf else date.min
-        changes = register_provider.changes_between(first_day, min(state.as_of, tot.astimezone(timezone.utc).date()))
-        found = [s for c in changes for s in signalen_for(c)]
-        return [s for s in found if (vanaf is None or s.timestamp >= vanaf) and s.timestamp < tot]
+    return router
 
-    def check_abonnement(abonnement_id: str) -> None:
-        if abonnement_id != subscription:
-            raise KvkError(404, "IPD0001", f"Het gevraagde product abonnement {abonnement_id} bestaat niet.")
 
-    @app.get(f"{prefix}/v1/abonnementen")
+def _mutatieservice_router(service: _KvkService) -> APIRouter:
+    router = APIRouter()
+    prefix = service.prefix
+
+    @router.get(f"{prefix}/v1/abonnementen")
     def abonnementen(request: Request) -> Response:
         _Params(request, frozenset())
-        document = {"abonnementen": [{"id": subscription, "contract": {"id": f"MS-{state.name}",
-                                                                       "omschrijving": "KVK Mutatieservice"},
+        document = {"abonnementen": [{"id": service.subscription,
+                                      "contract": {"id": f"MS-{service.state.name}", "omschrijving": "KVK Mutatieservice"},
                                       "startDatum": "2026-01-01T00:00:00.000Z"}]}
-        return body(document, "mutatieservice", JSON)
+        return service.body(document, "mutatieservice", JSON)
 
-    @app.get(f"{prefix}/v1/abonnementen/{{abonnementId}}")
+    @router.get(f"{prefix}/v1/abonnementen/{{abonnementId}}")
     def signalen(abonnementId: str, request: Request) -> Response:  # noqa: N803 - documented name
         params = _Params(request, frozenset({"vanaf", "tot", "pagina", "aantal"}))
-        check_abonnement(abonnementId)
+        service.check_abonnement(abonnementId)
         vanaf, tot = _parse_instant(params.get("vanaf"), "vanaf"), _parse_instant(params.get("tot"), "tot")
         if vanaf and tot and tot < vanaf:
             raise invalid_parameter("Parameter tot ligt voor vanaf.")
         pagina = params.integer("pagina", 1, 1_000_000, 1)
         aantal = params.integer("aantal", 1, SIGNALEN_AANTAL_MAX, SIGNALEN_AANTAL_DEFAULT)
-        found = signalen_until_now(vanaf, tot)
+        found = service.signalen_until_now(vanaf, tot)
         chunk = found[(pagina - 1) * aantal: pagina * aantal]
         document = {"pagina": pagina, "aantal": aantal, "totaal": len(found),
                     "totaalPaginas": math.ceil(len(found) / aantal),
                     "signalen": [{"id": s.id, "timestamp": _format_instant(s.timestamp), "kvknummer": s.kvk_nummer,
                                   "signaalType": s.signaal_type} for s in chunk]}
-        return body(document, "mutatieservice", JSON)
+        return service.body(document, "mutatieservice", JSON)
 
-    @app.get(f"{prefix}/v1/abonnementen/{{abonnementId}}/signalen/{{signaalId}}")
+    @router.get(f"{prefix}/v1/abonnementen/{{abonnementId}}/signalen/{{signaalId}}")
     def signaal(abonnementId: str, signaalId: str, request: Request) -> Response:  # noqa: N803
         _Params(request, frozenset())
-        check_abonnement(abonnementId)
-        match = next((s for s in signalen_until_now(None, None) if s.id == signaalId), None)
+        service.check_abonnement(abonnementId)
+        match = next((s for s in service.signalen_until_now(None, None) if s.id == signaalId), None)
         if match is None:
             raise KvkError(404, "IPD0001", f"Het gevraagde product signaal {signaalId} bestaat niet.")
-        current = register_now()
+        current = service.register_now()
         onderneming = current.ondernemingen[match.kvk_nummer]
         vestigingen_now = _listed_vestigingen(onderneming, current.as_of)
         document = {"signaal": {
@@ -694,15 +779,14 @@ def create_kvk_app(state: RegistryState, register_provider: KvkRegisterLike, pat
         }}
         if match.change.vestigingsnummer and match.signaal_type == SIGNAAL_VESTIGING:
             document["signaal"]["betrokkenVestiging"] = {"vestigingsnummer": match.change.vestigingsnummer}
-        return body(document, "mutatieservice", JSON)
+        return service.body(document, "mutatieservice", JSON)
 
-    app.state.abonnement_id = subscription
-    return app
+    return router
 
 
 # --------------------------------------------------------------------------- running it
 
-class KvkStandin:
+class KvkStandin(RegistryHandle):
     """Handle on a running KvK stand-in (see :func:`start_kvk_standin`)."""
 
     def __init__(self, state: RegistryState, server: ThreadedUvicorn, host: str, port: int, abonnement_id: str,
@@ -717,30 +801,6 @@ class KvkStandin:
     def url(self) -> str:
         """API root including ``/api`` (no trailing slash): ``<url>/v2/zoeken``, ``<url>/v1/basisprofielen/…``."""
         return f"http://{self.host}:{self.port}{self.path_prefix}"
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://{self.host}:{self.port}/_standin"
-
-    @property
-    def api_key(self) -> str:
-        return sorted(self.state.api_keys)[0]
-
-    @property
-    def faults(self) -> FaultInjector:
-        """``fail_next(n, status, retry_after_seconds)``, ``delay_next(n, seconds)``."""
-        return self.state.faults
-
-    @property
-    def as_of(self) -> date:
-        return self.state.as_of
-
-    def set_as_of(self, as_of: date) -> None:
-        """Serve the register as it was at the end of ``as_of`` from now on."""
-        self.state.set_as_of(as_of)
-
-    def describe(self) -> dict[str, str]:
-        return {"name": self.state.name, "url": self.url, "api_key": self.api_key}
 
     def stop(self) -> None:
         self._server.stop()

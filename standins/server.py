@@ -28,10 +28,10 @@ from standins.brp_update import DEFAULT_PATH_PREFIX as BRP_UPDATE_PREFIX
 from standins.brp_update import VolgindicatieStore, create_brp_update_app
 from standins.kvk import DEFAULT_PATH_PREFIX as KVK_PREFIX
 from standins.kvk import create_kvk_app
-from standins.common import FaultInjector, RegistryState, ThreadedUvicorn, TokenBucketRateLimiter, WorldLike, WorldSource
+from standins.common import RegistryHandle, RegistryState, ThreadedUvicorn, TokenBucketRateLimiter, WorldLike, WorldSource
 
 @dataclass
-class Registry:
+class Registry(RegistryHandle):
     """Handle on one running stand-in registry."""
 
     name: str
@@ -46,35 +46,6 @@ class Registry:
         if self.port is None:
             raise RuntimeError(f"stand-in {self.name} is not running")
         return f"http://{self.host}:{self.port}{self.path_prefix}"
-
-    @property
-    def admin_url(self) -> str:
-        """Root of the ``/_standin`` test controls of this registry."""
-        if self.port is None:
-            raise RuntimeError(f"stand-in {self.name} is not running")
-        return f"http://{self.host}:{self.port}/_standin"
-
-    @property
-    def api_key(self) -> str:
-        """The (first) accepted API key."""
-        return sorted(self.state.api_keys)[0]
-
-    @property
-    def faults(self) -> FaultInjector:
-        """Fault injector: ``fail_next(n, status, retry_after_seconds)``, ``delay_next(n, seconds)``."""
-        return self.state.faults
-
-    @property
-    def as_of(self) -> date:
-        return self.state.as_of
-
-    def set_as_of(self, as_of: date) -> None:
-        """Serve the municipality state at the end of ``as_of`` from now on."""
-        self.state.set_as_of(as_of)
-
-    def describe(self) -> dict[str, str]:
-        """The one-line JSON announcement of :func:`serve_foreground`."""
-        return {"name": self.name, "url": self.url, "api_key": self.api_key}
 
 
 class StandinServers:

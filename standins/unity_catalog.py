@@ -46,7 +46,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from standins.common import ThreadedUvicorn
+from standins.common import ThreadedUvicorn, WorkspaceStandin
 
 API_PREFIX = "/api/2.1/unity-catalog"
 SQL_STATEMENTS_PATH = "/api/2.0/sql/statements"
@@ -108,7 +108,7 @@ class _Share:
     grants: dict[str, set[str]] = field(default_factory=dict)
 
 
-class UnityCatalogStandin:
+class UnityCatalogStandin(WorkspaceStandin):
     """A Unity Catalog metastore's grants and sharing API on ``127.0.0.1:<ephemeral port>``.
 
     Usage::
@@ -122,6 +122,8 @@ class UnityCatalogStandin:
     ``404 PRINCIPAL_DOES_NOT_EXIST`` as on a workspace that does not know the group.
     ``page_size`` is the server page length for paginated lists (small values exercise paging).
     """
+
+    thread_name = "unity-catalog-standin"
 
     def __init__(
         self,
@@ -155,43 +157,6 @@ class UnityCatalogStandin:
         self._server: ThreadedUvicorn | None = None
         self.port: int | None = None
         self.app = self._build_app()
-
-    # ---- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Workspace base URL, e.g. ``http://127.0.0.1:54321``."""
-        if self.port is None:
-            raise RuntimeError("stand-in is not started")
-        return f"http://{self.host}:{self.port}"
-
-    def airflow_connection(self) -> dict[str, Any]:
-        """Airflow connection (JSON form for ``AIRFLOW_CONN_GGM_DATABRICKS``) reaching this stand-in.
-
-        Same shape as the Jobs stand-in's: plain HTTP via ``schema="http"`` and a separate port,
-        the token as password.
-        """
-        if self.port is None:
-            raise RuntimeError("stand-in is not started")
-        return {"conn_type": "databricks", "host": self.host, "port": self.port, "schema": "http",
-                "login": "", "password": self.token}
-
-    def start(self) -> "UnityCatalogStandin":
-        """Serve on a background thread; returns once the port is bound."""
-        self._server = ThreadedUvicorn(self.app, self.host, 0, name="unity-catalog-standin")
-        self.port = self._server.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the server thread."""
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> "UnityCatalogStandin":
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
 
     # ---- test controls and inspection --------------------------------------------------------
 
@@ -353,9 +318,26 @@ class UnityCatalogStandin:
         return failed("42601", "[PARSE_SYNTAX_ERROR] This stand-in only executes CREATE SCHEMA IF NOT EXISTS "
                                "and CREATE OR REPLACE VIEW.")
 
+    def _paged_body(self, key: str, items: list[Any], query: dict[str, str]) -> dict[str, Any] | JSONResponse:
+        """One page of a UC list endpoint: ``{key: page, "next_page_token"?}`` (see :meth:`_page`)."""
+        paged = self._page(items, query)
+        if isinstance(paged, JSONResponse):
+            return paged
+        page, next_token = paged
+        body: dict[str, Any] = {key: page}
+        if next_token:
+            body["next_page_token"] = next_token
+        return body
+
+    def _find_share(self, name: str) -> _Share | JSONResponse:
+        share = self._shares.get(name.lower())
+        if share is None:
+            return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Share '{name}' does not exist.")
+        return share
+
     # ---- API -------------------------------------------------------------------------------
 
-    def _build_app(self) -> FastAPI:  # noqa: C901 - one closure per endpoint keeps the stand-in readable
+    def _build_app(self) -> FastAPI:
         app = FastAPI(title="Unity Catalog stand-in", docs_url=None, redoc_url=None, openapi_url=None)
 
         @app.get("/.well-known/databricks-config")
@@ -374,19 +356,33 @@ class UnityCatalogStandin:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 return self._error(400, "MALFORMED_REQUEST", "Request body is not valid JSON.")
-            with self._lock:
-                self.requests.append(RecordedRequest(request.method, request.url.path,
-                                                     dict(request.query_params), body))
-                fault = next((f for f in self._faults if f.method == request.method and f.path == request.url.path),
-                             None)
-                if fault is not None:
-                    self._faults.remove(fault)
+            fault = self._record(request, body)
             if fault is not None:
                 return self._error(fault.status, fault.error_code, fault.message)
             return await call_next(request)
 
-        # -- grants ---------------------------------------------------------------------------
+        for add_routes in (self._grant_routes, self._share_routes, self._table_and_sql_routes,
+                           self._recipient_routes):
+            add_routes(app)
 
+        @app.api_route("/{path:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
+        async def not_implemented(path: str):
+            return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '/{path}' in this stand-in.")
+
+        return app
+
+    def _record(self, request: Request, body: Any) -> _Fault | None:
+        """Record an authenticated request; returns the fault it must answer with (taken from the queue), if any."""
+        with self._lock:
+            self.requests.append(RecordedRequest(request.method, request.url.path, dict(request.query_params), body))
+            fault = next((f for f in self._faults if f.method == request.method and f.path == request.url.path), None)
+            if fault is not None:
+                self._faults.remove(fault)
+        return fault
+
+    # -- grants -----------------------------------------------------------------------------------
+
+    def _grant_routes(self, app: FastAPI) -> None:
         @app.get(API_PREFIX + "/permissions/{securable_type}/{full_name}")
         async def get_permissions(securable_type: str, full_name: str, request: Request):
             kind = securable_type.lower()
@@ -402,42 +398,38 @@ class UnityCatalogStandin:
                 assignments = self._assignments(self._grants.get((kind, full_name.lower()), {}))
                 if query.get("principal"):
                     assignments = [a for a in assignments if a["principal"] == query["principal"]]
-            paged = self._page(assignments, query)
-            if isinstance(paged, JSONResponse):
-                return paged
-            page, next_token = paged
-            body: dict[str, Any] = {"privilege_assignments": page}
-            if next_token:
-                body["next_page_token"] = next_token
-            return body
+            return self._paged_body("privilege_assignments", assignments, query)
 
         @app.patch(API_PREFIX + "/permissions/{securable_type}/{full_name}")
         async def update_permissions(securable_type: str, full_name: str, request: Request):
-            kind = securable_type.lower()
-            body = await request.json()
-            changes = body.get("changes") or []
-            with self._lock:
-                missing = self._securable_exists(kind, full_name)
-                if missing is not None:
-                    return missing
-                applicable = APPLICABLE_PRIVILEGES.get(kind, frozenset())
-                for change in changes:
-                    bad = self._check_principal(change.get("principal"))
-                    if bad is not None:
-                        return bad
-                    for privilege in [*(change.get("add") or []), *(change.get("remove") or [])]:
-                        if privilege not in applicable:
-                            return self._error(400, "INVALID_PARAMETER_VALUE",
-                                               f"Privilege {privilege} is not applicable to this entity "
-                                               f"[{full_name}:{kind.upper()}].")
-                grants = self._grants.setdefault((kind, full_name.lower()), {})
-                self._apply_changes(grants, changes)
-                if body.get("omit_permissions_in_response"):
-                    return {}
-                return {"privilege_assignments": self._assignments(grants)}
+            return self._update_permissions(securable_type.lower(), full_name, await request.json())
 
-        # -- shares ---------------------------------------------------------------------------
+    def _update_permissions(self, kind: str, full_name: str, body: dict[str, Any]):
+        """``PATCH permissions``: every change checked (principal, applicable privilege) before any is applied."""
+        changes = body.get("changes") or []
+        with self._lock:
+            missing = self._securable_exists(kind, full_name)
+            if missing is not None:
+                return missing
+            applicable = APPLICABLE_PRIVILEGES.get(kind, frozenset())
+            for change in changes:
+                bad = self._check_principal(change.get("principal"))
+                if bad is not None:
+                    return bad
+                for privilege in [*(change.get("add") or []), *(change.get("remove") or [])]:
+                    if privilege not in applicable:
+                        return self._error(400, "INVALID_PARAMETER_VALUE",
+                                           f"Privilege {privilege} is not applicable to this entity "
+                                           f"[{full_name}:{kind.upper()}].")
+            grants = self._grants.setdefault((kind, full_name.lower()), {})
+            self._apply_changes(grants, changes)
+            if body.get("omit_permissions_in_response"):
+                return {}
+            return {"privilege_assignments": self._assignments(grants)}
 
+    # -- shares -----------------------------------------------------------------------------------
+
+    def _share_routes(self, app: FastAPI) -> None:
         @app.post(API_PREFIX + "/shares")
         async def create_share(request: Request):
             body = await request.json()
@@ -456,166 +448,123 @@ class UnityCatalogStandin:
         async def list_shares(request: Request):
             with self._lock:
                 shares = [self._share_json(s, include_objects=False) for s in self._shares.values()]
-            paged = self._page(shares, dict(request.query_params))
-            if isinstance(paged, JSONResponse):
-                return paged
-            page, next_token = paged
-            body: dict[str, Any] = {"shares": page}
-            if next_token:
-                body["next_page_token"] = next_token
-            return body
-
-        def find_share(name: str) -> _Share | JSONResponse:
-            share = self._shares.get(name.lower())
-            if share is None:
-                return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Share '{name}' does not exist.")
-            return share
+            return self._paged_body("shares", shares, dict(request.query_params))
 
         @app.get(API_PREFIX + "/shares/{name}")
         async def get_share(name: str, request: Request):
             include = request.query_params.get("include_shared_data", "false").lower() == "true"
             with self._lock:
-                share = find_share(name)
+                share = self._find_share(name)
                 if isinstance(share, JSONResponse):
                     return share
                 return self._share_json(share, include_objects=include)
 
         @app.patch(API_PREFIX + "/shares/{name}")
         async def update_share(name: str, request: Request):
-            body = await request.json()
-            with self._lock:
-                share = find_share(name)
-                if isinstance(share, JSONResponse):
-                    return share
-                # Validate every update before applying any: a workspace applies a PATCH atomically.
-                objects = copy.deepcopy(share.objects)
-                for update in body.get("updates") or []:
-                    action = update.get("action")
-                    data_object = update.get("data_object") or {}
-                    object_name = str(data_object.get("name") or "")
-                    existing = next((o for o in objects if o["name"].lower() == object_name.lower()), None)
-                    object_type = data_object.get("data_object_type", "TABLE")
-                    if action == "ADD":
-                        if object_type == "TABLE" and object_name.lower() not in self._tables:
-                            return self._error(404, "TABLE_DOES_NOT_EXIST", f"Table '{object_name}' does not exist.")
-                        if object_type == "VIEW":
-                            if object_name.lower() not in self._views:
-                                return self._error(404, "TABLE_DOES_NOT_EXIST", f"View '{object_name}' does not exist.")
-                            if data_object.get("history_data_sharing_status") == "ENABLED":
-                                return self._error(400, "INVALID_PARAMETER_VALUE",
-                                                   "History sharing is not supported for views.")
-                        if existing is not None:
-                            return self._error(409, "RESOURCE_ALREADY_EXISTS",
-                                               f"Data object '{object_name}' is already in share '{share.name}'.")
-                        shared_as = data_object.get("shared_as")
-                        if shared_as and any((o.get("shared_as") or "").lower() == shared_as.lower() for o in objects):
-                            return self._error(400, "INVALID_PARAMETER_VALUE",
-                                               f"Alias '{shared_as}' is already used in share '{share.name}'.")
-                        added = {**data_object, "data_object_type": object_type,
-                                 "added_at": int(time.time() * 1000), "added_by": "ggm-automation@example.org",
-                                 "status": "ACTIVE"}
-                        if object_type == "TABLE":
-                            added.setdefault("history_data_sharing_status", "DISABLED")
-                        objects.append(added)
-                    elif action in ("REMOVE", "UPDATE"):
-                        if existing is None:
-                            return self._error(404, "RESOURCE_DOES_NOT_EXIST",
-                                               f"Data object '{object_name}' is not in share '{share.name}'.")
-                        if action == "REMOVE":
-                            objects.remove(existing)
-                        else:
-                            existing.update({k: v for k, v in data_object.items() if k != "name"})
-                    else:
-                        return self._error(400, "INVALID_PARAMETER_VALUE", f"Unknown update action {action!r}.")
-                share.objects = objects
-                if "comment" in body:
-                    share.comment = body["comment"]
-                if body.get("owner"):
-                    share.owner = body["owner"]
-                return self._share_json(share, include_objects=True)
+            return self._update_share(name, await request.json())
 
         @app.get(API_PREFIX + "/shares/{name}/permissions")
         async def get_share_permissions(name: str, request: Request):
             with self._lock:
-                share = find_share(name)
+                share = self._find_share(name)
                 if isinstance(share, JSONResponse):
                     return share
                 assignments = self._assignments(share.grants)
-            paged = self._page(assignments, dict(request.query_params))
-            if isinstance(paged, JSONResponse):
-                return paged
-            page, next_token = paged
-            body: dict[str, Any] = {"privilege_assignments": page}
-            if next_token:
-                body["next_page_token"] = next_token
-            return body
+            return self._paged_body("privilege_assignments", assignments, dict(request.query_params))
 
         @app.patch(API_PREFIX + "/shares/{name}/permissions")
         async def update_share_permissions(name: str, request: Request):
-            body = await request.json()
-            changes = body.get("changes") or []
-            with self._lock:
-                share = find_share(name)
-                if isinstance(share, JSONResponse):
-                    return share
-                for change in changes:
-                    principal = change.get("principal")
-                    if not isinstance(principal, str) or principal.lower() not in self._recipients:
-                        return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Recipient '{principal}' does not exist.")
-                    for privilege in [*(change.get("add") or []), *(change.get("remove") or [])]:
-                        if privilege != "SELECT":
-                            return self._error(400, "INVALID_PARAMETER_VALUE",
-                                               f"Privilege {privilege} is not applicable to a share; only SELECT is.")
-                self._apply_changes(share.grants, changes)
-                if body.get("omit_permissions_list"):
-                    return {}
-                return {"privilege_assignments": self._assignments(share.grants)}
+            return self._update_share_permissions(name, await request.json())
 
-        # -- tables and SQL statements -------------------------------------------------------
+    def _update_share(self, name: str, body: dict[str, Any]):
+        """``PATCH shares/{name}``: the data object updates, then comment and owner."""
+        with self._lock:
+            share = self._find_share(name)
+            if isinstance(share, JSONResponse):
+                return share
+            # Validate every update before applying any: a workspace applies a PATCH atomically.
+            objects = copy.deepcopy(share.objects)
+            for update in body.get("updates") or []:
+                refused = self._apply_share_update(share, objects, update)
+                if refused is not None:
+                    return refused
+            share.objects = objects
+            if "comment" in body:
+                share.comment = body["comment"]
+            if body.get("owner"):
+                share.owner = body["owner"]
+            return self._share_json(share, include_objects=True)
 
+    def _apply_share_update(self, share: _Share, objects: list[dict[str, Any]],
+                            update: dict[str, Any]) -> JSONResponse | None:
+        """Apply one ``ADD``/``REMOVE``/``UPDATE`` to ``objects`` (the share's copy); the error when refused."""
+        action = update.get("action")
+        data_object = update.get("data_object") or {}
+        object_name = str(data_object.get("name") or "")
+        existing = next((o for o in objects if o["name"].lower() == object_name.lower()), None)
+        object_type = data_object.get("data_object_type", "TABLE")
+        if action in ("REMOVE", "UPDATE"):
+            if existing is None:
+                return self._error(404, "RESOURCE_DOES_NOT_EXIST",
+                                   f"Data object '{object_name}' is not in share '{share.name}'.")
+            if action == "REMOVE":
+                objects.remove(existing)
+            else:
+                existing.update({k: v for k, v in data_object.items() if k != "name"})
+            return None
+        if action != "ADD":
+            return self._error(400, "INVALID_PARAMETER_VALUE", f"Unknown update action {action!r}.")
+        if object_type == "TABLE" and object_name.lower() not in self._tables:
+            return self._error(404, "TABLE_DOES_NOT_EXIST", f"Table '{object_name}' does not exist.")
+        if object_type == "VIEW":
+            if object_name.lower() not in self._views:
+                return self._error(404, "TABLE_DOES_NOT_EXIST", f"View '{object_name}' does not exist.")
+            if data_object.get("history_data_sharing_status") == "ENABLED":
+                return self._error(400, "INVALID_PARAMETER_VALUE", "History sharing is not supported for views.")
+        if existing is not None:
+            return self._error(409, "RESOURCE_ALREADY_EXISTS",
+                               f"Data object '{object_name}' is already in share '{share.name}'.")
+        shared_as = data_object.get("shared_as")
+        if shared_as and any((o.get("shared_as") or "").lower() == shared_as.lower() for o in objects):
+            return self._error(400, "INVALID_PARAMETER_VALUE",
+                               f"Alias '{shared_as}' is already used in share '{share.name}'.")
+        added = {**data_object, "data_object_type": object_type, "added_at": int(time.time() * 1000),
+                 "added_by": "ggm-automation@example.org", "status": "ACTIVE"}
+        if object_type == "TABLE":
+            added.setdefault("history_data_sharing_status", "DISABLED")
+        objects.append(added)
+        return None
+
+    def _update_share_permissions(self, name: str, body: dict[str, Any]):
+        """``PATCH shares/{name}/permissions``: SELECT for existing recipients only."""
+        changes = body.get("changes") or []
+        with self._lock:
+            share = self._find_share(name)
+            if isinstance(share, JSONResponse):
+                return share
+            for change in changes:
+                principal = change.get("principal")
+                if not isinstance(principal, str) or principal.lower() not in self._recipients:
+                    return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Recipient '{principal}' does not exist.")
+                for privilege in [*(change.get("add") or []), *(change.get("remove") or [])]:
+                    if privilege != "SELECT":
+                        return self._error(400, "INVALID_PARAMETER_VALUE",
+                                           f"Privilege {privilege} is not applicable to a share; only SELECT is.")
+            self._apply_changes(share.grants, changes)
+            if body.get("omit_permissions_list"):
+                return {}
+            return {"privilege_assignments": self._assignments(share.grants)}
+
+    # -- tables and SQL statements ----------------------------------------------------------------
+
+    def _table_and_sql_routes(self, app: FastAPI) -> None:
         @app.get(API_PREFIX + "/tables/{full_name}")
         async def get_table(full_name: str):
-            with self._lock:
-                view = self._views.get(full_name.lower())
-                if view is None and full_name.lower() not in self._tables:
-                    return self._error(404, "TABLE_DOES_NOT_EXIST", f"Table '{full_name}' does not exist.")
-                name = view["full_name"] if view else full_name.lower()
-            catalog, schema, table = name.split(".")
-            body: dict[str, Any] = {"full_name": name, "catalog_name": catalog, "schema_name": schema,
-                                    "name": table, "owner": _DEFAULT_OWNER, "metastore_id": self.metastore_id}
-            if view is not None:
-                body.update({"table_type": "VIEW", "view_definition": view["definition"]})
-                if view["comment"] is not None:
-                    body["comment"] = view["comment"]
-            else:
-                body.update({"table_type": "MANAGED", "data_source_format": "DELTA"})
-            return body
+            return self._table_json(full_name)
 
         @app.post(SQL_STATEMENTS_PATH)
         async def execute_statement(request: Request):
-            body = await request.json()
-            statement = body.get("statement")
-            if not isinstance(statement, str) or not statement.strip():
-                return self._error(400, "INVALID_PARAMETER_VALUE", "statement must be specified.")
-            if body.get("warehouse_id") != self.warehouse_id:
-                return self._error(404, "RESOURCE_DOES_NOT_EXIST",
-                                   f"Warehouse {body.get('warehouse_id')!r} does not exist.")
-            statement_id = str(uuid.uuid4())
-            with self._lock:
-                error = self._run_statement(statement)
-                status: dict[str, Any] = {"state": "SUCCEEDED"}
-                if error is not None:
-                    status = {"state": "FAILED", "sql_state": error.pop("sql_state"), "error": error}
-                else:
-                    self.sql_statements.append(statement)
-                response: dict[str, Any] = {"statement_id": statement_id, "status": status}
-                if error is None:
-                    # DDL returns no rows: an empty JSON_ARRAY result, as a warehouse answers.
-                    response["manifest"] = {"format": "JSON_ARRAY", "schema": {"column_count": 0, "columns": []},
-                                            "total_chunk_count": 0, "total_row_count": 0, "truncated": False}
-                    response["result"] = {"chunk_index": 0, "row_count": 0, "row_offset": 0}
-                self._statements[statement_id] = response
-            return response
+            return self._execute_statement(await request.json())
 
         @app.get(SQL_STATEMENTS_PATH + "/{statement_id}")
         async def get_statement(statement_id: str):
@@ -625,62 +574,60 @@ class UnityCatalogStandin:
                 return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Statement {statement_id} does not exist.")
             return found
 
-        # -- recipients -----------------------------------------------------------------------
+    def _table_json(self, full_name: str):
+        """``GET tables/{full_name}``: a registered (``MANAGED``) table or a view created through SQL."""
+        with self._lock:
+            view = self._views.get(full_name.lower())
+            if view is None and full_name.lower() not in self._tables:
+                return self._error(404, "TABLE_DOES_NOT_EXIST", f"Table '{full_name}' does not exist.")
+            name = view["full_name"] if view else full_name.lower()
+        catalog, schema, table = name.split(".")
+        body: dict[str, Any] = {"full_name": name, "catalog_name": catalog, "schema_name": schema,
+                                "name": table, "owner": _DEFAULT_OWNER, "metastore_id": self.metastore_id}
+        if view is not None:
+            body.update({"table_type": "VIEW", "view_definition": view["definition"]})
+            if view["comment"] is not None:
+                body["comment"] = view["comment"]
+        else:
+            body.update({"table_type": "MANAGED", "data_source_format": "DELTA"})
+        return body
 
+    def _execute_statement(self, body: dict[str, Any]):
+        """``POST sql/statements``: run it synchronously; a failure is HTTP 200 with ``status.error``."""
+        statement = body.get("statement")
+        if not isinstance(statement, str) or not statement.strip():
+            return self._error(400, "INVALID_PARAMETER_VALUE", "statement must be specified.")
+        if body.get("warehouse_id") != self.warehouse_id:
+            return self._error(404, "RESOURCE_DOES_NOT_EXIST", f"Warehouse {body.get('warehouse_id')!r} does not exist.")
+        statement_id = str(uuid.uuid4())
+        with self._lock:
+            error = self._run_statement(statement)
+            status: dict[str, Any] = {"state": "SUCCEEDED"}
+            if error is not None:
+                status = {"state": "FAILED", "sql_state": error.pop("sql_state"), "error": error}
+            else:
+                self.sql_statements.append(statement)
+            response: dict[str, Any] = {"statement_id": statement_id, "status": status}
+            if error is None:
+                # DDL returns no rows: an empty JSON_ARRAY result, as a warehouse answers.
+                response["manifest"] = {"format": "JSON_ARRAY", "schema": {"column_count": 0, "columns": []},
+                                        "total_chunk_count": 0, "total_row_count": 0, "truncated": False}
+                response["result"] = {"chunk_index": 0, "row_count": 0, "row_offset": 0}
+            self._statements[statement_id] = response
+        return response
+
+    # -- recipients -------------------------------------------------------------------------------
+
+    def _recipient_routes(self, app: FastAPI) -> None:
         @app.post(API_PREFIX + "/recipients")
         async def create_recipient(request: Request):
-            body = await request.json()
-            name = body.get("name")
-            auth = body.get("authentication_type")
-            if not isinstance(name, str) or not name:
-                return self._error(400, "INVALID_PARAMETER_VALUE", "Recipient name must be specified.")
-            if auth not in ("TOKEN", "DATABRICKS"):
-                return self._error(400, "INVALID_PARAMETER_VALUE",
-                                   f"authentication_type must be TOKEN or DATABRICKS, got {auth!r}.")
-            if auth == "DATABRICKS" and not body.get("data_recipient_global_metastore_id"):
-                return self._error(400, "INVALID_PARAMETER_VALUE",
-                                   "data_recipient_global_metastore_id is required for DATABRICKS recipients.")
-            if auth == "TOKEN" and body.get("data_recipient_global_metastore_id"):
-                return self._error(400, "INVALID_PARAMETER_VALUE",
-                                   "data_recipient_global_metastore_id is only allowed for DATABRICKS recipients.")
-            with self._lock:
-                if name.lower() in self._recipients:
-                    return self._error(409, "RECIPIENT_ALREADY_EXISTS", f"Recipient '{name}' already exists.")
-                now = int(time.time() * 1000)
-                recipient: dict[str, Any] = {
-                    "id": str(uuid.uuid4()), "name": name, "authentication_type": auth, "owner": _DEFAULT_OWNER,
-                    "metastore_id": self.metastore_id, "created_at": now, "created_by": "ggm-automation@example.org",
-                    "updated_at": now, "updated_by": "ggm-automation@example.org", "activated": auth == "DATABRICKS",
-                    "cloud": "azure", "region": "westeurope",
-                }
-                if body.get("comment") is not None:
-                    recipient["comment"] = body["comment"]
-                if auth == "DATABRICKS":
-                    recipient["data_recipient_global_metastore_id"] = body["data_recipient_global_metastore_id"]
-                else:
-                    activation_url = f"{self.url}/delta_sharing/retrieve_config.html?{secrets.token_urlsafe(24)}"
-                    token: dict[str, Any] = {"id": str(uuid.uuid4()), "activation_url": activation_url,
-                                             "created_at": now, "created_by": "ggm-automation@example.org",
-                                             "updated_at": now, "updated_by": "ggm-automation@example.org"}
-                    if body.get("expiration_time") is not None:
-                        token["expiration_time"] = body["expiration_time"]
-                    recipient["activation_url"] = activation_url
-                    recipient["tokens"] = [token]
-                self._recipients[name.lower()] = recipient
-                return self._recipient_json(recipient)
+            return self._create_recipient(await request.json())
 
         @app.get(API_PREFIX + "/recipients")
         async def list_recipients(request: Request):
             with self._lock:
                 recipients = [self._recipient_json(r) for r in self._recipients.values()]
-            paged = self._page(recipients, dict(request.query_params))
-            if isinstance(paged, JSONResponse):
-                return paged
-            page, next_token = paged
-            body: dict[str, Any] = {"recipients": page}
-            if next_token:
-                body["next_page_token"] = next_token
-            return body
+            return self._paged_body("recipients", recipients, dict(request.query_params))
 
         @app.get(API_PREFIX + "/recipients/{name}")
         async def get_recipient(name: str):
@@ -703,8 +650,43 @@ class UnityCatalogStandin:
                 recipient["updated_at"] = int(time.time() * 1000)
                 return self._recipient_json(recipient)
 
-        @app.api_route("/{path:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
-        async def not_implemented(path: str):
-            return self._error(404, "ENDPOINT_NOT_FOUND", f"No API found for '/{path}' in this stand-in.")
-
-        return app
+    def _create_recipient(self, body: dict[str, Any]):
+        """``POST recipients``: a TOKEN recipient gets an activation URL, a DATABRICKS one its metastore id."""
+        name = body.get("name")
+        auth = body.get("authentication_type")
+        if not isinstance(name, str) or not name:
+            return self._error(400, "INVALID_PARAMETER_VALUE", "Recipient name must be specified.")
+        if auth not in ("TOKEN", "DATABRICKS"):
+            return self._error(400, "INVALID_PARAMETER_VALUE",
+                               f"authentication_type must be TOKEN or DATABRICKS, got {auth!r}.")
+        if auth == "DATABRICKS" and not body.get("data_recipient_global_metastore_id"):
+            return self._error(400, "INVALID_PARAMETER_VALUE",
+                               "data_recipient_global_metastore_id is required for DATABRICKS recipients.")
+        if auth == "TOKEN" and body.get("data_recipient_global_metastore_id"):
+            return self._error(400, "INVALID_PARAMETER_VALUE",
+                               "data_recipient_global_metastore_id is only allowed for DATABRICKS recipients.")
+        with self._lock:
+            if name.lower() in self._recipients:
+                return self._error(409, "RECIPIENT_ALREADY_EXISTS", f"Recipient '{name}' already exists.")
+            now = int(time.time() * 1000)
+            recipient: dict[str, Any] = {
+                "id": str(uuid.uuid4()), "name": name, "authentication_type": auth, "owner": _DEFAULT_OWNER,
+                "metastore_id": self.metastore_id, "created_at": now, "created_by": "ggm-automation@example.org",
+                "updated_at": now, "updated_by": "ggm-automation@example.org", "activated": auth == "DATABRICKS",
+                "cloud": "azure", "region": "westeurope",
+            }
+            if body.get("comment") is not None:
+                recipient["comment"] = body["comment"]
+            if auth == "DATABRICKS":
+                recipient["data_recipient_global_metastore_id"] = body["data_recipient_global_metastore_id"]
+            else:
+                activation_url = f"{self.url}/delta_sharing/retrieve_config.html?{secrets.token_urlsafe(24)}"
+                token: dict[str, Any] = {"id": str(uuid.uuid4()), "activation_url": activation_url,
+                                         "created_at": now, "created_by": "ggm-automation@example.org",
+                                         "updated_at": now, "updated_by": "ggm-automation@example.org"}
+                if body.get("expiration_time") is not None:
+                    token["expiration_time"] = body["expiration_time"]
+                recipient["activation_url"] = activation_url
+                recipient["tokens"] = [token]
+            self._recipients[name.lower()] = recipient
+            return self._recipient_json(recipient)

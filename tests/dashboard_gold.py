@@ -10,7 +10,10 @@ Demodam (gemeentecode 9999) with three wijken, two buurten each. Marts:
 * ``uitgaven_sociaal_domein`` (financien; gebied none; maand and kostensoort; no persons),
   built only for an older peildatum, so it is "verouderd" on the newest one.
 * ``huishoudens_per_wijk`` (demografie; gebied wijk; no maand).
-* ``inwoners_per_buurt`` (demografie): the legacy mart, no definition file, no status row.
+* ``inwoners_per_buurt`` (demografie; gebied buurt with wijknaam, buurtcode and buurtnaam as
+  columns; leeftijdsklasse). Havenkwartier's buurten have 3 residents of 65+ each (hidden, primair)
+  and their 0-14 cells are hidden secondarily.
+* ``verdwenen_mart`` (demografie in mart_status): a gold table whose definition file was removed.
 
 Everything is deterministic; the tests assert against the numbers defined here.
 """
@@ -91,6 +94,23 @@ maten:
   - {kolom: aantal_huishoudens, functie: count_distinct, van: huishouden}
 personen: aantal_huishoudens
 per_1000_inwoners: [aantal_huishoudens]
+""",
+    "inwoners_per_buurt": """\
+mart: inwoners_per_buurt
+domein: demografie
+titel: Inwoners per wijk en buurt
+beschrijving: Inwoners per wijk en buurt naar leeftijdsklasse.
+eigenaar: Team Onderzoek en Statistiek
+bronnen: [INWONERS]
+eenheden: |
+  SELECT 1
+gebied: buurt
+gebiedskolommen: [wijknaam, buurtcode, buurtnaam]
+dimensies:
+  - {kolom: leeftijdsklasse}
+maten:
+  - {kolom: aantal_inwoners, functie: count_distinct, van: inwoner}
+personen: aantal_inwoners
 """,
 }
 
@@ -198,23 +218,38 @@ HUISHOUDENS_SCHEMA = pa.schema([
 ])
 
 
-def legacy_rows(peildatum: date) -> list[dict]:
-    """The pre-engine mart inwoners_per_buurt: buurt × leeftijdsklasse, one hidden cell."""
-    rows = []
+def inwoners_rows(peildatum: date) -> list[dict]:
+    """Cells of the area mart with area columns: gemeente, wijk and buurt × leeftijdsklasse (+ Totaal)."""
+    counts = {}  # (niveau, code) -> {klasse: count}
     for code, name, _, _ in WIJKEN:
         for index in (1, 2):
-            for klasse, count in (("0-14", 120), ("65+", 3 if code == "WK999903" else 210)):
-                rows.append({"peildatum": peildatum, "wijkcode": code, "wijknaam": name,
-                             "buurtcode": f"BU{code[2:]}{index:02d}", "buurtnaam": f"{name} {index}",
-                             "leeftijdsklasse": klasse, "huishoudtype": "alle",
-                             "aantal_inwoners": None if count < THRESHOLD else count, "onderdrukt": count < THRESHOLD})
+            counts[("buurt", f"BU{code[2:]}{index:02d}")] = {"0-14": 120, "65+": 3 if code == "WK999903" else 210}
+        counts[("wijk", code)] = {k: sum(counts[("buurt", f"BU{code[2:]}{i:02d}")][k] for i in (1, 2)) for k in ("0-14", "65+")}
+    counts[("gemeente", "GM9999")] = {k: sum(counts[("wijk", w[0])][k] for w in WIJKEN) for k in ("0-14", "65+")}
+    names = {code: name for code, name, _, _ in WIJKEN}
+    rows = []
+    for (niveau, code), per_klasse in counts.items():
+        wijk = None if niveau == "gemeente" else code if niveau == "wijk" else f"WK{code[2:8]}"
+        buurtnaam = f"{names[wijk]} {int(code[-2:])}" if niveau == "buurt" else None
+        area = {"gebiedsniveau": niveau, "gebiedscode": code,
+                "gebiedsnaam": "Demodam" if niveau == "gemeente" else buurtnaam or names[wijk], "wijkcode": wijk,
+                "wijknaam": names.get(wijk), "buurtcode": code if niveau == "buurt" else None, "buurtnaam": buurtnaam}
+        for klasse, count in {**per_klasse, "Totaal": sum(per_klasse.values())}.items():
+            row = {"peildatum": peildatum, **area, "leeftijdsklasse": klasse, "aantal_inwoners": count,
+                   "inwoners": None, "huishoudens": None, "onderdrukt": False, "onderdrukking": None}
+            if count < THRESHOLD:
+                _hide(row, ("aantal_inwoners",), "primair")
+            elif code.startswith("BU999903") and klasse == "0-14":
+                _hide(row, ("aantal_inwoners",), "secundair")  # the buurt total minus it would give the 65+ cell
+            rows.append(row)
     return rows
 
 
-LEGACY_SCHEMA = pa.schema([
-    ("peildatum", pa.date32()), ("wijkcode", pa.string()), ("wijknaam", pa.string()), ("buurtcode", pa.string()),
-    ("buurtnaam", pa.string()), ("leeftijdsklasse", pa.string()), ("huishoudtype", pa.string()),
-    ("aantal_inwoners", pa.int32()), ("onderdrukt", pa.bool_()),
+INWONERS_SCHEMA = pa.schema([
+    ("peildatum", pa.date32()), ("gebiedsniveau", pa.string()), ("gebiedscode", pa.string()),
+    ("gebiedsnaam", pa.string()), ("wijkcode", pa.string()), ("wijknaam", pa.string()), ("buurtcode", pa.string()),
+    ("buurtnaam", pa.string()), ("leeftijdsklasse", pa.string()), ("aantal_inwoners", pa.int64()),
+    ("inwoners", pa.int64()), ("huishoudens", pa.int64()), ("onderdrukt", pa.bool_()), ("onderdrukking", pa.string()),
 ])
 
 STATUS_SCHEMA = pa.schema([
@@ -269,6 +304,13 @@ def write_sample_gold(lake_root: Path) -> Path:
     _write(gold / "huishoudens_per_wijk", rows, HUISHOUDENS_SCHEMA)
     status.append(_status("huishoudens_per_wijk", "demografie", NEWEST, rows,
                           {"NATUURLIJKPERSOON": 12, "INGESCHREVENPERSOON": 12, "CBS_KERNCIJFERS": 3}))
-    _write(gold / "inwoners_per_buurt", legacy_rows(NEWEST), LEGACY_SCHEMA)
+    rows = inwoners_rows(NEWEST)
+    _write(gold / "inwoners_per_buurt", rows, INWONERS_SCHEMA)
+    status.append(_status("inwoners_per_buurt", "demografie", NEWEST, rows,
+                          {"NATUURLIJKPERSOON": 12, "INGESCHREVENPERSOON": 12, "CBS_KERNCIJFERS": 3}))
+    # A mart whose definition file was removed: its gold table and status rows stay behind.
+    rows = huishoudens_rows(NEWEST)
+    _write(gold / "verdwenen_mart", rows, HUISHOUDENS_SCHEMA)
+    status.append(_status("verdwenen_mart", "demografie", NEWEST, rows, {"NATUURLIJKPERSOON": 12}))
     _write(gold / "mart_status", status, STATUS_SCHEMA, partitioned=False)
     return gold

@@ -24,11 +24,11 @@ import pytest
 
 from connectors.base import ExtractWindow
 from connectors.begroting import BegrotingConnector
-from connectors.landing import iter_batch_records
 from connectors.xaf import XafConnector
 from demo_gemeente.begroting import begroting_regels, write_begroting_deliveries
 from demo_gemeente.financien import write_xaf_deliveries
 from demo_gemeente.generator import DemoWorld
+from ggm_lakehouse.landing import iter_batch_records
 
 FIRST_DAY, QUIET_DAY, VOORJAARSNOTA = date(2026, 6, 8), date(2026, 6, 9), date(2026, 7, 2)
 MART = "financien_realisatie_begroting"

@@ -28,10 +28,10 @@ from connectors.bag import QUOTA_STATE_RELATIVE, DailyQuotaExceededError, DailyR
 from connectors.brp import MAX_BSNS_PER_REQUEST, BrpPersonenConnector
 from connectors.errors import SourceAuthError, SourceClientError, SourceError
 from connectors.http import SourceTlsError
-from connectors.landing import MANIFEST_NAME, iter_batch_records
 from demo_gemeente.dropzone import volglijst_bsns, write_dropzone
 from demo_gemeente.generator import DemoWorld
 from ggm_lakehouse.config import dropzone_root, landing_root, table_path
+from ggm_lakehouse.landing import MANIFEST_NAME, iter_batch_records
 from standins.auth import DEFAULT_TOKEN_PATH, OAuth2Server, generate_test_pki, start_mtls_server, start_oauth2_server
 from standins.brp import create_brp_app
 from standins.brp_update import VolgindicatieStore, create_brp_update_app, start_brp_update_standin

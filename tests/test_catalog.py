@@ -19,7 +19,7 @@ from tests.specs import SHARED, available, missing_reason
 GGM_DDL = SHARED / "ggm" / "ddl"
 def _silver_tables() -> set[str]:
     """Every mapping's target: the catalog must list exactly the tables the mappings build."""
-    from jobs.mappings import load_all
+    from ggm_lakehouse.model.mappings import load_all
 
     return {m.target for m in load_all()}
 
@@ -75,9 +75,9 @@ def test_catalog_lists_every_table_with_sources_sensitivity_and_shares(env, tmp_
 
     assert {name for layer, name in tables if layer == "silver"} == SILVER_TABLES
     assert {"NATUURLIJKPERSOON", "VERBLIJFSOBJECT", "BUURT"} <= SILVER_TABLES
-    from jobs.gold import MARTS
+    from jobs.gold import DEFINITIONS
 
-    assert {name for layer, name in tables if layer == "gold"} == set(MARTS)
+    assert {name for layer, name in tables if layer == "gold"} == set(DEFINITIONS)
 
     persoon = tables[("silver", "NATUURLIJKPERSOON")]
     assert persoon["name"] == "natuurlijkpersoon"
@@ -110,15 +110,22 @@ def test_catalog_lists_every_table_with_sources_sensitivity_and_shares(env, tmp_
     assert persoon["freshness"]["report_date"] is None and persoon["quality_results"] is None
 
 
-def test_gold_definitions_cover_every_mart():
-    """Hand-written marts have catalog text here; declared marts bring their own from gold_marts/."""
-    from jobs.gold import DEFINITIONS, MARTS
+def test_every_mart_brings_its_catalog_text_from_its_definition_file():
+    """Every mart is a gold_marts/*.yaml file; the catalog takes its description, inputs and columns from it."""
+    from jobs.gold import DEFINITIONS
 
-    assert set(cat.GOLD_DEFINITIONS) == set(MARTS) - set(DEFINITIONS)
+    assert not hasattr(cat, "GOLD_DEFINITIONS")  # no hand-written catalog text beside the definitions
     for name, mart in DEFINITIONS.items():
         entry = cat._declared_gold_definition(mart)
         assert entry.upstream == mart.inputs and mart.titel in entry.description
         assert {m.kolom for m in mart.maten} <= {c[0] for c in entry.columns}
+    # inwoners_per_buurt declares every column its share gives demo-partner.
+    from ggm_lakehouse.model.shares_config import load_shares_config
+
+    shared = next(t for s in load_shares_config().shares for t in s.all_tables() if t.name == "inwoners_per_buurt")
+    declared = [c[0] for c in cat._declared_gold_definition(DEFINITIONS["inwoners_per_buurt"]).columns]
+    assert set(shared.columns) <= set(declared)
+    assert declared.index("wijknaam") < declared.index("buurtcode") < declared.index("buurtnaam") < declared.index("leeftijdsklasse")
 
 
 @pytest.mark.skipif(not available("ggm/ddl"), reason=missing_reason("ggm/ddl"))
@@ -150,9 +157,9 @@ def test_one_page_per_table_and_every_link_resolves(env, tmp_path):
     catalog = cat.build_catalog(out)
     pages = sorted(p.relative_to(out).as_posix() for p in (out / "tables").rglob("*.html"))
     assert pages == sorted(t["page"] for t in catalog["tables"])
-    from jobs.gold import MARTS
+    from jobs.gold import DEFINITIONS
 
-    assert len(pages) == len(SILVER_TABLES) + len(MARTS)
+    assert len(pages) == len(SILVER_TABLES) + len(DEFINITIONS)
 
     index = _parse(out / "index.html")
     assert sorted(index.hrefs) == pages

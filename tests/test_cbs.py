@@ -15,9 +15,9 @@ import requests
 
 from connectors.base import ExtractWindow
 from connectors.cbs import CbsStatlineConnector, municipality_filter
-from connectors.landing import find_complete_batches, iter_batch_records
 from demo_gemeente.cbs import DemoKerncijfers, table_id_for_year
 from demo_gemeente.generator import DemoWorld
+from ggm_lakehouse.landing import find_complete_batches, iter_batch_records
 from standins.cbs import CbsSettings, ODataError, parse_filter, start_cbs_standin
 
 POPULATION = 3000
@@ -262,7 +262,7 @@ def test_bronze_and_silver_reference_table(spark, data_root, cbs, at_day):
 
     from ggm_lakehouse.config import landing_root, table_path
     from jobs import bronze, silver
-    from jobs.mappings import load_all
+    from ggm_lakehouse.model.mappings import load_all
 
     # The first release: households are "." in the untyped rows and must arrive as null.
     _extract(cbs, _connector(cbs), BEFORE_ACTUALISATION, landing_root(), "cbs-1")

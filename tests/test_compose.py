@@ -3,9 +3,11 @@
 No Docker engine runs in CI, so the stack cannot be started here. These tests check
 what can be checked without one: the file against the Compose Specification schema,
 `docker-compose config` when Debian's docker-compose is installed, every build
-context, Dockerfile and base-image pin, health checks, secrets only from .env,
-volumes and ports; and they run the stack's own entry scripts (secret guard, health
-probe, demo stand-ins) for real on 127.0.0.1.
+context, Dockerfile and base-image pin, health checks, secrets only from .env and only
+in the services that use them (never on a command line), each service's volume mounts
+against what it reads and writes (read-only where it only reads), the Spark cluster's
+RPC authentication, and ports; and they run the stack's own entry scripts (secret guard,
+Spark auth wrapper, health probe, demo stand-ins) for real on 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ REQUIRED_SECRETS = {
     "AIRFLOW_API_SECRET_KEY",
     "GGM_PSEUDONYM_KEY",
     "GGM_SPARK_CONNECT_TOKEN",
+    "GGM_SPARK_AUTH_SECRET",
     "GGM_SHARING_URL_KEY",
     "GGM_STANDIN_BRP_API_KEY",
     "GGM_STANDIN_BAG_API_KEY",
@@ -58,6 +61,84 @@ _BRACED = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>
 _REQUIRED_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}")
 _URL_CREDENTIALS = re.compile(r"://[^/\s:@]+:(?P<password>[^@\s]+)@")
 _JSON_PASSWORD = re.compile(r'"(?:password|token|secret|api_key)"\s*:\s*"(?P<value>[^"]*)"', re.IGNORECASE)
+
+# What each service mounts: {container path: (volume, "rw" | "ro")}. Derived from what the service
+# runs (docs/compose.md, "Mounts and secrets per service", has the same table with the reasons):
+# a service mounts what it reads or writes and nothing else, read-only where it only reads.
+DATA_ROOT = "/data"  # GGM_DATA_ROOT in every service
+AIRFLOW_LOGS = "/opt/airflow/logs"
+EXPECTED_MOUNTS: dict[str, dict[str, tuple[str, str]]] = {
+    "postgres": {"/var/lib/postgresql/data": ("postgres-db", "rw")},
+    # One-shot: creates every data volume's folder and hands it to the runtime user.
+    "airflow-init": {
+        "/data": ("ggm-data", "rw"),
+        "/data/landing": ("ggm-landing", "rw"),
+        "/data/lake": ("ggm-lake", "rw"),
+        "/data/lake/shares": ("ggm-shares", "rw"),
+        "/data/dropzone": ("ggm-dropzone", "rw"),
+        "/data/sharing": ("ggm-sharing", "rw"),
+        "/data/dashboard": ("ggm-dashboard", "rw"),
+        "/data/standins": ("ggm-standins", "rw"),
+        AIRFLOW_LOGS: ("airflow-logs", "rw"),
+    },
+    # Shows task logs; runs no task.
+    "airflow-apiserver": {AIRFLOW_LOGS: ("airflow-logs", "ro")},
+    # Runs every task: extracts (landing, drop zones), the Spark stages' client code (landing, run
+    # reports, lineage, profiles), delta-rs steps (processing log, projections, audit table), the
+    # dashboard build, and publish_share, which reads the sharing server's recipients and request log.
+    "airflow-scheduler": {
+        "/data": ("ggm-data", "rw"),
+        "/data/landing": ("ggm-landing", "rw"),
+        "/data/lake": ("ggm-lake", "rw"),
+        "/data/lake/shares": ("ggm-shares", "rw"),
+        "/data/dropzone": ("ggm-dropzone", "rw"),
+        "/data/sharing": ("ggm-sharing", "ro"),
+        "/data/dashboard": ("ggm-dashboard", "rw"),
+        AIRFLOW_LOGS: ("airflow-logs", "rw"),
+    },
+    # Parse DAGs and run deferred callbacks (alerts): no data, only their own logs.
+    "airflow-dag-processor": {AIRFLOW_LOGS: ("airflow-logs", "rw")},
+    "airflow-triggerer": {AIRFLOW_LOGS: ("airflow-logs", "rw")},
+    "spark-master": {},
+    # Driver and executors read and write Delta tables; clients ship landed records with the query.
+    "spark-connect": {"/data/lake": ("ggm-lake", "rw")},
+    "spark-worker": {"/data/lake": ("ggm-lake", "rw")},
+    # Serves recipients' projections only (serve_from: projections); its own state read-write.
+    "sharing-server": {"/data/lake/shares": ("ggm-shares", "ro"), "/data/sharing": ("ggm-sharing", "rw")},
+    "dashboard": {"/data/dashboard": ("ggm-dashboard", "ro")},
+    "standins": {"/data/dropzone": ("ggm-dropzone", "rw"), "/data/standins": ("ggm-standins", "rw")},
+}
+
+# Which secrets from .env reach which service (through its environment). The Airflow services share
+# x-airflow-common's environment; the Spark cluster's RPC secret goes only to the cluster and its one
+# driver, the pseudonym key only to where the UDF runs.
+_AIRFLOW_SECRETS = frozenset({
+    "POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
+    "GGM_SPARK_CONNECT_TOKEN", "GGM_STANDIN_BRP_API_KEY", "GGM_STANDIN_BAG_API_KEY", "GGM_STANDIN_KVK_API_KEY",
+})
+EXPECTED_SECRETS: dict[str, frozenset[str]] = {
+    "postgres": frozenset({"POSTGRES_PASSWORD"}),
+    "airflow-init": _AIRFLOW_SECRETS | {"AIRFLOW_ADMIN_PASSWORD"},
+    "airflow-apiserver": _AIRFLOW_SECRETS,
+    "airflow-scheduler": _AIRFLOW_SECRETS,
+    "airflow-dag-processor": _AIRFLOW_SECRETS,
+    "airflow-triggerer": _AIRFLOW_SECRETS,
+    "spark-master": frozenset({"GGM_SPARK_AUTH_SECRET"}),
+    "spark-connect": frozenset({"GGM_SPARK_CONNECT_TOKEN", "GGM_SPARK_AUTH_SECRET"}),
+    "spark-worker": frozenset({"GGM_PSEUDONYM_KEY", "GGM_SPARK_AUTH_SECRET"}),
+    "sharing-server": frozenset({"GGM_SHARING_URL_KEY"}),
+    "dashboard": frozenset(),
+    "standins": frozenset({"GGM_STANDIN_BRP_API_KEY", "GGM_STANDIN_BAG_API_KEY", "GGM_STANDIN_KVK_API_KEY"}),
+}
+
+# The standalone Spark cluster: its daemons and every driver that registers with the master start
+# through the wrapper that turns GGM_SPARK_AUTH_SECRET into spark.authenticate settings.
+SPARK_MASTER_URL = "spark://spark-master:7077"
+SPARK_AUTH_SECRET = "GGM_SPARK_AUTH_SECRET"
+SPARK_AUTH_ENTRYPOINT = ["/bin/bash", f"{IMAGE_PROJECT_ROOT}/docker/spark-auth.sh"]
+SPARK_AUTH_SERVICES = {"spark-master", "spark-worker", "spark-connect"}
+# The parts of a service definition that end up on a process's command line (visible in `ps`).
+COMMAND_LINE_KEYS = ("command", "entrypoint")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -167,6 +248,60 @@ def literal_secrets(compose: dict) -> list[str]:
                     secret = match.group(match.lastgroup)
                     if not _REQUIRED_REFERENCE.fullmatch(secret):
                         problems.append(f"{name}: {key} embeds {secret!r}")
+    return problems
+
+
+def service_mounts(service: dict) -> dict[str, tuple[str, str]]:
+    """A service's mounts as ``{container path: (source, "rw" | "ro")}``, short and long syntax alike."""
+    mounts: dict[str, tuple[str, str]] = {}
+    for entry in service.get("volumes") or []:
+        if isinstance(entry, dict):
+            source, target = entry.get("source", ""), entry["target"]
+            read_only = str(entry.get("read_only", False)).lower() == "true"
+        else:
+            parts = str(entry).split(":")
+            if len(parts) == 1:  # an anonymous volume: only a container path
+                source, target, options = "", parts[0], ""
+            else:
+                source, target, options = parts[0], parts[1], ",".join(parts[2:])
+            read_only = "ro" in options.split(",")
+        assert target not in mounts, f"two mounts at {target}"
+        mounts[target] = (source, "ro" if read_only else "rw")
+    return mounts
+
+
+def secrets_of_service(service: dict) -> set[str]:
+    """The secrets of .env (``REQUIRED_SECRETS``) a service's environment references."""
+    return {
+        name
+        for value in environment_of(service).values()
+        for name, _, _ in variable_references(value)
+        if name in REQUIRED_SECRETS
+    }
+
+
+def command_line_parts(service: dict) -> list[str]:
+    """Everything a service puts on a process's command line: command, entrypoint, health check."""
+    parts: list[str] = []
+    for key in COMMAND_LINE_KEYS:
+        value = service.get(key)
+        parts += [value] if isinstance(value, str) else list(value or [])
+    test = (service.get("healthcheck") or {}).get("test")
+    parts += [test] if isinstance(test, str) else list(test or [])
+    return [str(part) for part in parts]
+
+
+def secrets_on_command_lines(compose: dict, secret_values: dict[str, str]) -> list[str]:
+    """Places where a secret's value (after interpolation) or reference (before) is on a command line."""
+    problems = []
+    for name, service in (compose.get("services") or {}).items():
+        for part in command_line_parts(service):
+            for secret, value in secret_values.items():
+                if value and value in part:
+                    problems.append(f"{name}: value of {secret} in {part!r}")
+            for variable, _, _ in variable_references(part):
+                if variable in REQUIRED_SECRETS:
+                    problems.append(f"{name}: ${{{variable}}} in {part!r}")
     return problems
 
 
@@ -289,8 +424,8 @@ def test_docker_compose_config_accepts_the_file_with_env_example():
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None,
                     reason="docker-compose (Debian's 1.29) is not installed; required secrets are checked textually below")
-def test_docker_compose_refuses_to_run_without_a_required_secret(tmp_path, env_example):
-    missing = "GGM_PSEUDONYM_KEY"
+@pytest.mark.parametrize("missing", ["GGM_PSEUDONYM_KEY", "GGM_SPARK_AUTH_SECRET"])
+def test_docker_compose_refuses_to_run_without_a_required_secret(tmp_path, env_example, missing):
     env_file = tmp_path / "partial.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env_example.items() if k != missing), encoding="utf-8")
     result = _docker_compose_config(env_file)
@@ -389,34 +524,180 @@ def test_files_the_services_run_from_the_image_exist_in_the_repository():
     assert not missing, f"referenced under {IMAGE_PROJECT_ROOT} but missing in the repository: {missing}"
 
 
-def test_named_volumes_are_declared_and_the_lake_is_shared(compose):
+def test_named_volumes_are_declared(compose):
     declared = set(compose.get("volumes") or {})
-    used = set()
-    data_roots = {}
-    for name, service in compose["services"].items():
-        for entry in service.get("volumes") or []:
-            if isinstance(entry, dict):
-                source, target = entry.get("source"), entry.get("target")
-                named = entry.get("type", "volume") == "volume" and source
-            else:
-                source, _, rest = str(entry).partition(":")
-                target = rest.split(":")[0]
-                named = rest and not source.startswith(("/", ".", "~", "$"))
-            if named:
-                used.add(source)
-            if source == "ggm-data":
-                data_roots[name] = target
-        env = environment_of(service)
-        if "GGM_DATA_ROOT" in env:
-            assert data_roots.get(name) == env["GGM_DATA_ROOT"], f"{name}: ggm-data is not mounted at GGM_DATA_ROOT"
+    used = {
+        source
+        for service in compose["services"].values()
+        for source, _ in service_mounts(service).values()
+        if source and not source.startswith(("/", ".", "~", "$"))
+    }
     assert used <= declared, f"named volumes used but not declared: {sorted(used - declared)}"
-    assert {"ggm-data", "postgres-db"} <= declared
-    assert len(set(data_roots.values())) == 1, f"ggm-data mounted at different paths: {data_roots}"
-    expected = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                "airflow-triggerer", "spark-connect", "spark-worker", "sharing-server", "standins"}
-    assert expected <= set(data_roots), f"services without the lake: {sorted(expected - set(data_roots))}"
-    postgres_mounts = [str(v) for v in compose["services"]["postgres"]["volumes"]]
-    assert "postgres-db:/var/lib/postgresql/data" in postgres_mounts
+    assert not declared - used, f"declared but mounted nowhere: {sorted(declared - used)}"
+    assert service_mounts(compose["services"]["postgres"]) == {"/var/lib/postgresql/data": ("postgres-db", "rw")}
+
+
+def test_each_service_mounts_what_it_reads_or_writes_and_nothing_else(compose):
+    """Least privilege: every service's mounts are exactly the declared ones, read-only where it only reads."""
+    services = compose["services"]
+    assert set(services) == set(EXPECTED_MOUNTS), (
+        "every service needs an entry in EXPECTED_MOUNTS (and docs/compose.md): "
+        f"missing {sorted(set(services) - set(EXPECTED_MOUNTS))}, stale {sorted(set(EXPECTED_MOUNTS) - set(services))}"
+    )
+    for name, service in services.items():
+        assert service_mounts(service) == EXPECTED_MOUNTS[name], f"{name}: mounts differ from EXPECTED_MOUNTS"
+
+
+def test_mount_parsing_reads_both_syntaxes_and_the_read_only_flag():
+    """The check above is not vacuous: short and long syntax, ro and rw, all come out as written."""
+    service = {"volumes": [
+        "ggm-lake:/data/lake", "ggm-shares:/data/lake/shares:ro", "./config:/opt/ggm/config:ro,z",
+        {"type": "volume", "source": "ggm-dashboard", "target": "/data/dashboard", "read_only": True},
+        {"type": "volume", "source": "ggm-sharing", "target": "/data/sharing"},
+    ]}
+    assert service_mounts(service) == {
+        "/data/lake": ("ggm-lake", "rw"), "/data/lake/shares": ("ggm-shares", "ro"),
+        "/opt/ggm/config": ("./config", "ro"), "/data/dashboard": ("ggm-dashboard", "ro"),
+        "/data/sharing": ("ggm-sharing", "rw"),
+    }
+
+
+def test_every_data_volume_sits_where_the_code_looks_for_it(compose, monkeypatch):
+    """A volume has one path in every service, and that path is the one ggm_lakehouse.config derives
+    from GGM_DATA_ROOT (no service could otherwise find another's files)."""
+    from dashboard.cli import default_output_dir
+    from ggm_lakehouse import config as ggm_config
+    from sharing_server.projections import PROJECTIONS_DIR
+
+    for variable in ("GGM_LAKE_ROOT", "GGM_LANDING_ROOT", "GGM_DROPZONE_ROOT", "GGM_SHARING_ROOT"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("GGM_DATA_ROOT", DATA_ROOT)
+    derived = {
+        "ggm-data": ggm_config.data_root(),
+        "ggm-landing": ggm_config.landing_root(),
+        "ggm-lake": ggm_config.lake_root(),
+        "ggm-shares": ggm_config.lake_root() / PROJECTIONS_DIR,
+        "ggm-dropzone": ggm_config.dropzone_root(),
+        "ggm-sharing": ggm_config.sharing_root(),
+        "ggm-dashboard": default_output_dir(),
+        "ggm-standins": ggm_config.data_root() / "standins",  # docker/standins_serve.py
+    }
+    paths: dict[str, set[str]] = {}
+    for name, service in compose["services"].items():
+        env = environment_of(service)
+        for target, (source, _) in service_mounts(service).items():
+            paths.setdefault(source, set()).add(target)
+            if target.startswith(DATA_ROOT):
+                # The services that mount data all resolve their roots from GGM_DATA_ROOT.
+                assert env.get("GGM_DATA_ROOT") == DATA_ROOT, f"{name}: mounts {target} but GGM_DATA_ROOT is not {DATA_ROOT}"
+    for volume, expected in derived.items():
+        assert paths.get(volume) == {str(expected)}, f"{volume} mounted at {paths.get(volume)}, the code uses {expected}"
+
+
+def test_read_only_where_a_service_only_reads(compose):
+    """Pure readers mount everything read-only; configuration, when mounted at all, is read-only everywhere."""
+    services = compose["services"]
+    for reader in ("dashboard", "airflow-apiserver"):
+        assert {mode for _, mode in service_mounts(services[reader]).values()} == {"ro"}, reader
+    shares = service_mounts(services["sharing-server"])
+    assert shares["/data/lake/shares"] == ("ggm-shares", "ro")
+    assert not any(target == "/data/lake" for target in shares), "the sharing server must not see bronze/silver/gold"
+    for name, service in services.items():
+        for target, (source, mode) in service_mounts(service).items():
+            if target.startswith(IMAGE_PROJECT_ROOT) or source.startswith((".", "/")):
+                assert mode == "ro", f"{name}: {source} at {target} (configuration or a host path) must be :ro"
+
+
+def test_the_sharing_server_needs_no_more_of_the_lake_than_the_projections():
+    """Its mount relies on serve_from: projections; serving from the source tables would need the lake."""
+    from ggm_lakehouse.model.shares_config import load_shares_config
+
+    assert load_shares_config(ROOT / "config" / "shares.yaml").serve_from == "projections", (
+        "config/shares.yaml serves from the source tables: mount ggm-lake read-only in sharing-server "
+        "(and update EXPECTED_MOUNTS and docs/compose.md)"
+    )
+
+
+def documented_mounts_and_secrets() -> dict[str, tuple[dict[str, tuple[str, str]], set[str]]]:
+    """docs/compose.md's table "Mounts and secrets per service": {service: (mounts, secrets)}."""
+    text = (ROOT / "docs" / "compose.md").read_text(encoding="utf-8")
+    section = text.split("### Mounts and secrets per service", 1)[1]
+    footnote = section.split("¹ The Airflow set", 1)[1].split("\n\n", 1)[0].split("No Airflow service gets", 1)[0]
+    airflow_set = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", footnote))
+    rows: dict[str, tuple[dict[str, tuple[str, str]], set[str]]] = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            if rows and not line.startswith("|"):
+                break
+            continue
+        service, mounts, secrets = [cell.strip() for cell in line.strip().strip("|").split("|")][:3]
+        rows[service.strip("`")] = (
+            {path: (volume, mode) for volume, path, mode in re.findall(r"`([\w-]+)` → `([^`]+)` (rw|ro)", mounts)},
+            set(re.findall(r"`([A-Z][A-Z0-9_]+)`", secrets)) | (airflow_set if "Airflow set" in secrets else set()),
+        )
+    return rows
+
+
+def test_the_documented_mounts_and_secrets_are_the_ones_the_stack_has():
+    documented = documented_mounts_and_secrets()
+    assert set(documented) == set(EXPECTED_MOUNTS), "docs/compose.md: a service is missing from the table"
+    for name, (mounts, secrets) in documented.items():
+        assert mounts == EXPECTED_MOUNTS[name], f"docs/compose.md: mounts of {name}"
+        assert secrets == EXPECTED_SECRETS[name], f"docs/compose.md: secrets of {name}"
+
+
+def test_each_service_gets_only_the_secrets_it_uses(compose):
+    services = compose["services"]
+    assert set(services) == set(EXPECTED_SECRETS)
+    for name, service in services.items():
+        assert secrets_of_service(service) == EXPECTED_SECRETS[name], f"{name}: secrets differ from EXPECTED_SECRETS"
+
+
+def test_spark_auth_secret_is_required_and_reaches_master_worker_and_every_driver(compose, compose_interpolated,
+                                                                                   env_example):
+    """spark.authenticate on the standalone cluster: the master, the worker and every service that submits
+    to the master start through docker/spark-auth.sh with GGM_SPARK_AUTH_SECRET, which has no default."""
+    raw, services = compose["services"], compose_interpolated["services"]
+    required = re.compile(rf"\$\{{{SPARK_AUTH_SECRET}:\?[^}}]+\}}")
+    submitters = {name for name, service in services.items() if SPARK_MASTER_URL in " ".join(command_line_parts(service))}
+    assert submitters == {"spark-worker", "spark-connect"}, submitters
+    master = services["spark-master"]
+    assert "org.apache.spark.deploy.master.Master" in master["command"]
+    for name in SPARK_AUTH_SERVICES:
+        reference = environment_of(raw[name]).get(SPARK_AUTH_SECRET, "")
+        assert required.fullmatch(reference), f"{name}: {SPARK_AUTH_SECRET} must be exactly ${{{SPARK_AUTH_SECRET}:?message}}"
+        assert environment_of(services[name])[SPARK_AUTH_SECRET] == env_example[SPARK_AUTH_SECRET]
+        assert raw[name].get("entrypoint") == SPARK_AUTH_ENTRYPOINT, f"{name}: must start through docker/spark-auth.sh"
+        assert raw[name]["command"][0] in ("spark-class", "spark-submit"), name
+    # The Airflow services submit nothing to the master: their Spark stages are Spark Connect clients
+    # (a `cluster` target would need the secret and the wrapper in the scheduler).
+    for name, service in services.items():
+        if name.startswith("airflow-"):
+            assert environment_of(service)["GGM_SPARK_TARGET"] == "connect", name
+    holders = {name for name, service in raw.items() if SPARK_AUTH_SECRET in secrets_of_service(service)}
+    assert holders == SPARK_AUTH_SERVICES
+
+
+def test_no_secret_on_a_command_line(compose, compose_interpolated, env_example):
+    """Secrets travel in the environment (or a file made from it), never in command, entrypoint or health check."""
+    values = {name: env_example[name] for name in REQUIRED_SECRETS}
+    assert secrets_on_command_lines(compose, values) == []
+    assert secrets_on_command_lines(compose_interpolated, values) == []
+
+
+def test_command_line_secret_detection_catches_what_it_should(compose, env_example):
+    tampered = copy.deepcopy(compose)
+    connect = tampered["services"]["spark-connect"]
+    connect["command"] = [*connect["command"], "--conf",
+                          "spark.authenticate.secret=${GGM_SPARK_AUTH_SECRET:?set GGM_SPARK_AUTH_SECRET}"]
+    tampered["services"]["spark-worker"]["healthcheck"]["test"] = ["CMD", "echo", env_example["GGM_PSEUDONYM_KEY"]]
+    problems = "\n".join(secrets_on_command_lines(tampered, {k: env_example[k] for k in REQUIRED_SECRETS}))
+    assert "spark-connect: ${GGM_SPARK_AUTH_SECRET}" in problems
+    assert "spark-worker: value of GGM_PSEUDONYM_KEY" in problems
+    interpolated = {"services": {"spark-connect": {"entrypoint": SPARK_AUTH_ENTRYPOINT, "command": [
+        "spark-submit", f"--conf=spark.authenticate.secret={env_example['GGM_SPARK_AUTH_SECRET']}"]}}}
+    problems = "\n".join(secrets_on_command_lines(interpolated, {k: env_example[k] for k in REQUIRED_SECRETS}))
+    assert "spark-connect: value of GGM_SPARK_AUTH_SECRET" in problems
 
 
 def test_host_ports_are_not_duplicated(compose):
@@ -492,6 +773,63 @@ def test_check_secrets_refuses_placeholders_and_runs_the_command_otherwise():
         capture_output=True, text=True, timeout=30,
     )
     assert started.returncode == 0 and started.stdout.strip() == "started"
+
+
+def _run_spark_auth(tmp_path: Path, env: dict[str, str], probe: str = "") -> subprocess.CompletedProcess:
+    """docker/spark-auth.sh with a Python probe as COMMAND, its private folder under ``tmp_path``."""
+    return subprocess.run(
+        ["bash", str(ROOT / "docker" / "spark-auth.sh"), sys.executable, "-c", probe or "print('started')"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GGM_SPARK_AUTH_DIR": str(tmp_path), **env},
+        capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_spark_auth_wrapper_hands_the_secret_to_spark_in_a_private_file(tmp_path):
+    """What spark-master, spark-worker and spark-connect start with: SPARK_CONF_DIR is a fresh 0700
+    folder whose 0600 spark-defaults.conf enables spark.authenticate with the secret (and keeps the
+    image's defaults); the secret is neither in the command's environment nor on its command line."""
+    secret = "0123456789abcdef" * 4
+    probe = (
+        "import json, os, sys; print(json.dumps({'conf': os.environ['SPARK_CONF_DIR'], 'argv': sys.argv,"
+        " 'env': {k: v for k, v in os.environ.items() if 'SECRET' in k or v == " + repr(secret) + "}}))"
+    )
+    result = _run_spark_auth(tmp_path, {"GGM_SPARK_AUTH_SECRET": secret,
+                                        "SPARK_CONF_DIR": str(ROOT / "docker" / "spark-conf")}, probe)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["env"] == {}, f"the secret stayed in the environment: {sorted(seen['env'])}"
+    assert not any(secret in arg for arg in seen["argv"])
+    conf_dir = Path(seen["conf"])
+    assert conf_dir.parent == tmp_path and conf_dir.stat().st_mode & 0o777 == 0o700
+    defaults = conf_dir / "spark-defaults.conf"
+    assert defaults.stat().st_mode & 0o777 == 0o600
+    # Parsed as Spark reads spark-defaults.conf (java.util.Properties: key, whitespace, trimmed value).
+    properties = dict(
+        re.split(r"\s+", line.strip(), maxsplit=1)
+        for line in defaults.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    assert properties["spark.authenticate"] == "true"
+    assert properties["spark.authenticate.secret"] == secret
+    assert properties["spark.pyspark.python"] == "python3"  # the image's defaults are kept
+    assert secret not in result.stderr
+
+
+@pytest.mark.parametrize("value, reason", [
+    (None, "is not set"),
+    ("", "is not set"),
+    (f"{PLACEHOLDER}_ggm_spark_auth_secret", PLACEHOLDER),
+    ("too-short-0123456789", "at least 32"),
+    ("0123456789abcdef0123456789abcdef with space", "at least 32"),
+    ("0123456789abcdef0123456789abcdef\\escaped", "at least 32"),
+])
+def test_spark_auth_wrapper_refuses_a_missing_placeholder_or_unsafe_secret(tmp_path, value, reason):
+    env = {} if value is None else {"GGM_SPARK_AUTH_SECRET": value}
+    result = _run_spark_auth(tmp_path, env)
+    assert result.returncode == 78, result.stderr
+    assert reason in result.stderr and "GGM_SPARK_AUTH_SECRET" in result.stderr
+    assert "started" not in result.stdout
+    assert not list(tmp_path.iterdir()), "nothing is written before the secret is accepted"
 
 
 def test_airflow_init_runs_the_secret_guard_before_anything_else():

@@ -23,7 +23,7 @@ from connectors.auth import ClientTls, OAuth2ClientCredentialsAuth, build_auth
 from connectors.base import ExtractWindow, HttpConnector, http_config_schema
 from connectors.errors import SourceAuthError, SourceConfigError
 from connectors.http import ApiKeyHeaderAuth, HttpSource, NoAuth, RetryPolicy, SourceTlsError
-from connectors.landing import MANIFEST_NAME, BatchResult, BatchWriter, find_complete_batches, iter_batch_records
+from ggm_lakehouse.landing import MANIFEST_NAME, BatchResult, BatchWriter, find_complete_batches, iter_batch_records
 from standins.auth import (
     DEFAULT_TOKEN_PATH,
     OAuth2Server,

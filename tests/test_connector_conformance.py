@@ -54,10 +54,10 @@ from connectors.errors import (
     SourceUnavailableError,
 )
 from connectors.files import FileDropConnector
-from connectors.landing import MANIFEST_NAME, BatchResult, count_records, read_manifest, safe_run_id
 from demo_gemeente.dropzone import GEBIEDEN_SOURCE, VOLGLIJST_SOURCE, write_dropzone
 from demo_gemeente.generator import build_municipality
 from demo_gemeente.model import Municipality
+from ggm_lakehouse.landing import MANIFEST_NAME, BatchResult, count_records, read_manifest, safe_run_id
 from standins.bag import DEFAULT_PATH_PREFIX as BAG_PREFIX
 from standins.bag import create_bag_app
 from standins.brp import DEFAULT_PATH_PREFIX as BRP_PREFIX

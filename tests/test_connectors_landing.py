@@ -17,7 +17,8 @@ from connectors import CONNECTORS, ExtractWindow, find_complete_batches, read_ma
 from connectors.brp import BrpPersonenConnector
 from connectors.errors import SourceDataError, SourceServerError
 from connectors.files import GebiedenConnector
-from connectors.landing import (
+from ggm_lakehouse.bsn import complete_bsn
+from ggm_lakehouse.landing import (
     MANIFEST_NAME,
     BatchWriter,
     batch_dir,
@@ -26,7 +27,6 @@ from connectors.landing import (
     load_batch,
     safe_run_id,
 )
-from ggm_lakehouse.bsn import complete_bsn
 from test_connectors_http import PROBLEM, ScriptedServer
 
 DAY = date(2026, 3, 1)
@@ -170,6 +170,18 @@ def test_safe_run_id_and_csv_counts():
     assert safe_run_id("../etc") == ".._etc" and safe_run_id("..") == "__"
     assert count_records(b'\xef\xbb\xbfa;b\n1;"x\ny"\n2;z\n', "csv") == 2  # BOM, ';' and a quoted newline
     assert count_records(b'{"woonplaats": {}}', "") == 1
+
+
+def test_manifest_never_keeps_a_header_the_http_layer_treats_as_secret(tmp_path):
+    """The landing contract lives in core and keeps its own list of credential names; it must cover
+    every header ``connectors.http`` never logs, so a request record cannot carry one into a manifest."""
+    from connectors.http import ALWAYS_SECRET_HEADERS
+
+    window = ExtractWindow.for_day(DAY, "run-a")
+    headers = {name.title(): "secret" for name in ALWAYS_SECRET_HEADERS} | {"Accept": "application/json"}
+    with BatchWriter(tmp_path, "brp", "personen", window, endpoint="POST /personen", record_path="") as batch:
+        batch.add_part(b"{}", request={"method": "POST", "url": "https://x", "headers": headers}, status=200)
+    assert batch.completed().manifest["parts"][0]["request"]["headers"] == {"Accept": "application/json"}
 
 
 # ------------------------------------------------------------- drop-zone files

@@ -15,8 +15,8 @@ import pytest
 from connectors import BagConnector, BrpPersonenConnector, ExtractWindow, find_complete_batches
 from connectors.bag import MAX_BBOX_AREA_M2, geometry_bbox, tiles
 from connectors.errors import SourceAuthError, SourceServerError, SourceUnavailableError
-from connectors.landing import MANIFEST_NAME, iter_batch_records
 from demo_gemeente.generator import build_municipality
+from ggm_lakehouse.landing import MANIFEST_NAME, iter_batch_records
 from standins.server import StandinServers
 
 AS_OF = date(2026, 3, 1)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -23,11 +26,11 @@ from connectors.base import ExtractWindow
 from connectors.contracts import ContractError, DataContract, detect_encoding, normalise_header
 from connectors.dropzone import FileRejected, ParsedUnit, Rejection
 from connectors.exports import EXPORT_CONNECTORS, HrConnector, SubsidiesConnector, VthConnector
-from connectors.landing import iter_batch_records
 from demo_gemeente import exports as demo_exports
 from demo_gemeente.generator import DemoWorld
 from demo_gemeente.kvk import KvkRegister
 from ggm_lakehouse.config import project_root
+from ggm_lakehouse.landing import iter_batch_records
 
 MONDAY = date(2026, 3, 9)
 CONTRACTS = project_root() / "config" / "contracts"
@@ -550,3 +553,109 @@ def test_registers_keep_their_history_from_one_export_to_the_next(world):
     later_dossiers = {s.dossiernummer: s for s in demo_exports.subsidies(later, population=400)}
     assert all(later_dossiers[n].aangevraagd == s.aangevraagd and later_dossiers[n].ontvanger == s.ontvanger
                for n, s in dossiers.items())
+
+
+# --------------------------------------------------------------------------- hostile workbooks (issue 15)
+
+# Nine levels of ten: expanded, one cell would be 10^8 "lol"s.
+EXCEL_BILLION_LAUGHS = (b'<!DOCTYPE worksheet [<!ENTITY lol0 "lol">'
+                        + b"".join(b'<!ENTITY lol%d "%s">' % (level, b"&lol%d;" % (level - 1) * 10) for level in range(1, 10))
+                        + b"]>")
+
+
+def _workbook_with_entities(source: Path, target: Path, doctype: bytes, reference: bytes, padding: int = 0) -> Path:
+    """``source`` with ``doctype`` in its first worksheet's XML and ``reference`` in that sheet's first text cell.
+
+    ``padding`` bytes of comment before the DOCTYPE move it past any prolog sniffing, so that the
+    XML parser openpyxl uses meets the declaration itself.
+    """
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as crafted:
+        for info in original.infolist():
+            data = original.read(info)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                body = data[data.index(b"?>") + 2:] if data.startswith(b"<?xml") else data
+                assert b"<t>" in body
+                comment = b"<!--" + b"x" * padding + b"-->\n" if padding else b""
+                data = (b'<?xml version="1.0" encoding="UTF-8"?>\n' + comment + doctype + b"\n"
+                        + body.replace(b"<t>", b"<t>" + reference, 1))
+            crafted.writestr(info, data)
+    return target
+
+
+@pytest.mark.parametrize("attack, padding, rule", [
+    ("billion-laughs", 0, "entity_expansion"),
+    ("xxe", 0, "dtd_forbidden"),
+    ("billion-laughs", 100_000, "entity_expansion"),
+    ("xxe", 100_000, "dtd_forbidden"),
+], ids=["billion-laughs", "xxe", "billion-laughs-late", "xxe-late"])
+def test_workbook_declaring_entities_is_quarantined_and_never_expanded(demo_zone, tmp_path, attack, padding, rule):
+    root, _paths = demo_zone
+    secret = tmp_path / "geheim.txt"
+    secret.write_text("GEHEIM-7c1e-inhoud-van-een-lokaal-bestand\n", encoding="utf-8")
+    if attack == "xxe":
+        doctype, reference = f'<!DOCTYPE worksheet [<!ENTITY xxe SYSTEM "{secret.as_uri()}">]>'.encode(), b"&xxe;"
+    else:
+        doctype, reference = EXCEL_BILLION_LAUGHS, b"&lol9;"
+    zone, landing = tmp_path / "zone", tmp_path / "landing"
+    zone.mkdir()
+    name = "subsidies_20260309.xlsx"
+    _workbook_with_entities(root / "subsidies" / name, zone / name, doctype, reference, padding)
+    # A good workbook beside it still lands.
+    shutil.copy(root / "subsidies" / "subsidieprogrammas_20260309.xlsx", zone)
+    connector = SubsidiesConnector({"dropzone_dir": str(zone)})
+    batches = _extract(connector, MONDAY, landing)
+    report = connector.last_report
+    [refused] = report["files_rejected"]
+    assert (refused["file"], refused["rule"]) == (name, rule)
+    assert ("external entity (XXE)" if attack == "xxe" else "declares entities") in refused["message"]
+    quarantine = zone / "quarantine" / MONDAY.isoformat()
+    assert (quarantine / name).is_file() and not (zone / name).exists()
+    reason = json.loads((quarantine / f"{name}.reason.json").read_text(encoding="utf-8"))
+    assert (reason["file"], reason["rule"]) == (name, rule)
+    assert list(iter_batch_records(batches["programmas"])) and not list(iter_batch_records(batches["subsidies"]))
+    # The local file's content is nowhere: not in the landing zone, the zone's state, manifest or quarantine reasons.
+    assert "GEHEIM-7c1e" not in json.dumps(report) and str(secret) not in json.dumps(report)
+    for path in [*landing.rglob("*"), *zone.rglob("*")]:
+        if path.is_file():
+            assert b"GEHEIM-7c1e" not in path.read_bytes(), path
+
+
+def test_excel_sources_refuse_to_run_when_openpyxl_is_not_defused(demo_zone, tmp_path):
+    root, _paths = demo_zone
+    zone = tmp_path / "zone"
+    zone.mkdir()
+    shutil.copy(root / "subsidies" / "subsidies_20260309.xlsx", zone)
+    shutil.copy(root / "vth" / "vth_meldingen_20260309.csv", tmp_path)
+    # OPENPYXL_DEFUSEDXML=False makes openpyxl fall back to the standard library's XML parser.
+    script = """if True:
+        import sys
+        from datetime import date
+        from connectors.base import ExtractWindow
+        from connectors.contracts import DataContract, default_contract_path
+        from connectors.exports import SubsidiesConnector
+        try:
+            SubsidiesConnector({"dropzone_dir": sys.argv[1]}).extract(
+                ExtractWindow.for_day(date(2026, 3, 9), "unsafe"), sys.argv[2])
+        except Exception as exc:
+            print("extract:", type(exc).__name__, exc)
+        contract = DataContract.from_file(default_contract_path("subsidies"))
+        try:
+            list(contract.parse(sys.argv[1] + "/subsidies_20260309.xlsx", "subsidies"))
+        except Exception as exc:
+            print("parse:", type(exc).__name__, exc)
+        vth = DataContract.from_file(default_contract_path("vth"))
+        print("csv rows:", sum(len(u.records["meldingen"]) for u in vth.parse(sys.argv[3], "meldingen")))
+    """
+    env = {**os.environ, "OPENPYXL_DEFUSEDXML": "False"}
+    result = subprocess.run([sys.executable, "-c", script, str(zone), str(tmp_path / "landing"),
+                             str(tmp_path / "vth_meldingen_20260309.csv")],
+                            cwd=project_root(), env=env, capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("extract: UnsafeExcelParser subsidies: Excel workbooks are not read: "
+                               "openpyxl is not using defusedxml"), result.stdout + result.stderr
+    assert "pip install -c constraints.txt defusedxml" in lines[0]
+    assert lines[1].startswith("parse: UnsafeExcelParser excel: Excel workbooks are not read"), result.stdout
+    assert lines[2].startswith("csv rows: ") and int(lines[2].split()[-1]) > 0  # CSV contracts are unaffected
+    # The run was refused before it touched the zone: the workbook waits for a rerun.
+    assert (zone / "subsidies_20260309.xlsx").is_file() and not (zone / "quarantine").exists()
+    assert not (tmp_path / "landing").exists()

@@ -32,7 +32,7 @@ def test_every_dag_imports_without_errors(dagbag):
 
     assert dagbag.import_errors == {}
     expected = {s.dag_id for s in SOURCES.values()} | {g.dag_id for g in silver_groups()}
-    expected |= {f"ggm_gold_{d}" for d in gold_domains()} | {"ggm_share"}
+    expected |= {f"ggm_gold_{d}" for d in gold_domains()} | {"ggm_share", "ggm_retention"}
     assert set(dagbag.dag_ids) == expected
 
 
@@ -46,6 +46,21 @@ def test_every_dag_has_owner_tags_docs_retries_and_failure_callback(dagbag):
             assert task.retries >= 1 and task.retry_exponential_backoff, (dag.dag_id, task.task_id)
             callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
             assert notify_task_failure in callbacks, (dag.dag_id, task.task_id)
+
+
+def test_retention_dag_runs_daily_before_the_ingests_on_the_spark_target(dagbag):
+    from airflow.providers.apache.spark.operators.spark_pyspark import PySparkOperator
+
+    from ggm_lakehouse.spark_target import run_retention_task
+
+    dag = dagbag.dags["ggm_retention"]
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable" and dag.timetable.expression == "0 1 * * *"
+    (task,) = dag.tasks
+    assert task.task_id == "retention" and task.pool == "spark"
+    if os.environ.get("GGM_SPARK_TARGET", "connect") == "connect":
+        assert isinstance(task, PySparkOperator) and task.conn_id == "ggm_spark"
+    assert task.python_callable is run_retention_task
+    assert task.op_kwargs == {"as_of": "{{ ds }}", "run_id": "{{ run_id }}"}
 
 
 def test_ingest_dags_are_daily_per_source_with_pools_and_deadline(dagbag):

@@ -27,6 +27,7 @@ from dashboard_gold import (
     OLD,
     PREVIOUS,
     huishoudens_rows,
+    inwoners_rows,
     wmo_rows,
     write_definitions,
     write_sample_gold,
@@ -38,6 +39,9 @@ VEILIGHEID_DEFINITION = """\
 mart: overlast_per_wijk
 domein: veiligheid
 titel: Meldingen overlast per wijk
+beschrijving: Meldingen van overlast per wijk en soort.
+bronnen: [VTH_MELDING]
+eenheden: SELECT 1
 gebied: wijk
 dimensies: [{kolom: soort}]
 maten: [{kolom: aantal_meldingen, functie: count, van: melding}]
@@ -149,9 +153,10 @@ def test_index_lists_every_mart_with_freshness_rows_and_hidden_cells(site):
     ]
     assert rows["uitgaven_sociaal_domein"][1] == OLD.isoformat()
     assert rows["uitgaven_sociaal_domein"][-1] == "verouderd"
-    # The legacy mart has no status row and no secondary suppression column.
-    assert rows["inwoners_per_buurt"][2:4] == ["onbekend", "onbekend"]
-    assert rows["inwoners_per_buurt"][5] == "2 / onbekend"
+    # inwoners_per_buurt is a mart like any other: a status row and hidden cells of both kinds.
+    assert rows["inwoners_per_buurt"][1:] == [
+        NEWEST.isoformat(), "2026-11-28 02:05", "2026-11-28 04:15", str(len(inwoners_rows(NEWEST))), "2 / 2", "actueel",
+    ]
 
 
 def test_trend_per_month_has_a_gap_for_the_hidden_month(site):
@@ -178,7 +183,7 @@ def test_comparison_per_wijk_uses_per_1000_of_the_newest_month(site):
     assert [(a["x"], a["text"]) for a in figure["layout"]["annotations"]] == [("Havenkwartier", HIDDEN)]
     # A mart with areas but without months compares the wijken as well (huishoudtype 'Totaal').
     demografie = _parse(output / "demografie.html").figures
-    assert set(demografie) == {"huishoudens_per_wijk-wijk"}
+    assert set(demografie) == {"huishoudens_per_wijk-wijk", "inwoners_per_buurt-wijk"}
     (bars,) = demografie["huishoudens_per_wijk-wijk"]["data"]
     expected = {r["gebiedsnaam"]: r["aantal_huishoudens_per_1000_inwoners"] for r in huishoudens_rows(NEWEST)
                 if r["gebiedsniveau"] == "wijk" and r["huishoudtype"] == "Totaal"}
@@ -238,15 +243,15 @@ def test_csv_neutralises_text_that_a_spreadsheet_would_run_as_a_formula(lake, de
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from dashboard_gold import LEGACY_SCHEMA, legacy_rows
+    from dashboard_gold import INWONERS_SCHEMA
 
     hostile_lake = tmp_path / "lake"
     shutil.copytree(lake, hostile_lake)
     payloads = ['=HYPERLINK("http://evil.example","klik")', "+1+1", "-2+3", "@SUM(A1)", "\t=1"]
-    rows = legacy_rows(NEWEST)[: len(payloads)]
+    rows = inwoners_rows(NEWEST)[: len(payloads)]
     for row, payload in zip(rows, payloads):
         row["buurtnaam"] = payload
-    write_deltalake(str(hostile_lake / "gold" / "inwoners_per_buurt"), pa.Table.from_pylist(rows, schema=LEGACY_SCHEMA),
+    write_deltalake(str(hostile_lake / "gold" / "inwoners_per_buurt"), pa.Table.from_pylist(rows, schema=INWONERS_SCHEMA),
                     mode="overwrite", partition_by=["peildatum"])
     output = tmp_path / "site"
     build_site(hostile_lake, output, definitions)
@@ -258,15 +263,29 @@ def test_csv_neutralises_text_that_a_spreadsheet_would_run_as_a_formula(lake, de
     assert {r["wijkcode"] for r in written} <= {row["wijkcode"] for row in rows}
 
 
-def test_mart_without_definition_is_shown_as_a_table_with_a_note(site):
-    output, _ = site
+def test_inwoners_per_buurt_is_shown_like_every_mart_and_a_table_without_definition_is_left_out(site):
+    output, pages = site
+    page = _parse(output / "demografie.html")
+    table = page.tables["inwoners_per_buurt/data cells"]
+    # Gemeente and wijken (the buurten are in the CSV) × leeftijdsklasse, 'Totaal' first.
+    newest = {(r["gebiedsnaam"], r["leeftijdsklasse"]): r for r in inwoners_rows(NEWEST) if r["gebiedsniveau"] != "buurt"}
+    assert len(table) == len(newest) == 12
+    assert table[0] == ["Demodam", "gemeente", "Totaal", format_value(newest[("Demodam", "Totaal")]["aantal_inwoners"]), ""]
+    (bars,) = page.figures["inwoners_per_buurt-wijk"]["data"]
+    assert dict(zip(bars["x"], bars["y"])) == {name: newest[(name, "Totaal")]["aantal_inwoners"]
+                                               for name in ("Centrum", "Noord", "Havenkwartier")}
     html = (output / "demografie.html").read_text(encoding="utf-8")
-    assert "Geen definitiebestand gold_marts/inwoners_per_buurt.yaml" in html
-    table = _parse(output / "demografie.html").tables["inwoners_per_buurt/data cells"]
-    assert len(table) == 12
-    # Columns as in gold: wijkcode, wijknaam, buurtcode, buurtnaam, leeftijdsklasse, huishoudtype, aantal_inwoners, ...
-    hidden = [row for row in table if row[4] == "65+" and row[0] == "WK999903"]
-    assert [row[6] for row in hidden] == [HIDDEN, HIDDEN]
+    assert "Inwoners per wijk en buurt" in html and "inwoners_per_buurt.yaml" in html
+    # The buurt cells, the hidden ones empty, are in the CSV.
+    import csv
+
+    with (output / "data" / "inwoners_per_buurt.csv").open(encoding="utf-8") as stream:
+        written = list(csv.DictReader(stream))
+    havenkwartier = [r for r in written if r["buurtcode"].startswith("BU999903") and r["leeftijdsklasse"] != "Totaal"]
+    assert {(r["onderdrukking"], r["aantal_inwoners"]) for r in havenkwartier} == {("primair", ""), ("secundair", "")}
+    # verdwenen_mart has a gold table and status rows but no definition file: no page, row or CSV.
+    assert all("verdwenen_mart" not in p.read_text(encoding="utf-8") for p in pages)
+    assert not (output / "data" / "verdwenen_mart.csv").exists()
 
 
 def test_an_earlier_peildatum_shows_that_day_and_marks_unbuilt_marts(lake, definitions, tmp_path):
@@ -321,12 +340,21 @@ def test_missing_gold_is_a_clear_error_naming_the_path(tmp_path, definitions, la
 
 
 def test_a_broken_definition_names_its_file(lake, tmp_path):
+    # The dashboard reads definitions with the gold engine's loader, so its errors are the engine's.
     (tmp_path / "kapot.yaml").write_text("mart: kapot\ndomein: [niet, een, tekst]\n", encoding="utf-8")
-    with pytest.raises(DashboardError, match=r"kapot\.yaml: key 'domein'"):
+    with pytest.raises(DashboardError, match=r"kapot\.yaml: 'titel' is required"):
+        build_site(lake, tmp_path / "site", tmp_path)
+    valid = VEILIGHEID_DEFINITION.replace("overlast_per_wijk", "kapot")
+    (tmp_path / "kapot.yaml").write_text(valid.replace("domein: veiligheid", "domein: [niet, een, tekst]"),
+                                         encoding="utf-8")
+    with pytest.raises(DashboardError, match=r"kapot\.yaml: domein \['niet', 'een', 'tekst'\] is not one of"):
         build_site(lake, tmp_path / "site", tmp_path)
     # Names become file names: no path tricks.
-    (tmp_path / "kapot.yaml").write_text("mart: kapot\ndomein: ../buiten\n", encoding="utf-8")
-    with pytest.raises(DashboardError, match=r"kapot\.yaml: domein '\.\./buiten' is not a snake_case name"):
+    (tmp_path / "kapot.yaml").write_text(valid.replace("domein: veiligheid", "domein: ../buiten"), encoding="utf-8")
+    with pytest.raises(DashboardError, match=r"kapot\.yaml: domein '\.\./buiten' is not one of"):
+        build_site(lake, tmp_path / "site", tmp_path)
+    (tmp_path / "kapot.yaml").write_text(valid.replace("mart: kapot", "mart: ../kapot"), encoding="utf-8")
+    with pytest.raises(DashboardError, match=r"kapot\.yaml: mart name '\.\./kapot' must be snake_case"):
         build_site(lake, tmp_path / "site", tmp_path)
 
 

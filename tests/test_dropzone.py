@@ -30,7 +30,7 @@ from connectors.dropzone import (
     file_date,
 )
 from connectors.errors import SourceConfigError
-from connectors.landing import BatchResult, iter_batch_records
+from ggm_lakehouse.landing import BatchResult, iter_batch_records
 
 DAY1 = date(2026, 3, 1)
 DAY2 = date(2026, 3, 2)

@@ -20,11 +20,11 @@ import pytest
 
 from connectors.base import ExtractWindow
 from connectors.exports import EXPORT_CONNECTORS
-from connectors.landing import iter_batch_records
 from demo_gemeente import exports as demo_exports
 from demo_gemeente.generator import DemoWorld
 from demo_gemeente.kvk import KvkRegister
 from ggm_lakehouse.config import project_root
+from ggm_lakehouse.landing import iter_batch_records
 
 DAY1 = date(2026, 3, 9)  # a Monday: the weekly subsidies export arrives
 DAY2 = DAY1 + timedelta(days=1)

@@ -1,7 +1,9 @@
 """The declarative gold engine on known inputs: cells, totals, suppression, denominators and status.
 
 A small municipality (tests/gold_support.py: two wijken, four buurten, CBS inwoners 4,000) with
-known clients; the expected cells are counted by hand in the comments.
+known clients; the expected cells are counted by hand in the comments. The proof that no hidden
+cell can be recomputed runs on a test mart and on ``inwoners_per_buurt`` (its checked-in definition)
+as demo-partner's share of it holds it.
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ def built(spark, data_root, tmp_path_factory):
     path = folder / "test_clienten.yaml"
     path.write_text(MART_YAML, encoding="utf-8")
     definition = gold.load_mart_definition(path)
-    frame = definition(spark, PEILDATUM)
+    frame = gold.build_mart(spark, definition, PEILDATUM)
     rows = [r.asDict() for r in frame.collect()]
     return {"definition": definition, "frame": frame, "rows": rows}
 
@@ -115,13 +117,106 @@ def test_secondary_suppression_protects_the_hidden_cell(built):
     assert cell(rows, "buurt", "BU99990102", "Totaal")["aantal_clienten"] == 11
 
 
+# inwoners_per_buurt on a known population: address → (buurt, [(pseudonym, born)]). On PEILDATUM someone born
+# 1996 is 30 (25-44), 1956 is 70 (65+), 1976 is 50 (45-64), 1986 is 40, 2006 is 20 (15-24), 2018 is 8 (0-14).
+def _inwoners_households() -> dict:
+    households: dict = {}
+
+    def add(buurt, *born):
+        households[len(households) + 1] = (buurt, [(f"inw-{len(households)}-{i}", b) for i, b in enumerate(born)])
+
+    for _ in range(8):
+        add("BU99990101", date(1996, 1, 1))                    # eenpersoons 25-44: 8
+    for _ in range(3):
+        add("BU99990101", date(1956, 1, 1))                    # eenpersoons 65+: 3 < 5, hidden
+    for _ in range(6):
+        add("BU99990102", date(1996, 1, 1))
+        add("BU99990102", date(1956, 1, 1))
+    for _ in range(5):
+        add("BU99990201", date(1986, 1, 1), date(2018, 1, 1))  # eenouderhuishouden: 25-44 and 0-14
+    for _ in range(9):
+        add("BU99990201", date(1976, 1, 1))
+    for _ in range(4):
+        add("BU99990202", date(2006, 1, 1), date(1976, 1, 1))  # two adults, no partners: overig
+    for _ in range(7):
+        add("BU99990202", date(1956, 1, 1))
+    add("BU00000000", date(1996, 1, 1))                        # an address outside every known buurt
+    return households
+
+
+INWONERS_TOTAL = 8 + 3 + 12 + 10 + 9 + 8 + 7 + 1  # residents of _inwoners_households
+
+
+def _as_partner_sees_it(row: dict) -> dict:
+    """A row with its area level and code taken from the columns the share gives the partner:
+    a gemeente row has no wijkcode, a wijk row no buurtcode."""
+    level = "gemeente" if row["wijkcode"] is None else "wijk" if row["buurtcode"] is None else "buurt"
+    code = {"gemeente": None, "wijk": row["wijkcode"], "buurt": row["buurtcode"]}[level]
+    return {**row, "gebiedsniveau": level, "gebiedscode": code}
+
+
+@pytest.fixture(scope="module")
+def partner_inwoners(spark, tmp_path_factory):
+    """inwoners_per_buurt from its checked-in definition on the known population, written to gold, and
+    demo-partner's projection of it as config/shares.yaml declares it (the files the partner downloads)."""
+    from deltalake import DeltaTable
+
+    from ggm_lakehouse.config import lake_root, project_root
+    from ggm_lakehouse.lake import LakeTable
+    from ggm_lakehouse.model.shares_config import load_shares_config
+    from jobs import gold
+    from sharing_server.projections import materialise_table
+
+    definition = gold.DEFINITIONS["inwoners_per_buurt"]
+    with pytest.MonkeyPatch.context() as patch:
+        # A lake of its own: the other tests of this module count clients in theirs.
+        patch.setenv("GGM_DATA_ROOT", str(tmp_path_factory.mktemp("inwoners")))
+        write_population(spark, _inwoners_households())
+        gold.write_mart_partition(spark, definition.mart, gold.build_mart(spark, definition, PEILDATUM), PEILDATUM)
+        gold_rows = [r.asDict() for r in LakeTable("gold", definition.mart).read(spark).collect()]
+        config = load_shares_config(project_root() / "config" / "shares.yaml")
+        partner = config.recipient("demo-partner")
+        table = next(t for share in config.shares_for(partner) for t in share.all_tables() if t.name == definition.mart)
+        report = materialise_table(partner, table, lake_root=lake_root())
+        shared = DeltaTable(report["location"]).to_pyarrow_table().to_pylist()
+    return {"definition": definition, "gold": gold_rows, "shared": shared, "columns": report["columns"],
+            "share_columns": list(table.columns)}
+
+
+def _dims_key(row: dict, definition) -> tuple:
+    return (row["gebiedsniveau"], row["gebiedscode"], *[row[d.kolom] for d in definition.dimensies])
+
+
+@pytest.fixture(params=["test_clienten", "inwoners_per_buurt, demo-partner's share"])
+def published(request):
+    """What a reader gets of a mart: the rows (with area level and code), the definition, the cells hidden
+    secondarily and a primary cell that a total would reveal without them."""
+    if request.param == "test_clienten":
+        built = request.getfixturevalue("built")
+        rows, definition = built["rows"], built["definition"]
+        secondary = {_dims_key(r, definition) for r in rows if r["onderdrukking"] == "secundair"}
+        return {"rows": rows, "definition": definition, "secondary": secondary,
+                "revealed": ("buurt", "BU99990101", "Jeugdwet")}
+    inwoners = request.getfixturevalue("partner_inwoners")
+    definition = inwoners["definition"]
+    secondary = {_dims_key(_as_partner_sees_it(r), definition) for r in inwoners["gold"] if r["onderdrukking"] == "secundair"}
+    # Buurt 0101's eenpersoons total (11) minus its published 25-44 cell (8) would give its 65+ cell (3).
+    return {"rows": [_as_partner_sees_it(r) for r in inwoners["shared"]], "definition": definition,
+            "secondary": secondary, "revealed": ("buurt", "BU99990101", "65+", "eenpersoonshuishouden")}
+
+
 def _unknown_is_determined(rows, definition) -> list[str]:
-    """Hidden cells that the published rows pin down exactly (linear algebra over every relation)."""
+    """Hidden cells that the published rows pin down exactly (linear algebra over every relation).
+
+    ``rows`` carry gebiedsniveau, gebiedscode, wijkcode, the dimensions, ``onderdrukt`` and the
+    definition's person count, the measure that decides suppression.
+    """
     import numpy as np
 
     from jobs.gold import TOTAL
 
     dims = [d.kolom for d in definition.dimensies]
+    measure = definition.personen
 
     def key(r):
         return (r["gebiedsniveau"], r["gebiedscode"], *[r[d] for d in dims])
@@ -138,11 +233,11 @@ def _unknown_is_determined(rows, definition) -> list[str]:
             if child in index:
                 coefficients[index[child]] += 1
             else:
-                constant += by_key[child]["aantal_clienten"]
+                constant += by_key[child][measure]
         if parent in index:
             coefficients[index[parent]] -= 1
         else:
-            constant -= by_key[parent]["aantal_clienten"]
+            constant -= by_key[parent][measure]
         equations.append((coefficients, -constant))
 
     for parent in by_key:
@@ -169,19 +264,73 @@ def _unknown_is_determined(rows, definition) -> list[str]:
     return determined
 
 
-def test_no_hidden_cell_can_be_recomputed_from_the_published_rows(built):
-    assert _unknown_is_determined(built["rows"], built["definition"]) == []
+def test_no_hidden_cell_can_be_recomputed_from_the_published_rows(published):
+    assert published["secondary"], "the known inputs need secondary suppression"
+    assert _unknown_is_determined(published["rows"], published["definition"]) == []
 
 
-def test_without_secondary_suppression_the_hidden_cell_would_be_recomputable(built):
+def test_without_secondary_suppression_the_hidden_cell_would_be_recomputable(published):
     """The check above can fail: drop the secondary cells' protection and it finds the primary cell."""
-    rows = [dict(r) for r in built["rows"]]
+    definition = published["definition"]
+    rows = [dict(r) for r in published["rows"]]
     for r in rows:
-        if r["onderdrukking"] == "secundair":
+        if _dims_key(r, definition) in published["secondary"]:
             r["onderdrukt"] = False
-            r["aantal_clienten"] = 1  # any published value
-    determined = _unknown_is_determined(rows, built["definition"])
-    assert ("buurt", "BU99990101", "Jeugdwet") in determined
+            r[definition.personen] = 1  # any published value
+    determined = _unknown_is_determined(rows, definition)
+    assert published["revealed"] in determined
+
+
+def _expected_inwoners() -> dict:
+    """Residents per (wijkcode, buurtcode, leeftijdsklasse, huishoudtype) of the known population, totals
+    included (None for the gemeente's wijkcode and a wijk's buurtcode), counted here without Spark."""
+    from collections import Counter
+
+    from tests.gold_support import BUURTEN
+
+    bands = ((0, 14, "0-14"), (15, 24, "15-24"), (25, 44, "25-44"), (45, 64, "45-64"), (65, 200, "65+"))
+    counts: Counter = Counter()
+    for buurt, people in _inwoners_households().values():
+        ages = [PEILDATUM.year - born.year - ((PEILDATUM.month, PEILDATUM.day) < (born.month, born.day))
+                for _, born in people]
+        adults = sum(age >= 18 for age in ages)  # nobody in the population has a partner
+        kind = ("eenpersoonshuishouden" if len(ages) == 1 else "eenouderhuishouden" if adults == 1
+                else "overig meerpersoonshuishouden")
+        wijk, buurtcode = (BUURTEN[buurt][1], buurt) if buurt in BUURTEN else ("onbekend", "onbekend")
+        for age in ages:
+            band = next(label for low, high, label in bands if low <= age <= high)
+            for area in ((None, None), (wijk, None), (wijk, buurtcode)):
+                for klasse in (band, "Totaal"):
+                    for huishoudtype in (kind, "Totaal"):
+                        counts[(*area, klasse, huishoudtype)] += 1
+    return counts
+
+
+def test_inwoners_per_buurt_counts_residents_and_demo_partner_gets_the_shared_columns(partner_inwoners):
+    """The declared mart keeps the columns and names the share has always given demo-partner, and every
+    cell it publishes is the count of the known population."""
+    shared = partner_inwoners["shared"]
+    assert partner_inwoners["columns"] == partner_inwoners["share_columns"] == [
+        "peildatum", "wijkcode", "wijknaam", "buurtcode", "buurtnaam", "leeftijdsklasse", "huishoudtype",
+        "aantal_inwoners", "onderdrukt"]
+    expected = _expected_inwoners()
+    rows = {(r["wijkcode"], r["buurtcode"], r["leeftijdsklasse"], r["huishoudtype"]): r for r in shared}
+    assert len(rows) == len(shared) and set(rows) == set(expected)  # every cell and total, once
+    assert all(r["aantal_inwoners"] == expected[k] for k, r in rows.items() if not r["onderdrukt"])
+    assert rows[(None, None, "Totaal", "Totaal")]["aantal_inwoners"] == INWONERS_TOTAL == 58
+    # Small cells are hidden; so are the cells that would let them be recomputed (secundair in gold).
+    assert all(r["onderdrukt"] and r["aantal_inwoners"] is None for k, r in rows.items() if expected[k] < 5)
+    assert all(r["onderdrukt"] == (r["aantal_inwoners"] is None) for r in shared)
+    reasons = {r["onderdrukking"] for r in partner_inwoners["gold"]}
+    assert reasons == {None, "primair", "secundair"}
+    assert sum(r["onderdrukt"] for r in shared) > sum(1 for v in expected.values() if v < 5)
+    # Area names as columns of their own; a wijk row has no buurt, an address outside every buurt is 'onbekend'.
+    oude_kern = rows[("WK999901", "BU99990101", "25-44", "eenpersoonshuishouden")]
+    assert (oude_kern["buurtnaam"], oude_kern["wijknaam"]) == ("Oude Kern", "Centrum")
+    noord = rows[("WK999902", None, "Totaal", "Totaal")]
+    assert (noord["wijknaam"], noord["buurtnaam"]) == ("Noord", None)
+    assert rows[("onbekend", "onbekend", "Totaal", "Totaal")]["wijknaam"] == "onbekend"
+    assert {r["peildatum"] for r in shared} == {PEILDATUM}
 
 
 def test_secondary_suppression_rule_on_a_table():
@@ -208,7 +357,7 @@ def test_status_records_silver_versions_and_reruns_leave_gold_alone(spark, built
     first = gold.write_mart_status(spark, definition.mart, definition.domein, PEILDATUM, definition.inputs, definition.sha256)
     assert first["changed"] and set(first["bronversies"]) == set(definition.inputs)
     assert first["onderdrukte_cellen_primair"] >= 1 and first["onderdrukte_cellen_secundair"] >= 1
-    again = definition(spark, PEILDATUM)
+    again = gold.build_mart(spark, definition, PEILDATUM)
     assert gold.write_mart_partition(spark, definition.mart, again, PEILDATUM) is False
     second = gold.write_mart_status(spark, definition.mart, definition.domein, PEILDATUM, definition.inputs, definition.sha256)
     assert second["changed"] is False and second["gebouwd_op"] == first["gebouwd_op"]
@@ -222,6 +371,7 @@ def test_status_records_silver_versions_and_reruns_leave_gold_alone(spark, built
     ({"personen": "bedrag"}, "count"),
     ({"per_1000_inwoners": ["onbekende_maat"]}, "per_1000_inwoners"),
     ({"extra": 1}, "unknown keys"),
+    ({"gebied": "wijk", "gebiedskolommen": ["wijknaam", "buurtnaam"]}, "gebiedskolommen"),
 ])
 def test_definition_errors_name_the_file_and_the_key(tmp_path, change, message):
     import yaml
@@ -239,7 +389,7 @@ def test_definition_errors_name_the_file_and_the_key(tmp_path, change, message):
 
 def test_every_checked_in_mart_definition_loads_and_names_silver_tables_that_have_mappings():
     from jobs.gold import DEFINITIONS, HELPER_VIEWS
-    from jobs.mappings import load_all
+    from ggm_lakehouse.model.mappings import load_all
 
     targets = {m.target for m in load_all()}
     for name, definition in DEFINITIONS.items():
@@ -252,7 +402,7 @@ def test_a_source_that_has_not_delivered_yet_reads_as_empty_only_when_it_may_ski
     delivered (VROEGSIGNAAL exists) a mart counts no contacts instead of waiting. Before that, and for a
     daily source, a missing table is an error."""
     from jobs.gold import GoldError, silver_as_of
-    from jobs.mappings import load_all
+    from ggm_lakehouse.model.mappings import load_all
 
     contactpoging = next(m for m in load_all() if m.target == "CONTACTPOGING")
     with pytest.raises(GoldError, match="CONTACTPOGING"):

@@ -328,7 +328,7 @@ def test_definitions_load_in_their_domains():
 
 def test_known_silver_columns_are_those_the_mappings_produce():
     """The hand-made silver uses the columns (and types) the silver mappings write, so the marts run on real silver."""
-    from jobs.mappings import load_mapping, mappings_dir
+    from ggm_lakehouse.model.mappings import load_mapping, mappings_dir
 
     for table, schema in {**FIN_SCHEMAS, **SUB_SCHEMAS, **BEGROTING_SCHEMAS}.items():
         mapping = load_mapping(mappings_dir() / f"{table.lower()}.yaml")

@@ -265,7 +265,7 @@ def test_definitions_load_in_the_sociaal_domein():
 
 
 def test_known_silver_columns_are_those_the_mappings_produce():
-    from jobs.mappings import load_all
+    from ggm_lakehouse.model.mappings import load_all
 
     mappings = {m.target: m for m in load_all()}
     for table, schema in SCHEMAS.items():

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import tracemalloc
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -406,7 +407,7 @@ def test_twenty_megabyte_declaratie_streams_in_bounded_memory(iwmo, tmp_path):
 
 
 def test_extract_lands_messages_and_quarantines_bad_files(tmp_path):
-    from connectors.landing import find_complete_batches
+    from ggm_lakehouse.landing import find_complete_batches
 
     zone, landing = tmp_path / "zone", tmp_path / "landing"
     zone.mkdir()
@@ -439,3 +440,132 @@ def test_extract_lands_messages_and_quarantines_bad_files(tmp_path):
     (zone / "WMO305_later.xml").write_bytes(_sample("iwmo", "WMO305.xml") + b"\n")
     connector.extract(ExtractWindow.for_day(date(2026, 3, 3), "test-iwmo-2"), landing)
     assert connector.last_report["units_rejected_per_rule"] == {"duplicate_bericht": 1}
+
+
+# ---------------------------------------------------------------------------- mandatory dates (issue 15)
+
+
+def _without(data: bytes, element: str, occurrence: int = 1) -> bytes:
+    """``data`` without the ``occurrence``-th element ``prefix:element`` (its line stays, empty)."""
+    matches = list(re.finditer(rb"<(\w+):%s>[^<]*</\1:%s>" % (element.encode(), element.encode()), data))
+    assert len(matches) >= occurrence, element
+    found = matches[occurrence - 1]
+    return data[:found.start()] + data[found.end():]
+
+
+@pytest.mark.parametrize("standard, name, element, occurrence, record", [
+    ("iwmo", "WMO305.xml", "Begindatum", 1, "StartProduct 1"),
+    ("iwmo", "WMO305.xml", "Begindatum", 2, "StartProduct 2"),
+    ("ijw", "JW305.xml", "Begindatum", 1, "StartProduct 1"),
+    ("iwmo", "WMO307.xml", "Einddatum", 1, "StopProduct 1"),
+    ("iwmo", "WMO301.xml", "Ingangsdatum", 1, "ToegewezenProduct 1"),
+    ("iwmo", "WMO315.xml", "ToewijzingIngangsdatum", 1, "AangevraagdProduct 1"),
+    ("iwmo", "WMO323.xml", "DeclaratieDagtekening", 1, "Declaratie 1"),
+], ids=["wmo305", "wmo305-second-product", "jw305", "wmo307-einddatum", "wmo301-ingangsdatum",
+        "wmo315-toewijzingingangsdatum", "wmo323-dagtekening"])
+def test_message_without_a_mandatory_date_is_refused_without_xsds(standard, name, element, occurrence, record, tmp_path):
+    connector = (IwmoConnector if standard == "iwmo" else IjwConnector)({})  # the embedded default: no xsd_dir
+    items = _parse(connector, _write(tmp_path, name, _without(_sample(standard, name), element, occurrence)))
+    assert len(items) == 1 and isinstance(items[0], Rejection), items  # nothing of the message is yielded
+    rejection = items[0]
+    assert rejection.file == name and rejection.rule == "required_date_missing"
+    assert rejection.position.startswith("bericht 1 (BerichtIdentificatie ") and rejection.position.endswith(f"({record})")
+    assert f"{record}" in rejection.message and f"lacks {element}, which {name[:-4]} requires" in rejection.message
+
+
+def test_a_mandatory_date_that_is_no_date_is_refused_without_xsds(tmp_path):
+    bad = _sample("iwmo", "WMO305.xml").replace(b">2025-04-03</wmo305:Begindatum>", b">2025-02-30</wmo305:Begindatum>")
+    [rejection] = _parse(IwmoConnector({}), _write(tmp_path, "WMO305.xml", bad))
+    assert rejection.rule == "invalid_date" and rejection.position.endswith("line 33 (StartProduct 1)")
+    assert "Begindatum '2025-02-30' is not a date" in rejection.message
+    # The declaratie's periods are checked too (inside ProductPeriode, with the basisschema prefix).
+    declaratie = _without(_sample("iwmo", "WMO323.xml"), "Einddatum", 2)
+    [rejection] = _parse(IwmoConnector({}), _write(tmp_path, "WMO323.xml", declaratie))
+    assert rejection.rule == "required_date_missing" and "lacks ProductPeriode/Einddatum" in rejection.message
+
+
+def _extract_day(zone: Path, landing: Path, day: date) -> dict:
+    connector = IwmoConnector({"dropzone_dir": str(zone)})  # no xsd_dir, as on the embedded default
+    batches = {b.dataset: b for b in connector.extract(ExtractWindow.for_day(day, f"iwmo-{day}"), landing)}
+    return {"report": connector.last_report, "batches": batches}
+
+
+def test_refused_message_never_makes_its_corrected_version_a_duplicate(tmp_path):
+    from ggm_lakehouse.landing import iter_batch_records
+
+    valid = _sample("iwmo", "WMO305.xml")
+    invalid = _without(valid, "Begindatum")
+    # Same run: the invalid message is processed first (files are taken in name order).
+    zone, landing = tmp_path / "zone", tmp_path / "landing"
+    zone.mkdir()
+    (zone / "WMO305_1_zonder_begindatum.xml").write_bytes(invalid)
+    (zone / "WMO305_2_hersteld.xml").write_bytes(valid)
+    run = _extract_day(zone, landing, DAY)
+    [refused] = run["report"]["files_rejected"]
+    assert (refused["file"], refused["rule"]) == ("WMO305_1_zonder_begindatum.xml", "required_date_missing")
+    assert refused["position"] == "bericht 1 (BerichtIdentificatie 123456789013) line 33 (StartProduct 1)"
+    assert run["report"]["units_rejected_per_rule"] == {"required_date_missing": 1}
+    quarantine = zone / "quarantine" / DAY.isoformat()
+    assert (quarantine / "WMO305_1_zonder_begindatum.xml").is_file()
+    reason = json.loads((quarantine / "WMO305_1_zonder_begindatum.xml.rejections.json").read_text(encoding="utf-8"))
+    assert [(r["rule"], r["position"]) for r in reason["rejections"]] == [
+        ("required_date_missing", "bericht 1 (BerichtIdentificatie 123456789013) line 33 (StartProduct 1)")]
+    assert (zone / "archive" / DAY.isoformat() / "WMO305_2_hersteld.xml").is_file()
+    leveringen = list(iter_batch_records(run["batches"]["leveringen"]))
+    assert sorted(r["begindatum"] for r in leveringen) == ["2025-04-03", "2025-04-04"]
+
+    # Next day: only the invalid message on day 1, the corrected one on day 2.
+    zone, landing = tmp_path / "zone2", tmp_path / "landing2"
+    zone.mkdir()
+    (zone / "WMO305_fout.xml").write_bytes(invalid)
+    first = _extract_day(zone, landing, DAY)
+    assert [(f["file"], f["rule"]) for f in first["report"]["files_rejected"]] == [
+        ("WMO305_fout.xml", "required_date_missing")]
+    assert "leveringen" not in first["batches"]  # nothing landed: no accepted file that day
+    (zone / "WMO305_hersteld.xml").write_bytes(valid)
+    second = _extract_day(zone, landing, DAY + timedelta(days=1))
+    assert second["report"]["files_rejected"] == [] and second["report"]["units_rejected_per_rule"] == {}
+    assert len(list(iter_batch_records(second["batches"]["leveringen"]))) == 2
+
+
+# ---------------------------------------------------------------------------- entity attacks in the drop zone
+
+
+def _with_entity(standard: str, name: str, doctype: bytes, reference: bytes, padding: int = 0) -> bytes:
+    """A sample message with ``doctype`` before its root and ``reference`` in the client's Achternaam."""
+    body = _sample(standard, name).split(b"?>", 1)[1]
+    body = re.sub(rb"(<\w+:Achternaam>)", lambda m: m.group(1) + reference, body, count=1)
+    comment = b"<!--" + b"x" * padding + b"-->\n" if padding else b""
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + comment + doctype + body
+
+
+@pytest.mark.parametrize("standard, name", [("iwmo", "WMO301.xml"), ("ijw", "JW301.xml")])
+def test_entity_attacks_in_the_drop_zone_are_quarantined_and_never_read(standard, name, tmp_path):
+    secret = tmp_path / "geheim.txt"
+    secret.write_text("GEHEIM-51d0-inhoud-van-een-lokaal-bestand\n", encoding="utf-8")
+    xxe = f'<!DOCTYPE Bericht [<!ENTITY xxe SYSTEM "{secret.as_uri()}">]>\n'.encode()
+    laughs = BILLION_LAUGHS.split(b"\n", 1)[1]
+    zone, landing = tmp_path / "zone", tmp_path / "landing"
+    zone.mkdir()
+    attacks = {
+        "aanval_lol.xml": (_with_entity(standard, name, laughs, b"&lol9;"), "entity_expansion"),
+        "aanval_xxe.xml": (_with_entity(standard, name, xxe, b"&xxe;"), "dtd_forbidden"),
+        # Beyond the prolog sniff: the parser-level check catches it.
+        "aanval_xxe_laat.xml": (_with_entity(standard, name, xxe, b"&xxe;", padding=100_000), "dtd_forbidden"),
+        "aanval_envelop.xml": (_envelope(_with_entity(standard, name, xxe, b"&xxe;"), name[:-4]), "dtd_forbidden"),
+    }
+    for file_name, (data, _rule) in attacks.items():
+        (zone / file_name).write_bytes(data)
+    (zone / name).write_bytes(_sample(standard, name))
+    connector = (IwmoConnector if standard == "iwmo" else IjwConnector)({"dropzone_dir": str(zone)})
+    batches = {b.dataset: b for b in connector.extract(ExtractWindow.for_day(DAY, "attack"), landing)}
+    report = connector.last_report
+    assert {f["file"]: f["rule"] for f in report["files_rejected"]} == {f: rule for f, (_d, rule) in attacks.items()}
+    for refused in report["files_rejected"]:
+        assert "DTDs are not allowed" in refused["message"], refused
+        assert str(secret) not in refused["message"] and secret.as_uri() not in refused["message"]
+        assert (zone / "quarantine" / DAY.isoformat() / refused["file"]).is_file()
+    assert (zone / "archive" / DAY.isoformat() / name).is_file() and batches["berichten"].record_count == 1
+    for path in [*landing.rglob("*"), *zone.rglob("*")]:
+        if path.is_file():
+            assert b"GEHEIM-51d0" not in path.read_bytes(), path

@@ -13,7 +13,7 @@ import pytest
 
 from connectors.base import ExtractWindow
 from connectors.iwmo import IjwConnector, IwmoConnector
-from connectors.landing import BatchWriter
+from ggm_lakehouse.landing import BatchWriter
 from tests.specs import SHARED, available, missing_reason
 
 SPECS = SHARED / "specs" / "iwmo-ijw"

@@ -12,11 +12,11 @@ from datetime import date
 import pytest
 
 from connectors import CONNECTORS, ExtractWindow
-from connectors.landing import BatchWriter
 from demo_gemeente.dropzone import write_dropzone
 from demo_gemeente.generator import DemoWorld
 from ggm_lakehouse.config import dropzone_root, landing_root, table_path
 from ggm_lakehouse.lake import LakeTable
+from ggm_lakehouse.landing import BatchWriter
 from jobs import bronze, gold, silver
 from ggm_lakehouse.pseudonym import load_key, pseudonymise
 from jobs.silver import surrogate_key_value
@@ -37,6 +37,9 @@ def _extract(world, day: date, run_id: str) -> None:
             {"base_url": servers.bag.url, "api_key": servers.bag.api_key, "woonplaats_ids": sorted(muni.woonplaatsen)}
         ).extract(window, landing_root())
         CONNECTORS["gebieden"]({}).extract(window, landing_root())
+        # CBS kerncijfers: the denominators every area mart (inwoners_per_buurt too) waits for.
+        CONNECTORS["cbs"]({"base_url": servers.cbs.url, "table_id": servers.cbs.kerncijfers.table_ids(day)[-1],
+                           "gemeentecode": muni.gemeentecode, "api_flavour": "v3-feed"}).extract(window, landing_root())
 
 
 def _land_bad_person(day: date, run_id: str) -> None:
@@ -115,7 +118,7 @@ def test_bad_record_is_quarantined_with_file_record_and_rule(spark, day1):
     # The correction batch is its own bronze table; conform it with the person mapping pointed at it.
     from dataclasses import replace
 
-    from jobs.mappings import load_all
+    from ggm_lakehouse.model.mappings import load_all
 
     mapping = next(m for m in load_all() if m.target == "NATUURLIJKPERSOON")
     ctx = silver.ConformContext(spark, DAY1, "run-day1-fix", day1_loaded_at())
@@ -141,7 +144,7 @@ def test_rerun_of_the_same_day_changes_nothing(spark, day1):
     gold_version = _delta_version(spark, "gold", "inwoners_per_buurt")
     again = silver.run(spark, DAY1, "run-day1-again")
     conformed = {t: r for t, r in again["tables"].items() if "skipped" not in r}
-    assert set(conformed) >= set(versions)  # only sources without a batch that day (KvK, CBS) are skipped
+    assert set(conformed) >= set(versions)  # only sources without a batch that day (KvK) are skipped
     assert all(not r["written"] and r["new_versions"] == 0 and r["closed"] == 0 for r in conformed.values())
     assert gold.run(spark, DAY1)["tables"]["inwoners_per_buurt"]["written"] is False
     assert versions == {t: _delta_version(spark, "silver", t) for t in versions}

@@ -30,10 +30,10 @@ from openapi_core.deserializing.media_types.util import json_loads
 from connectors.base import ExtractWindow
 from connectors.errors import SourceConfigError
 from connectors.kvk import KvkConnector
-from connectors.landing import iter_batch_records, read_manifest
 from demo_gemeente.generator import DemoWorld
 from demo_gemeente.kvk import KvkRegister
 from ggm_lakehouse.bsn import is_valid_bsn
+from ggm_lakehouse.landing import iter_batch_records, read_manifest
 from standins.kvk import ERROR_TRIGGER_KVK_NUMMERS, KvkStandin, signalen_for, start_kvk_standin
 from tests.specs import SHARED, available, missing_reason
 

@@ -8,9 +8,9 @@ from datetime import date
 import pytest
 
 from connectors import ExtractWindow
-from connectors.landing import BatchWriter
 from ggm_lakehouse.config import landing_root, table_path
 from ggm_lakehouse.lake import LakeTable
+from ggm_lakehouse.landing import BatchWriter
 from jobs import bronze, silver
 
 DAY = date(2026, 4, 1)

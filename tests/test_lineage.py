@@ -3,7 +3,7 @@
 * The static graph: a BRP batch landed over real HTTP from the stand-in gives the source
   endpoint; mappings, the gold mart definitions and ``config/shares.yaml`` give the rest.
 * OpenLineage: one Airflow DAG run (``dag.test()`` in its own process and Airflow home, the
-  provider configured by :func:`ggm_lakehouse.lineage.airflow_openlineage_env`) with a Python
+  provider configured by :func:`ggm_lakehouse.openlineage.airflow_openlineage_env`) with a Python
   task and a ``SparkSubmitOperator`` task that writes Delta tables with the listener attached
   (:func:`spark_openlineage_conf`, file transport). Nothing is mocked: the events are the
   ones the provider and the ``openlineage-spark`` JAR wrote.
@@ -25,7 +25,7 @@ import pytest
 from connectors import CONNECTORS, ExtractWindow
 from demo_gemeente.dropzone import write_dropzone
 from demo_gemeente.generator import DemoWorld
-from ggm_lakehouse import lineage
+from ggm_lakehouse import lineage, openlineage
 from ggm_lakehouse.cli import main as ggm
 from ggm_lakehouse.config import dropzone_root, landing_root
 from standins.server import StandinServers
@@ -159,7 +159,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import DAG, Asset, task
 
 from ggm_lakehouse.config import table_path
-from ggm_lakehouse.lineage import spark_openlineage_conf
+from ggm_lakehouse.openlineage import spark_openlineage_conf
 from ggm_lakehouse.spark import session_jars
 from ggm_lakehouse.spark_target import delta_spark_conf
 
@@ -230,7 +230,7 @@ def observed(tmp_path_factory):
     }
     env.pop("GGM_OPENLINEAGE_DIR", None)
     # The Airflow settings derive from the GGM ones, as ggm_lakehouse.airflow_env derives them.
-    env.update(lineage.airflow_openlineage_env(env))
+    env.update(openlineage.airflow_openlineage_env(env))
     completed = subprocess.run([sys.executable, str(runner), str(dags), str(result_file)], env=env,
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-4000:]

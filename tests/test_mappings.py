@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.mappings import MappingError, load_all, load_mapping
+from ggm_lakehouse.model.mappings import MappingError, load_all, load_mapping
 
 REQUIRED_TARGETS = {
     "NATUURLIJKPERSOON",

@@ -22,6 +22,7 @@ from demo_gemeente.generator import DemoWorld
 from ggm_lakehouse.bsn import is_valid_bsn
 from ggm_lakehouse.cli import main as ggm
 from ggm_lakehouse.config import dropzone_root, landing_root
+from ggm_lakehouse.model.mappings import person_bronze_tables
 from ggm_lakehouse.processing_log import (
     PSEUDONYM_TYPE,
     ProcessingLogError,
@@ -41,9 +42,10 @@ DAY = date(2026, 3, 10)
 RUN_ID = "scheduled__2026-03-10T00:00:00+00:00"
 REGISTER_URI = "urn:nl:gemeente:9999:verwerkingsactiviteiten"
 # Silver per source in reference order: BRP addresses refer to BAG, BAG addresses to the buurten.
-SOURCES = ("gebieden", "bag", "brp")
-STAGE_RUNS = ("bronze", "silver_brp", "silver_bag", "silver_gebieden", "gold")
-OPERATIONS = ("extract_brp", "extract_bag", "extract_gebieden", *STAGE_RUNS, "publish_share")
+# CBS brings the kerncijfers every area mart (inwoners_per_buurt too) carries as denominators.
+SOURCES = ("gebieden", "bag", "brp", "cbs")
+STAGE_RUNS = ("bronze", "silver_brp", "silver_bag", "silver_gebieden", "silver_cbs", "gold")
+OPERATIONS = ("extract_brp", "extract_bag", "extract_gebieden", "extract_cbs", *STAGE_RUNS, "publish_share")
 ACTIVITY = {"gold": "beleidsinformatie-sociaal-domein", "publish_share": "gegevensdeling-met-partners"}
 
 
@@ -54,7 +56,7 @@ def world():
 
 @pytest.fixture(scope="module")
 def stage_rows(spark, data_root, world):
-    """Extract BRP, BAG and gebieden for one day, run bronze, silver (per source) and gold through the entry point.
+    """Extract BRP, BAG, gebieden and CBS for one day, run bronze, silver (per source) and gold through the entry point.
 
     The extracts are logged as ``ggm_lakehouse.pipeline.extract`` logs them; ``publish_share`` logs itself.
     """
@@ -67,10 +69,12 @@ def stage_rows(spark, data_root, world):
             "bag": {"base_url": servers.bag.url, "api_key": servers.bag.api_key,
                     "woonplaats_ids": sorted(muni.woonplaatsen)},
             "gebieden": {},
+            "cbs": {"base_url": servers.cbs.url, "table_id": servers.cbs.kerncijfers.table_ids(DAY)[-1],
+                    "gemeentecode": muni.gemeentecode, "api_flavour": "v3-feed"},
         }
         for source, config in configs.items():
             with processing_operation(f"extract_{source}", logical_date=DAY, run_id=RUN_ID) as op:
-                record_landed_batches(op, CONNECTORS[source](config).extract(window, landing_root()))
+                record_landed_batches(op, CONNECTORS[source](config).extract(window, landing_root()), person_bronze_tables())
     # Silver per source, as the per-source DAGs run it: only the sources gold needs are extracted here.
     reports = {"bronze": run_stage(spark, "bronze", DAY, RUN_ID)}
     for source in SOURCES:
@@ -134,7 +138,7 @@ def test_reads_and_writes_come_from_the_stage_reports(stage_rows):
 
     gold = rows["gold"]
     assert set(gold["gelezen"]) == {"silver.ingeschrevenpersoon", "silver.natuurlijkpersoon",
-                                    "silver.nummeraanduiding", "silver.buurt", "silver.wijk"}
+                                    "silver.nummeraanduiding", "silver.buurt", "silver.wijk", "silver.cbs_kerncijfers"}
     assert dict(zip(gold["geschreven"], gold["rijen_geschreven"])) == {
         "gold.inwoners_per_buurt": reports["gold"]["tables"]["inwoners_per_buurt"]["rows"]}
     assert gold["betrokkenen"] == []  # aggregated counts: no person is processed as an individual

@@ -6,8 +6,8 @@ import json
 from datetime import date, timedelta
 
 from connectors import ExtractWindow
-from connectors.landing import BatchWriter
 from ggm_lakehouse.config import landing_root, table_path
+from ggm_lakehouse.landing import BatchWriter
 from ggm_lakehouse.pipeline import run_summary
 from ggm_lakehouse.reports import write_report
 from jobs import bronze

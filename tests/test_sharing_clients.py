@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+from ggm_lakehouse.model.shares_config import load_shares_config
 from sharing_server.app import create_app
 from sharing_server.embedded import EmbeddedServer
 from sharing_server.projections import materialise_recipient_tables, projection_location
 from sharing_server.recipients import issue_profile
-from sharing_server.shares_config import load_shares_config
 
 URL_KEY = b"clients-test-url-key-0123456789abcdef"
 TABLE = "gemeente_gold.demografie.inwoners_per_buurt"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sharing_server.shares_config import SharesConfigError, load_shares_config, parse_shares_config
+from ggm_lakehouse.model.shares_config import SharesConfigError, load_shares_config, parse_shares_config
 from sharing_server.signing import FileClaims, InvalidSignedUrl, UrlSigner, load_url_key
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

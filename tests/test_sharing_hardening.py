@@ -25,11 +25,11 @@ import pytest
 import requests
 from deltalake import write_deltalake
 
+from ggm_lakehouse.model.shares_config import parse_lifetime
 from sharing_server.app import SIGNATURE_PARAM, create_app
 from sharing_server.audit import read_audit
 from sharing_server.embedded import EmbeddedServer
 from sharing_server.recipients import AUDIT_FILE_NAME, AUDIT_MAX_BYTES, TokenStore, add_recipient, issue_profile, list_recipients
-from sharing_server.shares_config import parse_lifetime
 
 URL_KEY = b"hardening-test-url-key-0123456789abcdef"
 TABLE = "/shares/share_a/schemas/wmo/tables/clienten"

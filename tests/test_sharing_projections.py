@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+from ggm_lakehouse.model.shares_config import load_shares_config
 from sharing_server.app import create_app
 from sharing_server.embedded import EmbeddedServer
 from sharing_server.projections import (
@@ -28,7 +29,6 @@ from sharing_server.projections import (
     projection_location,
 )
 from sharing_server.recipients import issue_profile
-from sharing_server.shares_config import load_shares_config
 
 URL_KEY = b"projection-test-url-key-0123456789abcdef"
 SHARING_SECRET = "projection-test-sharing-secret-0123456789"
@@ -210,7 +210,7 @@ def test_undeclared_person_identifier_column_fails_the_publication(lake, tmp_pat
 
 
 def test_recipient_narrowing_cannot_widen_the_shared_columns(tmp_path):
-    from sharing_server.shares_config import SharesConfigError
+    from ggm_lakehouse.model.shares_config import SharesConfigError
 
     path = tmp_path / "shares.yaml"
     path.write_text(SHARES_YAML.replace("columns: [bsn_pseudoniem, wijkcode, zorgvorm]\n", "columns: [bsn_pseudoniem, interne_notitie]\n"))

@@ -279,8 +279,8 @@ def test_guessing_tokens_is_limited_per_client(env):
 
 
 def test_token_bucket_refills_at_the_configured_rate():
+    from ggm_lakehouse.model.shares_config import RateLimit
     from sharing_server.ratelimit import TokenBuckets
-    from sharing_server.shares_config import RateLimit
 
     now = [0.0]
     buckets = TokenBuckets(clock=lambda: now[0])

@@ -29,8 +29,8 @@ import requests
 import pyspark
 
 from connectors.base import ExtractWindow
-from connectors.landing import BatchWriter
 from ggm_lakehouse.config import landing_root, table_path
+from ggm_lakehouse.landing import BatchWriter
 from ggm_lakehouse.spark import cached_delta_jars
 
 PYSPARK_BIN = Path(pyspark.__file__).resolve().parent / "bin"

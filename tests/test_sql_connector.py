@@ -25,8 +25,8 @@ import sqlalchemy as sa
 
 from connectors.base import ExtractWindow
 from connectors.errors import SourceAuthError, SourceConfigError, SourceError, SourceUnavailableError
-from connectors.landing import iter_batch_records
 from connectors.sql import SqlAuthError, SqlConnector, Suite4Connector, json_value, url_from_connection
+from ggm_lakehouse.landing import iter_batch_records
 from pg_server import PostgresNotAvailable, start_postgres
 
 DAY1 = date(2026, 3, 10)  # CET (UTC+1): the logical day is [DAY1 01:00, DAY1+1 01:00) in local time
@@ -307,6 +307,101 @@ def test_session_is_read_only_even_for_an_account_that_may_write(filled, tmp_pat
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM sociaal.client")).scalar() == 5
     engine.dispose()
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT sociaal.wis_proef(2) AS id",
+    # Turning the transaction read-write from inside the query comes too late.
+    "SELECT set_config('transaction_read_only', 'off', true) AS uit, sociaal.wis_proef(3) AS id",
+], ids=["writing-function", "set-config-first"])
+def test_connect_args_cannot_make_the_session_writable(filled, tmp_path, query):
+    # connect_args may carry the account's own libpq options; they replace the session default
+    # (default_transaction_read_only), so the transaction itself must be made read-only.
+    execute(filled,
+            "CREATE TABLE IF NOT EXISTS sociaal.schrijfproef (id integer PRIMARY KEY)",
+            "INSERT INTO sociaal.schrijfproef VALUES (1), (2), (3) ON CONFLICT DO NOTHING",
+            """CREATE OR REPLACE FUNCTION sociaal.wis_proef(nummer integer) RETURNS integer LANGUAGE sql AS
+                   $$ DELETE FROM sociaal.schrijfproef WHERE id = nummer RETURNING id $$""",
+            "GRANT ALL ON sociaal.schrijfproef TO ggm_writer")
+    sql = SqlConnector({"url": filled.url("ggm_writer", WRITER_PASSWORD, "suite4"),
+                        "connect_args": {"options": "-c search_path=sociaal,public"},
+                        "tables": {"sneaky": {"query": query, "key": ["id"]}}})
+    with pytest.raises(SourceError, match="read-only transaction|read-write mode must be set before any query"):
+        sql.extract(ExtractWindow.for_day(DAY1, "ro-args"), tmp_path)
+    engine = sa.create_engine(filled.url(database="suite4"))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM sociaal.schrijfproef")).scalar() == 3
+    engine.dispose()
+
+
+def _sqlite_source(path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE client (id integer PRIMARY KEY, naam text NOT NULL)")
+        db.executemany("INSERT INTO client VALUES (?, ?)", [(1, "Jansen"), (2, "de Vries"), (3, "Bakker")])
+    db.close()
+
+
+@pytest.mark.parametrize("url", [
+    "sqlite:///{path}",
+    "sqlite:///file:{path}?mode=rwc&uri=true",  # a URI that asks for read-write (and create)
+    "sqlite:///file:{path}?uri=true",
+], ids=["path", "uri-mode-rwc", "uri-without-mode"])
+def test_sqlite_sessions_refuse_writes_whatever_the_url_asks(tmp_path, url):
+    import sqlite3
+
+    path = tmp_path / "bron.sqlite"
+    _sqlite_source(path)
+    sql = SqlConnector({"url": url.format(path=path), "tables": {"clienten": {"table": "client"}}})
+    # The session extract uses: a statement that writes is refused by SQLite itself.
+    with sql._session() as connection:
+        for statement in ("DELETE FROM client", "UPDATE client SET naam = 'x'", "CREATE TABLE lek (a)"):
+            with pytest.raises(sa.exc.OperationalError, match="readonly database"):
+                connection.execute(sa.text(statement))
+    batch = sql.extract(ExtractWindow.for_day(DAY1, "sqlite-ro"), tmp_path / "landing")[0]
+    assert batch.record_count == 3
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM client").fetchone() == (3,)
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'lek'").fetchall() == []
+    db.close()
+
+
+def test_crafted_query_cannot_write_to_a_sqlite_source(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "bron.sqlite"
+    _sqlite_source(path)
+    # Starts with WITH and has no ';', so it passes the early check; the database still refuses to write.
+    sql = SqlConnector({"url": f"sqlite:///file:{path}?mode=rw&uri=true",
+                        "tables": {"sneaky": {"query": "WITH x AS (SELECT 1) DELETE FROM client", "key": ["id"]}}})
+    with pytest.raises(SourceError):
+        sql.extract(ExtractWindow.for_day(DAY1, "sqlite-crafted"), tmp_path / "landing")
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM client").fetchone() == (3,)
+    db.close()
+
+
+@pytest.mark.parametrize("url, dialect", [
+    ("mssql+pyodbc://ggm_lezer@sql01:1433/Suite4?ApplicationIntent=ReadOnly", "mssql"),
+    ("mssql+pymssql://ggm_lezer@sql01:1433/Suite4", "mssql"),
+    ("mysql+pymysql://ggm_lezer@db01/suite4", "mysql"),
+], ids=["mssql-odbc", "mssql-pymssql", "mysql"])
+def test_dialects_without_a_read_only_guarantee_are_refused_at_configuration(url, dialect, monkeypatch):
+    with pytest.raises(SourceConfigError) as refused:
+        SqlConnector({"url": url, "password": "geheim-wachtwoord", "tables": AANVRAGEN})
+    message = str(refused.value)
+    assert f"database dialect {dialect!r} is refused" in message
+    assert "read-only on the database side (postgresql, oracle, sqlite)" in message
+    assert "What to do: read the data from a PostgreSQL or Oracle copy" in message and "drop zone" in message
+    assert ("ApplicationIntent=ReadOnly only routes to a secondary" in message) == (dialect == "mssql")
+    assert "geheim-wachtwoord" not in message
+    # Through an Airflow connection too: the URL is built, then refused with the same message.
+    monkeypatch.setenv("AIRFLOW_CONN_GGM_SQL_MSSQL", json.dumps({
+        "conn_type": "mssql", "host": "sql01", "port": 1433, "schema": "Suite4", "login": "ggm_lezer",
+        "password": "geheim-wachtwoord", "extra": {"tables": AANVRAGEN, "ApplicationIntent": "ReadOnly"}}))
+    with pytest.raises(SourceConfigError, match="database dialect 'mssql' is refused"):
+        SqlConnector.from_airflow_connection("ggm_sql_mssql")
 
 
 def test_unknown_table_is_a_configuration_error(filled, tmp_path):

@@ -526,11 +526,6 @@ def test_servers_port_base_and_urls():
         assert health["name"] == "bag" and health["status"] == "ok"
 
 
-def _generator_available() -> bool:
-    return Path(__file__).resolve().parent.parent.joinpath("demo_gemeente", "generator.py").exists()
-
-
-@pytest.mark.skipif(not _generator_available(), reason="demo_gemeente.generator is being written by another engineer")
 def test_with_generated_world(brp_spec, bag_spec):
     from demo_gemeente.generator import DemoWorld
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ggm_lakehouse.access import workspace_client
-from sharing_server.shares_config import SharesConfigError, load_shares_config, parse_shares_config
+from ggm_lakehouse.model.shares_config import SharesConfigError, load_shares_config, parse_shares_config
 from sharing_server.unity_catalog import (
     UnityCatalogSharingError,
     apply_unity_catalog,
@@ -342,7 +342,7 @@ def test_narrowed_recipient_reads_views_with_exactly_its_columns_and_rows(worksp
 def test_row_filter_literals_and_identifiers_are_quoted_never_interpolated():
     import datetime as dt
 
-    from sharing_server.shares_config import RowCondition
+    from ggm_lakehouse.model.shares_config import RowCondition
     from sharing_server.unity_catalog import render_condition, sql_literal
 
     assert render_condition(RowCondition("a`b", "equals", "x' OR '1'='1")) == "`a``b` = 'x\\' OR \\'1\\'=\\'1'"

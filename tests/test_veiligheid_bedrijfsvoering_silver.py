@@ -20,10 +20,10 @@ import pytest
 
 from connectors.base import ExtractWindow
 from connectors.exports import EXPORT_CONNECTORS
-from connectors.landing import iter_batch_records
 from demo_gemeente import exports as demo_exports
 from demo_gemeente.generator import DemoWorld
 from ggm_lakehouse.config import project_root
+from ggm_lakehouse.landing import iter_batch_records
 
 DAY = date(2026, 3, 9)
 SOURCES = ("vth", "hr")

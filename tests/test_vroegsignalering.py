@@ -17,11 +17,11 @@ import pytest
 
 from connectors.base import ExtractWindow
 from connectors.dropzone import FileRejected, ParsedUnit, Rejection
-from connectors.landing import iter_batch_records
 from connectors.vroegsignalering import SIGNAAL_SCHEMA, VroegsignaleringConnector
 from demo_gemeente.generator import DemoWorld, age_in_years
 from demo_gemeente.vroegsignalering import PARTNERS, write_vroegsignalering_deliveries
 from ggm_lakehouse.bsn import is_valid_bsn
+from ggm_lakehouse.landing import iter_batch_records
 
 MONDAY = date(2026, 3, 2)
 WEEK = [MONDAY + timedelta(days=i) for i in range(8)]  # Monday to the next Monday: two partner CSVs

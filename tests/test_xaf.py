@@ -14,10 +14,10 @@ from lxml import etree
 from connectors.base import ExtractWindow
 from connectors.dropzone import FileRejected, ParsedUnit, Rejection
 from connectors.errors import SourceConfigError
-from connectors.landing import iter_batch_records
 from connectors.xaf import TaakveldMapping, XafConnector, default_iv3_taakvelden, default_taakveld_mapping
 from demo_gemeente.financien import bookings_up_to, write_xaf_deliveries
 from demo_gemeente.generator import DemoWorld
+from ggm_lakehouse.landing import iter_batch_records
 from tests.specs import require
 
 XSD_RELATIVE = "specs/xaf/XmlAuditfileFinancieel3.2.xsd"  # in the reference material (tests/specs.py)
@@ -405,3 +405,52 @@ def test_extract_lands_good_files_and_quarantines_truncated_ones(tmp_path):
     assert (zone / "archive" / DAY.isoformat() / "auditfile_2026_20260310.xaf").exists()
     manifest = json.loads(connector.manifest_path(DAY).read_text(encoding="utf-8"))
     assert manifest
+
+
+def _attack(doctype: str, header_extra: str = "", root_attribute: str = "") -> bytes:
+    """The known good audit file with ``doctype`` before its root (and an entity used in the header)."""
+    document = auditfile({("INK", "P"): [INVOICE]}, header_extra=header_extra).decode("utf-8")
+    declaration, rest = document.split("\n", 1)
+    if root_attribute:
+        rest = rest.replace("<auditfile ", f"<auditfile {root_attribute} ", 1)
+    return f"{declaration}\n{doctype}\n{rest}".encode("utf-8")
+
+
+def test_extract_quarantines_entity_attacks_and_never_reads_the_local_file(tmp_path):
+    secret = tmp_path / "geheim.txt"
+    secret.write_text("GEHEIM-a9f3-inhoud-van-een-lokaal-bestand\n", encoding="utf-8")
+    laughs = BILLION_LAUGHS.decode().split("\n", 1)[1].rsplit("]>", 1)[0] + "]>"
+    attacks = {
+        # The expansion in the header (element text) and in an attribute of the root itself.
+        "aanval_lol_20260310.xaf": _attack(laughs, header_extra="<auditfileVersion>&lol9;</auditfileVersion>"),
+        "aanval_lolattr_20260310.xaf": _attack(laughs, root_attribute='data="&lol9;"'),
+        "aanval_xxe_20260310.xaf": _attack(f'<!DOCTYPE auditfile [<!ENTITY s SYSTEM "{secret.as_uri()}">]>',
+                                           header_extra="<auditfileVersion>&s;</auditfileVersion>"),
+        "aanval_xxeparam_20260310.xaf": _attack(f'<!DOCTYPE auditfile [<!ENTITY % p SYSTEM "{secret.as_uri()}"> %p;]>'),
+    }
+    zone, landing = tmp_path / "zone", tmp_path / "landing"
+    zone.mkdir()
+    for name, content in attacks.items():
+        (zone / name).write_bytes(content)
+    (zone / "auditfile_2026_20260310.xaf").write_bytes(GOOD)
+    tracemalloc.start()
+    try:
+        connector = XafConnector({"dropzone_dir": str(zone)})
+        batches = {b.dataset: b for b in connector.extract(ExtractWindow.for_day(DAY, "attack"), landing)}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    report = connector.last_report
+    assert {f["file"]: f["rule"] for f in report["files_rejected"]} == dict.fromkeys(attacks, "dtd_not_allowed")
+    for refused in report["files_rejected"]:
+        assert "DOCTYPE" in refused["message"] and "entit" in refused["message"], refused
+        assert str(secret) not in refused["message"] and "GEHEIM" not in refused["message"]
+        assert (zone / "quarantine" / DAY.isoformat() / refused["file"]).is_file()
+        reason = json.loads((zone / "quarantine" / DAY.isoformat() / f"{refused['file']}.reason.json").read_text())
+        assert (reason["file"], reason["rule"]) == (refused["file"], "dtd_not_allowed")
+    assert (zone / "archive" / DAY.isoformat() / "auditfile_2026_20260310.xaf").is_file()
+    assert len(list(iter_batch_records(batches["mutaties"]))) == 6
+    assert peak < 50_000_000  # nothing was expanded (a billion laughs would need gigabytes)
+    for path in [*landing.rglob("*"), *zone.rglob("*")]:
+        if path.is_file():
+            assert b"GEHEIM-a9f3" not in path.read_bytes(), path

@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
@@ -192,15 +193,7 @@ def _sources(path: Path, raw: object) -> tuple[str, tuple[str, ...]]:
 
 def load_mapping(path: Path) -> Mapping:
     """Parse and validate one mapping file."""
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise _fail(path, f"not valid YAML ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise _fail(path, "expected a mapping at the top level")
-    for required in ("target", "source", "fields", "business_key", "columns"):
-        if required not in doc:
-            raise _fail(path, f"'{required}' is required")
+    doc = _read_mapping_document(path)
     target = str(doc["target"])
     source, union_sources = _sources(path, doc["source"])
     if not _GGM_NAME.match(target):
@@ -213,55 +206,10 @@ def load_mapping(path: Path) -> Mapping:
         if key_field not in fields:
             raise _fail(path, f"business_key field {key_field!r} is not declared under 'fields'")
     columns = tuple(_column(path, name, spec) for name, spec in doc["columns"].items())
-    names = [c.name for c in columns]
-    # Spark resolves column names case-insensitively: a GGM column DATUMAANVANG computed from
-    # something else would silently shadow a field named datumaanvang before the quality rules run.
-    by_lower = {f.lower(): f for f in fields}
-    for column in columns:
-        field_name = by_lower.get(column.name.lower())
-        if field_name is not None and column.expr != field_name:
-            raise _fail(path, f"column {column.name} differs from field {field_name!r} only in case but is computed "
-                              f"from {column.expr!r}; rename the field (Spark names are case-insensitive)")
-    surrogate = str(doc.get("surrogate_key", f"{target}_ID"))
-    if surrogate in names:
-        raise _fail(path, f"{surrogate} is the generated surrogate key; do not map it")
-    if any(n.startswith("DWH_") for n in names):
-        raise _fail(path, "DWH_* history columns are generated; do not map them")
-    lookups = []
-    for name, spec in (doc.get("lookups") or {}).items():
-        # "match", not "on": YAML 1.1 reads a bare `on` key as the boolean true.
-        if not {"source", "fields", "match"} <= set(spec):
-            raise _fail(path, f"lookup {name!r} needs source, fields and match")
-        for main_field in spec["match"].values():
-            if main_field not in fields:
-                raise _fail(path, f"lookup {name!r} joins on unknown field {main_field!r}")
-        lookups.append(Lookup(name, spec["source"], dict(spec["fields"]), dict(spec["match"])))
-    rules = []
-    for raw in doc.get("quality") or []:
-        rule = raw.get("rule")
-        if rule not in RULES:
-            raise _fail(path, f"quality rule {rule!r} not one of {sorted(RULES)}")
-        target_name = raw.get("field") or raw.get("column")
-        if not target_name:
-            raise _fail(path, f"quality rule {rule!r} needs 'field' or 'column'")
-        if target_name not in fields and target_name not in names:
-            raise _fail(path, f"quality rule {rule!r} looks at unknown field/column {target_name!r}")
-        params = {k: v for k, v in raw.items() if k not in {"rule", "field", "column", "description"}}
-        if rule == "reference" and "table" not in params:
-            raise _fail(path, "reference rule needs 'table'")
-        if rule == "pattern":
-            try:
-                re.compile(params.get("pattern", ""))
-            except re.error as exc:
-                raise _fail(path, f"pattern rule on {target_name}: invalid regex ({exc})") from exc
-        rules.append(QualityRule(rule, target_name, params, raw.get("description", "")))
-    pseudonymised_fields = tuple(doc.get("pseudonymised_fields") or ())
-    for name in pseudonymised_fields:
-        if name not in fields:
-            raise _fail(path, f"pseudonymised field {name!r} is not declared under 'fields'")
-    for column in columns:
-        if column.pseudonymise and column.expr in fields and column.expr not in pseudonymised_fields:
-            raise _fail(path, f"column {column.name} pseudonymises field {column.expr!r}; list it under pseudonymised_fields")
+    surrogate = _check_generated_columns(path, doc, target, fields, columns)
+    lookups = _lookups(path, doc, fields)
+    rules = _quality_rules(path, doc, fields, [c.name for c in columns])
+    pseudonymised_fields = _pseudonymised_fields(path, doc, fields, columns)
     load = doc.get("load", "snapshot")
     if load not in {"snapshot", "incremental"}:
         raise _fail(path, f"load must be snapshot or incremental, got {load!r}")
@@ -298,6 +246,91 @@ def load_mapping(path: Path) -> Mapping:
     )
 
 
+def _read_mapping_document(path: Path) -> dict:
+    """The mapping file as a dict that has every required top-level key."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise _fail(path, f"not valid YAML ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise _fail(path, "expected a mapping at the top level")
+    for required in ("target", "source", "fields", "business_key", "columns"):
+        if required not in doc:
+            raise _fail(path, f"'{required}' is required")
+    return doc
+
+
+def _check_generated_columns(path: Path, doc: dict, target: str, fields: dict[str, str],
+                             columns: tuple[ColumnSpec, ...]) -> str:
+    """The surrogate key column's name, after checking no mapped column shadows a field or a generated column."""
+    # Spark resolves column names case-insensitively: a GGM column DATUMAANVANG computed from
+    # something else would silently shadow a field named datumaanvang before the quality rules run.
+    by_lower = {f.lower(): f for f in fields}
+    for column in columns:
+        field_name = by_lower.get(column.name.lower())
+        if field_name is not None and column.expr != field_name:
+            raise _fail(path, f"column {column.name} differs from field {field_name!r} only in case but is computed "
+                              f"from {column.expr!r}; rename the field (Spark names are case-insensitive)")
+    names = [c.name for c in columns]
+    surrogate = str(doc.get("surrogate_key", f"{target}_ID"))
+    if surrogate in names:
+        raise _fail(path, f"{surrogate} is the generated surrogate key; do not map it")
+    if any(n.startswith("DWH_") for n in names):
+        raise _fail(path, "DWH_* history columns are generated; do not map them")
+    return surrogate
+
+
+def _lookups(path: Path, doc: dict, fields: dict[str, str]) -> list[Lookup]:
+    """The mapping's ``lookups``: joins to another bronze table on declared fields."""
+    lookups = []
+    for name, spec in (doc.get("lookups") or {}).items():
+        # "match", not "on": YAML 1.1 reads a bare `on` key as the boolean true.
+        if not {"source", "fields", "match"} <= set(spec):
+            raise _fail(path, f"lookup {name!r} needs source, fields and match")
+        for main_field in spec["match"].values():
+            if main_field not in fields:
+                raise _fail(path, f"lookup {name!r} joins on unknown field {main_field!r}")
+        lookups.append(Lookup(name, spec["source"], dict(spec["fields"]), dict(spec["match"])))
+    return lookups
+
+
+def _quality_rules(path: Path, doc: dict, fields: dict[str, str], names: list[str]) -> list[QualityRule]:
+    """The mapping's ``quality`` rules, each on a declared field or mapped column."""
+    rules = []
+    for raw in doc.get("quality") or []:
+        rule = raw.get("rule")
+        if rule not in RULES:
+            raise _fail(path, f"quality rule {rule!r} not one of {sorted(RULES)}")
+        target_name = raw.get("field") or raw.get("column")
+        if not target_name:
+            raise _fail(path, f"quality rule {rule!r} needs 'field' or 'column'")
+        if target_name not in fields and target_name not in names:
+            raise _fail(path, f"quality rule {rule!r} looks at unknown field/column {target_name!r}")
+        params = {k: v for k, v in raw.items() if k not in {"rule", "field", "column", "description"}}
+        if rule == "reference" and "table" not in params:
+            raise _fail(path, "reference rule needs 'table'")
+        if rule == "pattern":
+            try:
+                re.compile(params.get("pattern", ""))
+            except re.error as exc:
+                raise _fail(path, f"pattern rule on {target_name}: invalid regex ({exc})") from exc
+        rules.append(QualityRule(rule, target_name, params, raw.get("description", "")))
+    return rules
+
+
+def _pseudonymised_fields(path: Path, doc: dict, fields: dict[str, str],
+                          columns: tuple[ColumnSpec, ...]) -> tuple[str, ...]:
+    """``pseudonymised_fields``: declared fields, and every field a pseudonymising column reads."""
+    pseudonymised_fields = tuple(doc.get("pseudonymised_fields") or ())
+    for name in pseudonymised_fields:
+        if name not in fields:
+            raise _fail(path, f"pseudonymised field {name!r} is not declared under 'fields'")
+    for column in columns:
+        if column.pseudonymise and column.expr in fields and column.expr not in pseudonymised_fields:
+            raise _fail(path, f"column {column.name} pseudonymises field {column.expr!r}; list it under pseudonymised_fields")
+    return pseudonymised_fields
+
+
 def load_all(directory: Path | None = None) -> list[Mapping]:
     """All mappings, ordered so that referenced tables are conformed first."""
     directory = directory or mappings_dir()
@@ -320,3 +353,12 @@ def load_all(directory: Path | None = None) -> list[Mapping]:
     for name in sorted(mappings):
         visit(name)
     return ordered
+
+
+def person_bronze_tables(mappings: Iterable[Mapping] | None = None) -> set[str]:
+    """Bronze tables that hold persons: the sources of every mapping that pseudonymises a BSN.
+
+    The processing log counts the data subjects of an extract or a bronze run with it.
+    """
+    mappings = load_all() if mappings is None else mappings
+    return {table for m in mappings if m.pseudonymised_fields for table in m.source_tables}

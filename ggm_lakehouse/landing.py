@@ -1,5 +1,8 @@
 """Landing zone writer and reader: the contract between connectors and bronze.
 
+Core, not a connector: connectors write batches with :class:`BatchWriter`, ``jobs.bronze`` and
+the lineage read them, and neither side needs the other to do so.
+
 Layout (see docs/architecture.md, "Landing batches")::
 
     <landing>/<source>/<dataset>/logical_date=<YYYY-MM-DD>/run_id=<safe run id>/
@@ -32,20 +35,42 @@ import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
-
-from connectors.http import ALWAYS_SECRET_HEADERS, RawResponse
-
-if TYPE_CHECKING:  # pragma: no cover
-    from connectors.base import ExtractWindow
+from typing import Any, Iterator, Mapping, Protocol
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "_MANIFEST.json"
 MANIFEST_VERSION = 1
 _UNSAFE_RUN_ID_CHARS = re.compile(r"[^A-Za-z0-9._=-]")
-# Query/body keys that could carry a credential in some API; never persisted.
-_SECRET_KEY_NAMES = frozenset({"apikey", "api_key", "x-api-key", "token", "access_token", "client_secret", "password"})
+# Query/body/header keys that could carry a credential in some API; never persisted. The header names
+# are the ones connectors.http never logs either (ALWAYS_SECRET_HEADERS).
+_SECRET_KEY_NAMES = frozenset({
+    "apikey", "api_key", "x-api-key", "token", "access_token", "client_secret", "password",
+    "authorization", "proxy-authorization", "cookie", "set-cookie",
+})
+
+
+class ExtractWindowLike(Protocol):
+    """What a batch needs to know of the extract window (``connectors.base.ExtractWindow`` is one)."""
+
+    @property
+    def logical_date(self) -> date: ...
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+    @property
+    def run_id(self) -> str: ...
+
+
+class ResponseLike(Protocol):
+    """A raw response a batch stores as a part (``connectors.http.RawResponse`` is one)."""
+
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def status(self) -> int: ...
+    def request_record(self) -> dict[str, Any]: ...
 
 
 def safe_run_id(run_id: str) -> str:
@@ -114,7 +139,7 @@ def _redact(value: Any) -> Any:
         return {
             k: _redact(v)
             for k, v in value.items()
-            if str(k).lower() not in _SECRET_KEY_NAMES and str(k).lower() not in ALWAYS_SECRET_HEADERS
+            if str(k).lower() not in _SECRET_KEY_NAMES
         }
     if isinstance(value, list):
         return [_redact(v) for v in value]
@@ -181,7 +206,7 @@ class BatchWriter:
         landing_root: Path,
         source: str,
         dataset: str,
-        window: "ExtractWindow",
+        window: ExtractWindowLike,
         *,
         endpoint: str,
         record_path: str,
@@ -275,7 +300,7 @@ class BatchWriter:
         self.parts.append(entry)
         return entry
 
-    def add_response(self, response: RawResponse) -> dict[str, Any]:
+    def add_response(self, response: ResponseLike) -> dict[str, Any]:
         """Write the raw body of an HTTP response as the next part."""
         return self.add_part(response.content, request=response.request_record(), status=response.status)
 

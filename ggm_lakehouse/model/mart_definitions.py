@@ -1,0 +1,261 @@
+"""Gold mart definitions: one reviewed YAML file per mart in ``gold_marts/``.
+
+A definition says, in terms a policy analyst can review (docs/gold-marts.md has the details):
+
+* ``mart``, ``domein``, ``titel``, ``beschrijving``, ``eigenaar``: name, gold DAG and dashboard page,
+  and the text readers see;
+* ``bronnen``: the silver tables (and helper views such as ``INWONERS``) it reads;
+* ``eenheden``: one Spark SQL query returning one row per counted unit;
+* ``gebied`` (buurt | wijk | none) and, for area marts, ``gebiedskolommen``: area codes and names
+  published as columns of their own next to ``gebiedscode``/``gebiedsnaam``;
+* ``dimensies``, ``maten``, ``personen`` (the count that decides suppression) and ``per_1000_inwoners``.
+
+This module is the one place that reads and validates definition files; ``jobs.gold`` executes
+them. The engine, the gold DAGs, the catalog, the lineage and the dashboard all load them through
+:func:`load_mart_definitions`. Like every model module it imports only core (``ggm_lakehouse.config``),
+so the dashboard reads the definitions without Spark, wherever the lake files are.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ggm_lakehouse.config import project_root
+
+DOMAINS = ("demografie", "sociaal_domein", "financien", "veiligheid", "subsidies", "bedrijfsvoering", "schuldhulp")
+AGGREGATES = {
+    "count": "count({van})",
+    "count_distinct": "count(DISTINCT {van})",
+    "sum": "sum({van})",
+    "avg": "round(avg({van}), 2)",
+    "median": "round(median({van}), 2)",
+    "min": "min({van})",
+    "max": "max({van})",
+}
+TOTAL = "Totaal"
+UNKNOWN = "onbekend"
+AREA_LEVELS = ("gemeente", "wijk", "buurt")
+# The engine's own views and the silver tables they read: a mart that uses one depends on these.
+HELPER_VIEWS = {
+    "INWONERS": ("INGESCHREVENPERSOON", "NATUURLIJKPERSOON", "NUMMERAANDUIDING", "BUURT", "WIJK"),
+    "PEILDATUM": (),
+}
+AREA_INPUTS = ("BUURT", "WIJK", "CBS_KERNCIJFERS")
+# Area columns a mart may publish besides gebiedscode/gebiedsnaam (``gebiedskolommen``), in the order
+# they appear, with the finest gebied that has them: partners that read a buurt's code and name as
+# separate columns keep reading them.
+AREA_NAME_COLUMNS = {"wijknaam": "wijk", "buurtcode": "buurt", "buurtnaam": "buurt"}
+STATUS_TABLE = "mart_status"
+RESERVED_COLUMNS = {"peildatum", "gebiedsniveau", "gebiedscode", "gebiedsnaam", "wijkcode", "buurtcode", "inwoners",
+                    "huishoudens", "onderdrukt", "onderdrukking", *AREA_NAME_COLUMNS}
+_DEFINITION_KEYS = {"mart", "domein", "titel", "beschrijving", "eigenaar", "bronnen", "eenheden", "gebied",
+                    "gebiedskolommen", "dimensies", "maten", "personen", "per_1000_inwoners"}
+_REQUIRED_KEYS = ("mart", "domein", "titel", "beschrijving", "bronnen", "eenheden", "maten")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class GoldError(RuntimeError):
+    """A mart cannot be defined or built; the message names the mart (or its file) and the cause."""
+
+
+def marts_dir() -> Path:
+    """Where the mart definitions live: ``GGM_GOLD_MARTS_DIR`` or ``<checkout>/gold_marts``."""
+    return Path(os.environ.get("GGM_GOLD_MARTS_DIR", project_root() / "gold_marts"))
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A cell dimension of a mart; ``totaal`` publishes a 'Totaal' row across its values."""
+
+    kolom: str
+    totaal: bool = True
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One published figure per cell: ``functie`` over unit column ``van``."""
+
+    kolom: str
+    functie: str
+    van: str | None = None
+
+    def sql(self) -> str:
+        """The measure as a Spark SQL aggregate over the units."""
+        return AGGREGATES[self.functie].format(van=f"`{self.van}`" if self.van else "1") + f" AS `{self.kolom}`"
+
+
+@dataclass(frozen=True)
+class MartDefinition:
+    """A gold mart as its reviewed definition file states it (``gold_marts/<mart>.yaml``)."""
+
+    mart: str
+    domein: str
+    titel: str
+    beschrijving: str
+    eigenaar: str
+    bronnen: tuple[str, ...]
+    eenheden: str
+    gebied: str | None
+    dimensies: tuple[Dimension, ...]
+    maten: tuple[Measure, ...]
+    personen: str | None
+    per_1000_inwoners: tuple[str, ...]
+    path: str
+    sha256: str
+    # Further person counts that are suppressed on their own (blanked in a published cell when small).
+    ook_personen: tuple[str, ...] = ()
+    # Area codes and names published as columns of their own (a subset of AREA_NAME_COLUMNS, in its order).
+    gebiedskolommen: tuple[str, ...] = ()
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Every silver table the mart reads: the declared ones, those behind helper views, and the area tables."""
+        tables = [t for t in self.bronnen if t not in HELPER_VIEWS]
+        for view, needs in HELPER_VIEWS.items():
+            if view in self.bronnen or re.search(rf"\b{view}\b", self.eenheden):
+                tables += needs
+        if self.gebied:
+            tables += AREA_INPUTS
+        return tuple(dict.fromkeys(tables))
+
+
+def _definition_error(path, message: str) -> GoldError:
+    return GoldError(f"gold mart definition {path}: {message}")
+
+
+def _read_raw(path: Path) -> tuple[str, dict]:
+    """The file's text and its top-level mapping, with the keys every definition needs."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise _definition_error(path, f"not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise _definition_error(path, "expected a mapping at the top level")
+    unknown = set(raw) - _DEFINITION_KEYS
+    if unknown:
+        raise _definition_error(path, f"unknown keys {sorted(unknown)}; allowed: {sorted(_DEFINITION_KEYS)}")
+    for key in _REQUIRED_KEYS:
+        if not raw.get(key):
+            raise _definition_error(path, f"'{key}' is required")
+    # mart and domein become table, DAG and file names: no path tricks, no free text.
+    mart = raw["mart"]
+    if not isinstance(mart, str) or not _NAME.match(mart) or mart == STATUS_TABLE:
+        raise _definition_error(path, f"mart name {mart!r} must be snake_case and not {STATUS_TABLE!r}")
+    if path.stem != mart:
+        raise _definition_error(path, f"file name must be {mart}.yaml")
+    if not isinstance(raw["domein"], str) or raw["domein"] not in DOMAINS:
+        raise _definition_error(path, f"domein {raw['domein']!r} is not one of {list(DOMAINS)}")
+    return text, raw
+
+
+def _area(path: Path, raw: dict) -> tuple[str | None, tuple[str, ...]]:
+    """``gebied`` (None for none) and the ``gebiedskolommen`` it allows, in their published order."""
+    gebied = raw.get("gebied")
+    gebied = None if gebied in (None, "none", "geen") else gebied
+    if gebied not in (None, "buurt", "wijk"):
+        raise _definition_error(path, f"gebied must be buurt, wijk or none, not {gebied!r}")
+    wanted = raw.get("gebiedskolommen") or []
+    if not isinstance(wanted, list) or set(wanted) - set(AREA_NAME_COLUMNS):
+        raise _definition_error(path, f"gebiedskolommen must be a list of {list(AREA_NAME_COLUMNS)}, not {wanted!r}")
+    finest = {None: -1, "wijk": 1, "buurt": 2}[gebied]
+    too_fine = [c for c in wanted if AREA_LEVELS.index(AREA_NAME_COLUMNS[c]) > finest]
+    if too_fine:
+        raise _definition_error(path, f"gebiedskolommen {too_fine} need a finer gebied than {gebied or 'none'}")
+    return gebied, tuple(c for c in AREA_NAME_COLUMNS if c in wanted)
+
+
+def _dimensions(path: Path, raw: dict) -> tuple[Dimension, ...]:
+    dimensies = []
+    for item in raw.get("dimensies") or []:
+        if not isinstance(item, dict) or not item.get("kolom") or set(item) - {"kolom", "totaal"}:
+            raise _definition_error(path, f"dimensie {item!r} needs 'kolom' and optionally 'totaal'")
+        dimensies.append(Dimension(str(item["kolom"]), bool(item.get("totaal", True))))
+    return tuple(dimensies)
+
+
+def _measures(path: Path, raw: dict) -> tuple[Measure, ...]:
+    maten = []
+    for item in raw["maten"]:
+        if not isinstance(item, dict) or set(item) - {"kolom", "functie", "van"} or not item.get("kolom"):
+            raise _definition_error(path, f"maat {item!r} needs 'kolom', 'functie' and (except for count) 'van'")
+        if item.get("functie") not in AGGREGATES:
+            raise _definition_error(path, f"maat {item['kolom']}: functie must be one of {sorted(AGGREGATES)}")
+        if item["functie"] != "count" and not item.get("van"):
+            raise _definition_error(path, f"maat {item['kolom']}: 'van' names the unit column to aggregate")
+        maten.append(Measure(str(item["kolom"]), item["functie"], item.get("van")))
+    return tuple(maten)
+
+
+def _person_counts(path: Path, raw: dict, maten: tuple[Measure, ...]) -> list[str]:
+    """``personen``: one count, or a list whose first count decides whether a cell is hidden and whose
+    further counts are hidden on their own (a small sub-count inside a published cell)."""
+    value = raw.get("personen")
+    counts = [] if value is None else [value] if isinstance(value, str) else list(value)
+    functions = {m.kolom: m.functie for m in maten}
+    for personen in counts:
+        if personen not in functions:
+            raise _definition_error(path, f"personen {personen!r} must name one of the maten")
+        if functions[personen] not in ("count", "count_distinct"):
+            raise _definition_error(path, f"personen {personen!r} must be a count or count_distinct")
+    return counts
+
+
+def _check_columns(path: Path, dimensies, maten, gebied: str | None, per_1000: tuple[str, ...]) -> None:
+    names = [d.kolom for d in dimensies] + [m.kolom for m in maten]
+    clashes = sorted(set(names) & RESERVED_COLUMNS) + sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise _definition_error(path, f"column names {clashes} are reserved or repeated")
+    if per_1000 and not gebied:
+        raise _definition_error(path, "per_1000_inwoners needs a gebied (inwoners are per area)")
+    if set(per_1000) - {m.kolom for m in maten}:
+        raise _definition_error(path, f"per_1000_inwoners {sorted(set(per_1000) - {m.kolom for m in maten})} are not maten")
+
+
+def load_mart_definition(path) -> MartDefinition:
+    """Read and check one definition file; errors name the file and the key."""
+    path = Path(path)
+    text, raw = _read_raw(path)
+    gebied, gebiedskolommen = _area(path, raw)
+    dimensies, maten = _dimensions(path, raw), _measures(path, raw)
+    per_1000 = tuple(raw.get("per_1000_inwoners") or ())
+    _check_columns(path, dimensies, maten, gebied, per_1000)
+    personen = _person_counts(path, raw, maten)
+    return MartDefinition(
+        mart=raw["mart"], domein=raw["domein"], titel=str(raw["titel"]), beschrijving=" ".join(str(raw["beschrijving"]).split()),
+        eigenaar=str(raw.get("eigenaar") or ""), bronnen=tuple(str(b).upper() for b in raw["bronnen"]),
+        eenheden=str(raw["eenheden"]), gebied=gebied, dimensies=dimensies, maten=maten,
+        personen=personen[0] if personen else None, per_1000_inwoners=per_1000, path=str(path),
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), ook_personen=tuple(personen[1:]),
+        gebiedskolommen=gebiedskolommen,
+    )
+
+
+def load_mart_definitions(directory=None) -> dict[str, MartDefinition]:
+    """Every mart definition in ``directory`` (default: ``marts_dir()``), by mart name.
+
+    A missing folder holds no definitions. File names equal mart names, so no mart is defined twice.
+    """
+    directory = Path(directory) if directory is not None else marts_dir()
+    definitions = {}
+    for path in sorted(directory.glob("*.yaml")):
+        definition = load_mart_definition(path)
+        definitions[definition.mart] = definition
+    return definitions
+
+
+def mart_inputs(definitions: dict[str, MartDefinition] | None = None) -> dict[str, tuple[str, ...]]:
+    """The silver tables each mart reads (default: every definition); its gold DAG waits for exactly these."""
+    definitions = load_mart_definitions() if definitions is None else definitions
+    return {name: definition.inputs for name, definition in definitions.items()}
+
+
+def mart_domains(definitions: dict[str, MartDefinition] | None = None) -> dict[str, str]:
+    """The domein of each mart (default: every definition): which gold DAG builds it."""
+    definitions = load_mart_definitions() if definitions is None else definitions
+    return {name: definition.domein for name, definition in definitions.items()}
