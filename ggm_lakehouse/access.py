@@ -44,8 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ggm_lakehouse import config as ggm_config
 from ggm_lakehouse.lake import table_namespace
 from ggm_lakehouse.secrets import MissingSecretError, get_connection
@@ -255,15 +253,7 @@ def parse_access_config(data: object, source: Path | None = None) -> AccessConfi
 def load_access_config(path: Path | str | None = None) -> AccessConfig:
     """Read and validate the access configuration file."""
     path = Path(path) if path is not None else default_access_config_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AccessConfigError(f"access config {path} does not exist") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise AccessConfigError(f"access config {path} is not valid YAML: {exc}") from None
-    return parse_access_config(data, source=path)
+    return parse_access_config(ggm_config.read_yaml_config(path, "access config", AccessConfigError), source=path)
 
 
 def resolve_catalog(config: AccessConfig, override: str | None = None) -> str:

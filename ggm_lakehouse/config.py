@@ -58,3 +58,21 @@ def table_path(layer: str, table: str) -> Path:
     if layer not in LAYERS:
         raise ValueError(f"unknown lake layer {layer!r}; expected one of {LAYERS}")
     return lake_root() / layer / table.lower()
+
+
+def read_yaml_config(path: Path, kind: str, error: type[Exception]):
+    """The parsed YAML document of a configuration file, or ``error`` naming ``kind`` and the file.
+
+    One reader for the project's YAML configuration files, so a missing or malformed file gives
+    the same clear message whichever one it is.
+    """
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{kind} {path} does not exist") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{kind} {path} is not valid YAML: {exc}") from None

@@ -589,15 +589,7 @@ def _table_grants(
 def load_shares_config(path: Path | str | None = None) -> SharesConfig:
     """Read and validate the shares configuration file."""
     path = Path(path) if path is not None else default_config_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SharesConfigError(f"shares config {path} does not exist") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SharesConfigError(f"shares config {path} is not valid YAML: {exc}") from None
-    return parse_shares_config(data, source=path)
+    return parse_shares_config(ggm_config.read_yaml_config(path, "shares config", SharesConfigError), source=path)
 
 
 def listed_recipient_names(path: Path) -> frozenset[str] | None:

@@ -125,6 +125,24 @@ class AirflowUI:
         response.raise_for_status()
         return response.json()
 
+    def unpause(self, dag_id: str, attempts: int = 5) -> None:
+        """Unpause ``dag_id`` through the REST API, again when SQLite was locked (a 5xx after its busy wait).
+
+        The trigger dialog unpauses too, but on a loaded machine its PATCH can lose SQLite's lock
+        to the run it creates at the same moment; the run then waits for ever behind a paused DAG.
+        """
+        self.api("dags", limit=1)  # make sure a token is issued
+        for attempt in range(attempts):
+            response = requests.patch(
+                f"{self.base_url}/api/v2/dags/{dag_id}", json={"is_paused": False},
+                headers={"Authorization": f"Bearer {self._token}"}, timeout=120,
+            )
+            if response.status_code < 500:
+                response.raise_for_status()
+                return
+            time.sleep(2 + 3 * attempt)
+        pytest.fail(f"could not unpause {dag_id}: {response.status_code} {response.text[:500]}\n{self.diagnostics()}")
+
     def wait_for(self, what: str, probe, timeout: float):
         """Poll ``probe()`` until it returns a truthy value; fail with the process logs after ``timeout``."""
         deadline = time.monotonic() + timeout
@@ -293,7 +311,7 @@ def _require(dag_id: str, dag_ids: set[str]) -> str:
 
 
 def _trigger_from_ui(tab, base_url: str, dag_id: str, run_id: str) -> None:
-    """Open the DAG, click "Trigger", give the run a known id and submit (unpausing the DAG on trigger)."""
+    """Open the DAG, click "Trigger", give the run a known id and submit (the DAG was unpaused through the API)."""
     tab.goto(f"{base_url}/dags/{dag_id}")
     tab.get_by_test_id("trigger-dag-button").click()
     dialog = tab.get_by_role("dialog")
@@ -346,6 +364,8 @@ def triggered_runs(airflow_ui, page, expected_dag_ids) -> dict[str, tuple[str, s
         "green": (_require(GREEN_DAG, expected_dag_ids), f"ui_check_green_{secrets.token_hex(3)}"),
         "failing": (_require(FAILING_DAG, expected_dag_ids), f"ui_check_failing_{secrets.token_hex(3)}"),
     }
+    for dag_id, _ in runs.values():
+        airflow_ui.unpause(dag_id)
     for dag_id, run_id in runs.values():
         _trigger_from_ui(page, airflow_ui.base_url, dag_id, run_id)
     return runs
