@@ -76,3 +76,16 @@ def read_yaml_config(path: Path, kind: str, error: type[Exception]):
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise error(f"{kind} {path} is not valid YAML: {exc}") from None
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """What tells that a file changed (its modification time in ns and its size), or None when it is missing.
+
+    Readers of hot-reloaded files (the shares configuration, the recipient store) compare stamps
+    instead of re-reading and re-parsing the file on every request.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size)

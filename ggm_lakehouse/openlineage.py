@@ -91,6 +91,9 @@ def airflow_openlineage_env(environ: Mapping[str, str] | None = None) -> dict[st
         "AIRFLOW__OPENLINEAGE__NAMESPACE": openlineage_namespace(environ),
         # The SparkSubmitOperator passes the Airflow task as parent run to the Spark listener.
         "AIRFLOW__OPENLINEAGE__SPARK_INJECT_PARENT_JOB_INFO": "True",
+        # Events from a thread, not a fork per event: a task holds a Spark Connect client, whose gRPC
+        # threads a fork copies mid-call, and the forked emitter then hangs until its timeout.
+        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
     }
 
 

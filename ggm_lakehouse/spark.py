@@ -17,8 +17,10 @@ OpenLineage run event. Under spark-submit the submitter passes the same settings
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
+import weakref
 from pathlib import Path
 
 from ggm_lakehouse.config import project_root
@@ -125,9 +127,23 @@ def connect_session(url: str, app_name: str = "ggm-lakehouse"):
     # The client logs every server-side error at ERROR before raising it as an exception, and warns
     # about releasing executions of a session already closed: the exceptions say all of it.
     logging.getLogger("pyspark.sql.connect.logging").setLevel(logging.CRITICAL)
-    session = SparkSession.builder.remote(url).appName(app_name).create()
+    # No builder options: the builder would send them before our retry policy is in place, and a
+    # server that is gone would hold this call for pyspark's ten minutes of retries. The app name
+    # travels as the client's user agent instead, which the server logs with each session.
+    session = SparkSession.builder.remote(_with_user_agent(url, app_name)).create()
     adopt_session(session)
     return session
+
+
+def _with_user_agent(url: str, app_name: str) -> str:
+    """``url`` with ``user_agent`` set to ``app_name`` (kept when the URL names one already)."""
+    import re
+
+    if ";user_agent=" in url:
+        return url
+    agent = re.sub(r"[^A-Za-z0-9_.-]", "_", app_name)[:200] or "ggm-lakehouse"
+    separator = ";" if "/;" in url else ("/;" if not url.endswith("/") else ";")
+    return f"{url}{separator}user_agent={agent}"
 
 
 def adopt_session(session) -> None:
@@ -155,25 +171,38 @@ def _fail_fast_and_exit_cleanly(session) -> None:
     exit every open client sends clean-up calls under that policy: a process whose server was stopped
     first would hang. The day's server is on this machine, so a few seconds of retries are enough.
     """
-    import atexit
-    import socket
-
     from pyspark.sql.connect.client.retries import DefaultPolicy
 
     client = session.client
     client.set_retry_policies([DefaultPolicy(max_retries=5, max_backoff=2000)])
-    host, _, port = client._builder.endpoint.rpartition(":")
+    _clients_to_check_at_exit().add(client)
 
-    def close_if_server_gone() -> None:
+
+@functools.lru_cache(maxsize=1)
+def _clients_to_check_at_exit() -> "weakref.WeakSet":
+    """The Connect clients to close at exit when their server is gone, behind one exit hook for all.
+
+    Registered after pyspark's own exit hook (on the first session), so it runs before it: atexit is
+    last in, first out.
+    """
+    import atexit
+
+    clients: weakref.WeakSet = weakref.WeakSet()
+    atexit.register(_close_clients_whose_server_is_gone, clients)
+    return clients
+
+
+def _close_clients_whose_server_is_gone(clients) -> None:
+    import socket
+
+    for client in list(clients):
         if client.is_closed:
-            return
+            continue
+        host, _, port = client._builder.endpoint.rpartition(":")
         try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
         except OSError:
             client.close()
-
-    # Registered after the client's own exit hook, so it runs before it (atexit is last in, first out).
-    atexit.register(close_if_server_gone)
 
 
 def ensure_active(spark) -> None:

@@ -150,11 +150,13 @@ def server_conf(port: int) -> dict[str, str]:
     from ggm_lakehouse.openlineage import spark_openlineage_conf
     from ggm_lakehouse.spark import session_conf
 
+    master = os.environ.get("GGM_SPARK_MASTER", "local[2]")
     conf = {key: value for key, value in session_conf().items() if key != "spark.driver.memory"}
     conf.update(spark_openlineage_conf())
+    conf.update(codegen_conf(master))
     conf.update({
         "spark.app.name": "ggm-spark-connect",
-        "spark.master": os.environ.get("GGM_SPARK_MASTER", "local[2]"),
+        "spark.master": master,
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
         "spark.connect.authenticate.token": token(),
@@ -163,6 +165,19 @@ def server_conf(port: int) -> dict[str, str]:
         "spark.log.level": os.environ.get("GGM_SPARK_LOG_LEVEL", "WARN"),
     })
     return conf
+
+
+def codegen_conf(master: str) -> dict[str, str]:
+    """Interpreted expressions on a local server (``GGM_SPARK_CODEGEN=on`` keeps Spark's code generation).
+
+    A municipal day is hundreds of small queries; on the embedded default Spark spends more CPU
+    compiling generated code for each of them than running it (``docs/benchmarks.md``: a quarter less
+    server CPU per silver stage without it). A cluster keeps code generation, which pays off on big scans.
+    """
+    setting = os.environ.get("GGM_SPARK_CODEGEN", "auto").lower()
+    if setting == "on" or (setting == "auto" and not master.startswith("local")):
+        return {}
+    return {"spark.sql.codegen.factoryMode": "NO_CODEGEN", "spark.sql.codegen.wholeStage": "false"}
 
 
 def _properties_text(conf: dict[str, str]) -> str:

@@ -27,7 +27,7 @@ from functools import lru_cache
 from datetime import date, datetime, time
 from typing import NamedTuple
 
-from ggm_lakehouse.lake import LakeTable
+from ggm_lakehouse.lake import LakeTable, retry_on_write_conflict
 # The definition model and its one loader live in the model layer; load_mart_definition and marts_dir
 # are re-exported because callers and tests know the gold marts as jobs.gold.
 from ggm_lakehouse.model.mart_definitions import (  # noqa: F401
@@ -565,6 +565,12 @@ def write_mart_status(spark, name: str, domein: str, peildatum: date, inputs, de
         T.StructField("onderdrukte_cellen_secundair", T.LongType()), T.StructField("drempel", T.IntegerType()),
         T.StructField("definitie_sha256", T.StringType()),
     ])
+    # Gold DAGs of different domeinen run side by side and each replaces its marts' rows here.
+    return retry_on_write_conflict(lambda: _replace_status_row(spark, name, peildatum, status, schema),
+                                   f"gold {STATUS_TABLE}")
+
+
+def _replace_status_row(spark, name: str, peildatum: date, status: dict, schema) -> dict:
     target = LakeTable("gold", STATUS_TABLE)
     where = f"mart = '{name}' AND peildatum = DATE'{peildatum.isoformat()}'"
     if target.exists(spark):

@@ -408,7 +408,7 @@ def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) 
             first = first.withColumn(name, value)
         table.save(spark, first.select(*[F.col(c) for c in [key, *attributes, *DWH_COLUMNS]]).write.format("delta"))
         n_new = table.read(spark).count()
-        return {"new_or_changed": n_new, "closed": 0, "written": True}
+        return {"new_or_changed": n_new, "closed": 0, "written": True, "sizes": {"total": n_new, "current": n_new}}
     existing = table.read(spark)
 
     # run() has rolled back later days already (history_checked); a caller of this building block on its own has not.
@@ -428,11 +428,13 @@ def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) 
     closing = current.join(kept_keys, current["__cur_key"] == kept_keys[key], "left_anti") if mapping.load == "snapshot" else None
 
     changed = ctx.cache(changed)
-    n_changed = changed.count()
-    n_closing = closing.count() if closing is not None else 0
+    tally = _tally(changed=changed, total=existing, current=current, **({"closing": closing} if closing is not None else {}))
+    n_changed, n_closing = tally.get("changed", 0), tally.get("closing", 0)
     counts = {"new_or_changed": n_changed, "closed": n_closing, "written": False}
     if n_changed == 0 and n_closing == 0:
-        return counts  # nothing to do: a rerun of the same day leaves the table untouched
+        # Nothing to do: a rerun of the same day leaves the table untouched, at the sizes just counted.
+        counts["sizes"] = {"total": tally.get("total", 0), "current": tally.get("current", 0)}
+        return counts
 
     # Staged rows: every changed key once with __merge_key (to close or correct the open version) and,
     # when an open version exists, once more without it (to insert the new version).
@@ -516,26 +518,20 @@ def write_quarantine(ctx: ConformContext, targets: list[str], rejects: list) -> 
 
 def conform(ctx: ConformContext, mapping: Mapping) -> tuple[dict, object]:
     """Conform one mapping for the context's logical date; returns its report entry and its rejects."""
-    from pyspark.sql import functions as F
-
     try:
         bronze = latest_batches(ctx.spark, mapping, ctx.logical_date)
     except SilverError:
         if mapping.on_missing_batch != "keep":
             raise
         return {"source": mapping.source, "skipped": "no batch on this day; current versions kept"}, None
-    source_rows = bronze.count()
     conformed, rejects, rejected_keys = conform_frame(ctx, mapping, bronze)
     conformed = ctx.cache(conformed)
-    n_conformed = conformed.count()
     rejects = ctx.cache(rejects)
-    quarantined = {r["rule"]: r["count"] for r in rejects.groupBy("rule").count().collect()}
+    tally = _tally(bronze=bronze, conformed=conformed, rule=rejects)
+    source_rows, n_conformed = tally.get("bronze", 0), tally.get("conformed", 0)
+    quarantined = {name.removeprefix("rule:"): n for name, n in tally.items() if name.startswith("rule:")}
     counts = merge_scd2(ctx, mapping, conformed, rejected_keys)
-    silver = LakeTable("silver", mapping.target).read(ctx.spark)
-    sizes = silver.agg(
-        F.count(F.lit(1)).alias("total"),
-        F.sum(F.col("DWH_DATUMTIJDGELDIGTOTMET").isNull().cast("int")).alias("current"),
-    ).first()
+    sizes = counts.pop("sizes", None) or _table_sizes(ctx.spark, mapping.target)
     report = {
         "source": mapping.source,
         "source_rows": source_rows,
@@ -544,10 +540,39 @@ def conform(ctx: ConformContext, mapping: Mapping) -> tuple[dict, object]:
         "new_versions": counts["new_or_changed"],
         "closed": counts["closed"],
         "written": counts["written"],
-        "current_rows": int(sizes["current"] or 0),
-        "total_rows": int(sizes["total"]),
+        "current_rows": sizes["current"],
+        "total_rows": sizes["total"],
     }
     return report, rejects
+
+
+def _table_sizes(spark, target: str) -> dict[str, int]:
+    """Rows of silver table ``target``: every version (``total``) and the open ones (``current``)."""
+    from pyspark.sql import functions as F
+
+    sizes = LakeTable("silver", target).read(spark).agg(
+        F.count(F.lit(1)).alias("total"),
+        F.sum(F.col("DWH_DATUMTIJDGELDIGTOTMET").isNull().cast("int")).alias("current"),
+    ).first()
+    return {"total": int(sizes["total"]), "current": int(sizes["current"] or 0)}
+
+
+def _tally(**frames) -> dict[str, int]:
+    """Row counts of several frames in one Spark job: ``{name: rows}``; ``rule=frame`` gives ``{"rule:<rule>": rows}``.
+
+    Each round trip to Spark costs more than counting a municipality's rows, so the counts a stage
+    reports come back together. A frame passed as ``rule`` is counted per value of its ``rule`` column.
+    """
+    from pyspark.sql import functions as F
+
+    parts = [
+        frame.select((F.concat(F.lit("rule:"), F.col("rule")) if name == "rule" else F.lit(name)).alias("__tally"))
+        for name, frame in frames.items()
+    ]
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    return {row["__tally"]: row["count"] for row in union.groupBy("__tally").count().collect()}
 
 
 def dependency_levels(mappings: list[Mapping]) -> list[list[Mapping]]:

@@ -219,13 +219,6 @@ class TokenStore:
         self._live: dict[str, str] = {}
 
     # -- reading -------------------------------------------------------------
-    def _file_stamp(self) -> tuple[int, int] | None:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
-
     def _read_state(self) -> _State:
         try:
             return _parse_state(json.loads(self.path.read_text(encoding="utf-8")))
@@ -233,7 +226,7 @@ class TokenStore:
             return _State({}, {}, [])
 
     def _refresh(self) -> None:
-        stamp = self._file_stamp()
+        stamp = ggm_config.file_stamp(self.path)
         if stamp != self._stamp:
             with self._cache_lock:
                 if stamp != self._stamp:
@@ -377,7 +370,7 @@ class TokenStore:
         that name issued before ids existed (state format 1) are adopted by it.
         """
         wanted = set(names) | set(self.recipients())
-        live = self._live if self._stamp == self._file_stamp() else self._read_state().live_ids()
+        live = self._live if self._stamp == ggm_config.file_stamp(self.path) else self._read_state().live_ids()
         if set(live) == wanted:
             return []  # the common case: nothing to write, no lock taken
         with self._locked():

@@ -246,6 +246,8 @@ def test_airflow_provider_configuration_comes_from_the_ggm_settings(observed):
     assert transport == {"type": "file", "log_file_path": str(observed["data"] / "lineage" / "airflow.jsonl"),
                          "append": True}
     assert env["AIRFLOW__OPENLINEAGE__NAMESPACE"] == "ggm"
+    # Emitted from a thread: a fork of a task holding a Spark Connect client can hang (see the next test's events).
+    assert env["AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD"] == "True"
 
 
 def test_airflow_emits_task_events_with_the_task_inlets(observed):

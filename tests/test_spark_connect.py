@@ -147,3 +147,49 @@ def test_a_stage_whose_server_is_gone_fails_fast_and_says_what_to_do():
     assert result.returncode != 0
     assert "RuntimeError: stage bronze: the Spark Connect server of connection 'ggm_spark' does not answer" in result.stderr
     assert "ggm spark serve" in result.stderr
+
+
+def test_a_client_session_on_a_server_that_is_gone_fails_within_its_short_retries():
+    """``connect_session`` sends nothing before the short retry policy is set, so no call waits for pyspark's ten minutes.
+
+    In a child process with a 60-second limit: the builder's own options used to go out under the default
+    policy (a hang of minutes when the server was gone).
+    """
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]  # released: nothing listens there
+    script = (
+        "from ggm_lakehouse.spark import connect_session\n"
+        f"connect_session('sc://127.0.0.1:{dead_port}', 'a probe').sql('SELECT 1').collect()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "StatusCode.UNAVAILABLE" in result.stderr
+    assert "Connection refused" in result.stderr
+
+
+def test_the_app_name_travels_as_the_user_agent_without_touching_the_url_otherwise():
+    from ggm_lakehouse.spark import _with_user_agent
+
+    assert _with_user_agent("sc://127.0.0.1:15002", "ggm-silver") == "sc://127.0.0.1:15002/;user_agent=ggm-silver"
+    assert (_with_user_agent("sc://127.0.0.1:15002/;token=t", "a b/c")
+            == "sc://127.0.0.1:15002/;token=t;user_agent=a_b_c")
+    assert _with_user_agent("sc://h:1/;user_agent=mine", "other") == "sc://h:1/;user_agent=mine"
+
+
+def test_a_local_server_interprets_expressions_and_a_cluster_keeps_code_generation(monkeypatch):
+    from ggm_lakehouse.spark_connect import codegen_conf, server_conf
+
+    monkeypatch.delenv("GGM_SPARK_CODEGEN", raising=False)
+    assert codegen_conf("local[2]") == {"spark.sql.codegen.factoryMode": "NO_CODEGEN",
+                                        "spark.sql.codegen.wholeStage": "false"}
+    assert codegen_conf("spark://master:7077") == {}
+    monkeypatch.setenv("GGM_SPARK_CODEGEN", "on")
+    assert codegen_conf("local[2]") == {}
+    monkeypatch.setenv("GGM_SPARK_CODEGEN", "off")
+    assert codegen_conf("spark://master:7077")["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"
+    monkeypatch.delenv("GGM_SPARK_CODEGEN")
+    monkeypatch.setenv("GGM_SPARK_MASTER", "local[2]")
+    assert server_conf(15002)["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"

@@ -626,21 +626,14 @@ class ReloadingSharesConfig:
         self._on_change = on_change
         self._config = load_shares_config(self.path)
         self._good = self._config
-        self._stamp = self._file_stamp()
+        self._stamp = ggm_config.file_stamp(self.path)
         self.last_error: str | None = None
         if on_change is not None:
             on_change(self._config)
 
-    def _file_stamp(self) -> tuple[int, int] | None:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
-
     def get(self) -> SharesConfig:
         """The configuration in force, re-read first if the file changed."""
-        stamp = self._file_stamp()
+        stamp = ggm_config.file_stamp(self.path)
         if stamp == self._stamp:
             return self._config
         with self._lock:
