@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
+from ggm_lakehouse.config import has_commits
+
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -180,7 +182,8 @@ def _delta_table(path: Path):
 
 
 def _is_delta_table(path: Path) -> bool:
-    return (path / "_delta_log").is_dir()
+    # A mart that another gold DAG is creating right now has a log folder without a commit yet.
+    return has_commits(path)
 
 
 def gold_tables(gold_dir: Path) -> list[str]:

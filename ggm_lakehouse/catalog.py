@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
+from ggm_lakehouse.config import has_commits
 from ggm_lakehouse.config import data_root, table_path
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def newest_report(stage: str, root: Path | None = None) -> tuple[str, dict] | No
 def _delta_table(layer: str, name: str):
     """The ``deltalake.DeltaTable`` at the table's lake path, or ``None`` when it does not exist."""
     path = table_path(layer, name)
-    if not (path / "_delta_log").is_dir():
+    if not has_commits(path):
         return None
     try:
         from deltalake import DeltaTable

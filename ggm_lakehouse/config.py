@@ -89,3 +89,14 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return (st.st_mtime_ns, st.st_size)
+
+
+def has_commits(path: Path) -> bool:
+    """True when the Delta table at ``path`` has a first commit, so that any reader can open it.
+
+    A first writer creates ``_delta_log`` before it commits (commits appear atomically, by rename
+    from a hidden temporary file); a reader that only looks for the folder meets a table that no
+    reader can open yet when another process is creating it.
+    """
+    log = path / "_delta_log"
+    return log.is_dir() and (any(log.glob("[0-9]*.json")) or any(log.glob("[0-9]*.checkpoint*.parquet")))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ggm_lakehouse.config import table_path
+from ggm_lakehouse.config import has_commits, table_path  # noqa: F401 - has_commits: part of this module's API
 
 
 def table_namespace() -> str | None:
@@ -55,11 +55,8 @@ class LakeTable:
         path = table_path(self.layer, self.table)
         if path.parent.parent.is_dir():
             # The lake is on a file system this process sees too (the embedded default, a shared
-            # volume): look, rather than ask Spark and have it raise for a missing table. A table
-            # exists once its first commit does: a concurrent first writer creates _delta_log before
-            # it commits (commits appear atomically, by rename from a hidden temporary file).
-            log = path / "_delta_log"
-            return log.is_dir() and (any(log.glob("[0-9]*.json")) or any(log.glob("[0-9]*.checkpoint*.parquet")))
+            # volume): look, rather than ask Spark and have it raise for a missing table.
+            return has_commits(path)
         from pyspark.errors import AnalysisException
 
         try:

@@ -10,6 +10,7 @@ import logging
 from datetime import date
 from typing import Any, Mapping
 
+from ggm_lakehouse.config import has_commits
 from ggm_lakehouse.config import landing_root
 from ggm_lakehouse.lineage import shared_recipients
 from ggm_lakehouse.model.mappings import person_bronze_tables
@@ -95,7 +96,7 @@ def publish_share(logical_date: date, run_id: str | None = None) -> dict:
     for share in config.shares:
         for table in share.all_tables():
             path = table.resolve_location()
-            if not (path / "_delta_log").is_dir():
+            if not has_commits(path):
                 # Its mart waits for sources that have not delivered yet; the other tables are still published.
                 waiting.append(table.qualified_name)
                 continue

@@ -65,6 +65,7 @@ from typing import Collection, Iterable, Iterator, Mapping
 
 import yaml
 
+from ggm_lakehouse.config import has_commits
 from ggm_lakehouse.config import lake_root, project_root
 
 log = logging.getLogger(__name__)
@@ -465,7 +466,7 @@ def read_processing_log(logical_date: date | None = None, location: Path | None 
     from deltalake import DeltaTable
 
     location = Path(location or log_location())
-    if not (location / "_delta_log").is_dir():
+    if not has_commits(location):
         return []
     table = DeltaTable(str(location))
     filters = [("logical_date", "=", logical_date)] if logical_date else None

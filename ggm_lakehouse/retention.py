@@ -46,7 +46,7 @@ from typing import Callable, Iterator
 import yaml
 
 from ggm_lakehouse.config import dropzone_root, lake_root, landing_root
-from ggm_lakehouse.lake import LakeTable, retry_on_write_conflict, sql_date, sql_string, sql_timestamp, table_namespace
+from ggm_lakehouse.lake import LakeTable, has_commits, retry_on_write_conflict, sql_date, sql_string, sql_timestamp, table_namespace
 from ggm_lakehouse.model.mappings import load_all, source_system_of
 from ggm_lakehouse.model.sources import SOURCES
 from ggm_lakehouse.processing_log import activity_for, load_register, processing_operation, register_path
@@ -303,7 +303,7 @@ def _lake_tables(spark, layer: str) -> list[str]:
             return []
         return sorted(row["tableName"] for row in spark.sql(f"SHOW TABLES IN `{namespace}`.`{layer}`").collect())
     folder = lake_root() / layer
-    return sorted(p.name for p in folder.iterdir() if (p / "_delta_log").is_dir()) if folder.is_dir() else []
+    return sorted(p.name for p in folder.iterdir() if has_commits(p)) if folder.is_dir() else []
 
 
 def _delta_item(spark, table: LakeTable, layer: str, activity: str, term: Duration, as_of: date,

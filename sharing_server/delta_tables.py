@@ -17,6 +17,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
+from ggm_lakehouse.config import has_commits
 
 
 class TableUnavailableError(LookupError):
@@ -164,7 +165,7 @@ def check_version(location: Path, version: int) -> None:
 
 def open_table(location: Path, version: int | None = None) -> DeltaTable:
     """Open the Delta table at ``location`` (optionally at ``version``)."""
-    if not (location / "_delta_log").is_dir():
+    if not has_commits(location):
         raise TableUnavailableError(f"no Delta table at {location}")
     if version is not None:
         check_version(location, version)

@@ -39,6 +39,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ggm_lakehouse.config import has_commits
 from ggm_lakehouse import config as ggm_config
 from ggm_lakehouse.model.shares_config import (
     Projection,
@@ -153,7 +154,7 @@ def _same_content(location: Path, projected: pa.Table, partition_by: list[str]) 
     """Whether the projection at ``location`` already holds exactly ``projected`` (any order)."""
     from deltalake import DeltaTable
 
-    if not (location / "_delta_log").is_dir():
+    if not has_commits(location):
         return False
     current_table = DeltaTable(str(location))
     if list(current_table.metadata().partition_columns) != partition_by:
@@ -171,7 +172,7 @@ def _same_content(location: Path, projected: pa.Table, partition_by: list[str]) 
 def _write(location: Path, projected: pa.Table, partition_by: list[str]) -> None:
     from deltalake import DeltaTable, write_deltalake
 
-    exists = (location / "_delta_log").is_dir()
+    exists = has_commits(location)
     if exists and list(DeltaTable(str(location)).metadata().partition_columns) != partition_by:
         # delta-rs cannot change partitioning in place; a partition change is a new table.
         shutil.rmtree(location)
@@ -206,14 +207,14 @@ def materialise_table(
     root = Path(lake_root or ggm_config.lake_root())
     source_path = table.resolve_location(root)
     where = f"{recipient.name}: {table.qualified_name}"
-    if not (source_path / "_delta_log").is_dir():
+    if not has_commits(source_path):
         raise ProjectionError(f"{where}: no gold Delta table at {source_path}")
     source_table = DeltaTable(str(source_path))
     projection = recipient.projection(table)
     location = projection_location(recipient.name, table, root)
     fingerprint = _fingerprint(source_table, projection, recipient.name, sharing_secret)
     recorded = _read_stamp(location)
-    if recorded is not None and recorded.get("fingerprint") == fingerprint and (location / "_delta_log").is_dir():
+    if recorded is not None and recorded.get("fingerprint") == fingerprint and has_commits(location):
         # Same gold version, same declaration, same key: the projection is already current.
         current = DeltaTable(str(location))
         return {
@@ -322,7 +323,7 @@ def materialise_recipient_tables(
         per_table: dict[str, Any] = {}
         for share in config.shares_for(recipient):
             for table in share.all_tables():
-                if not (table.resolve_location(root) / "_delta_log").is_dir():
+                if not has_commits(table.resolve_location(root)):
                     # A mart whose sources have not delivered yet: nothing to share today. An existing
                     # projection stays as it was (it is not stale, only not refreshed).
                     existing = projection_location(recipient.name, table, root)

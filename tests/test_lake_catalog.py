@@ -105,3 +105,22 @@ def test_other_errors_are_not_retried():
     with pytest.raises(ValueError, match="schema mismatch"):
         retry_on_write_conflict(broken, "broken")
     assert len(calls) == 1
+
+
+def test_a_table_being_created_is_not_there_for_readers_until_its_first_commit(tmp_path):
+    """Gold DAGs run side by side: one builds the dashboard while another creates a mart's first version."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from dashboard.site import gold_tables
+    from ggm_lakehouse.lake import has_commits
+
+    creating = tmp_path / "veiligheid_meldingen"
+    (creating / "_delta_log").mkdir(parents=True)
+    (creating / "_delta_log" / ".00000000000000000000.json.tmp").write_text("{}", encoding="utf-8")
+    built = tmp_path / "inwoners_per_buurt"
+    write_deltalake(str(built), pa.table({"buurt": ["BU00010000"], "inwoners": [12]}))
+
+    assert not has_commits(creating) and has_commits(built)
+    assert not has_commits(tmp_path / "absent")
+    assert gold_tables(tmp_path) == ["inwoners_per_buurt"]
