@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ggm_lakehouse.config import has_commits, table_path  # noqa: F401 - has_commits: part of this module's API
+from ggm_lakehouse.config import has_commits, table_path
 
 
 def table_namespace() -> str | None:

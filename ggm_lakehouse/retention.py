@@ -45,8 +45,8 @@ from typing import Callable, Iterator
 
 import yaml
 
-from ggm_lakehouse.config import dropzone_root, lake_root, landing_root
-from ggm_lakehouse.lake import LakeTable, has_commits, retry_on_write_conflict, sql_date, sql_string, sql_timestamp, table_namespace
+from ggm_lakehouse.config import dropzone_root, has_commits, lake_root, landing_root
+from ggm_lakehouse.lake import LakeTable, retry_on_write_conflict, sql_date, sql_string, sql_timestamp, table_namespace
 from ggm_lakehouse.model.mappings import load_all, source_system_of
 from ggm_lakehouse.model.sources import SOURCES
 from ggm_lakehouse.processing_log import activity_for, load_register, processing_operation, register_path

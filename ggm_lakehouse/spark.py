@@ -142,8 +142,9 @@ def _with_user_agent(url: str, app_name: str) -> str:
     if ";user_agent=" in url:
         return url
     agent = re.sub(r"[^A-Za-z0-9_.-]", "_", app_name)[:200] or "ggm-lakehouse"
-    separator = ";" if "/;" in url else ("/;" if not url.endswith("/") else ";")
-    return f"{url}{separator}user_agent={agent}"
+    # Parameters follow "/;" (sc://host:port/;token=...): append to them, or start them.
+    base = url if "/;" in url else url.rstrip("/") + "/"
+    return f"{base};user_agent={agent}"
 
 
 def adopt_session(session) -> None:

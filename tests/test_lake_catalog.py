@@ -113,7 +113,7 @@ def test_a_table_being_created_is_not_there_for_readers_until_its_first_commit(t
     from deltalake import write_deltalake
 
     from dashboard.site import gold_tables
-    from ggm_lakehouse.lake import has_commits
+    from ggm_lakehouse.config import has_commits
 
     creating = tmp_path / "veiligheid_meldingen"
     (creating / "_delta_log").mkdir(parents=True)
