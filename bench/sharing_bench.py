@@ -64,7 +64,8 @@ recipients:
 """
 
 
-def _demo_mart() -> pa.Table:
+def demo_mart() -> pa.Table:
+    """A mart with the schema of ``gold/inwoners_per_buurt``, Demodam-sized (1,800 rows, one peildatum)."""
     leeftijd = ["0-17", "18-29", "30-44", "45-64", "65-79", "80+"]
     huishouden = ["alleenstaand", "paar", "gezin", "eenouder", "overig"]
     rows = []
@@ -101,21 +102,32 @@ def _write_big(path: Path, rows: int) -> None:
         write_deltalake(str(path), table, mode="append" if start else "overwrite", partition_by=["wijkcode"])
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _start_server(env: dict) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+def start_server(env: dict, *, via_cli: bool = False, log=None) -> tuple[subprocess.Popen, str]:
+    """Start the sharing server in a child process on a free 127.0.0.1 port; returns it and its endpoint.
+
+    By default ``uvicorn --factory sharing_server.app:create_app`` without access log; with
+    ``via_cli`` the operators' command ``ggm sharing serve`` (uvicorn with the redacting log
+    configuration, one line per request). ``log``: a file for the server's stdout and stderr.
+    """
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}/delta-sharing"
+    if via_cli:
+        ggm = Path(sys.executable).parent / "ggm"
+        prefix = [str(ggm)] if ggm.exists() else [sys.executable, "-c", "import sys; from ggm_lakehouse.cli import main; sys.exit(main())"]
+        command = [*prefix, "sharing", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    else:
+        command = [sys.executable, "-m", "uvicorn", "--factory", "sharing_server.app:create_app", "--host", "127.0.0.1",
+                   "--port", str(port), "--log-level", "warning", "--no-access-log", "--no-proxy-headers"]
     # File URLs are built from the configured endpoint; X-Forwarded-For is not believed from anyone.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "sharing_server.app:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--no-access-log", "--no-proxy-headers"],
-        env={**env, "GGM_SHARING_ENDPOINT": endpoint}, cwd=str(PROJECT_ROOT),
-    )
+    process = subprocess.Popen(command, env={**env, "GGM_SHARING_ENDPOINT": endpoint}, cwd=str(PROJECT_ROOT),
+                               stdout=log, stderr=log)
     for _ in range(600):
         try:
             requests.get(f"{endpoint}/shares", timeout=1)
@@ -210,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
     from sharing_server.recipients import issue_profile
 
     setup_started = time.perf_counter()
-    write_deltalake(str(lake / "gold" / "inwoners_per_buurt"), _demo_mart(), partition_by=["peildatum"])
+    write_deltalake(str(lake / "gold" / "inwoners_per_buurt"), demo_mart(), partition_by=["peildatum"])
     _write_big(lake / "gold" / "groot", args.rows)
     generated = time.perf_counter() - setup_started
     started = time.perf_counter()
@@ -221,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
     rematerialised = time.perf_counter() - started
     assert not any(t["changed"] for t in rerun["recipients"]["bench-partner"].values())
 
-    process, endpoint = _start_server(env)
+    process, endpoint = start_server(env)
     try:
         profile = work / "bench-partner.share"
         profile.write_text(json.dumps(issue_profile("bench-partner", endpoint=endpoint)), encoding="utf-8")

@@ -16,10 +16,12 @@ environment; exits 0 only when every DAG succeeded.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 PROGRESS_FILE: str | None = None  # where the parent (``ggm run``) follows the day, one JSON line per DAG run
 DEFAULT_PARALLEL = 3
@@ -204,18 +206,61 @@ def _start(dag, logical: datetime):
     return process
 
 
-def run_plan(plan: list[PlannedRun], start, parallel: int, pool_slots: dict[str, int]) -> bool:
+def previous_durations(runs_root: Path) -> dict[str, float]:
+    """Seconds each DAG run took in the newest earlier ``ggm run`` (its progress file), by DAG id."""
+    progress = sorted(runs_root.glob("*/logs/*.progress.jsonl"), key=lambda p: p.stat().st_mtime)
+    seconds: dict[str, float] = {}
+    for line in (progress[-1].read_text(encoding="utf-8").splitlines() if progress else []):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a run that was killed mid-line
+        if event.get("seconds") is not None:
+            seconds[event["dag_id"]] = float(event["seconds"])
+    return seconds
+
+
+# Seconds assumed for a run without history: every run costs something, so deeper chains rank higher.
+DEFAULT_RUN_SECONDS = 10.0
+
+
+def _critical_path_seconds(plan: list[PlannedRun], producers: dict[str, set[str]],
+                           expected: dict[str, float]) -> dict[str, float]:
+    """Each run's seconds plus the longest chain of runs after it (list scheduling's upward rank)."""
+    consumers = {run.dag_id: [r.dag_id for r in plan if run.dag_id in producers[r.dag_id]] for run in plan}
+    rank: dict[str, float] = {}
+    visiting: set[str] = set()
+
+    def of(dag_id: str) -> float:
+        if dag_id in visiting:
+            return 0.0  # a cycle: run_plan refuses such a plan with its own message
+        if dag_id not in rank:
+            visiting.add(dag_id)
+            after = max((of(c) for c in consumers[dag_id]), default=0.0)
+            visiting.discard(dag_id)
+            rank[dag_id] = expected.get(dag_id, DEFAULT_RUN_SECONDS) + after
+        return rank[dag_id]
+
+    for run in plan:
+        of(run.dag_id)
+    return rank
+
+
+def run_plan(plan: list[PlannedRun], start, parallel: int, pool_slots: dict[str, int],
+             expected: dict[str, float] | None = None) -> bool:
     """Run ``plan``: each run once every run providing one of its needs has ended, within the bounds.
 
     ``start(run)`` starts a run and returns a process-like object (``is_alive``, ``join``, ``exitcode``).
+    ``expected`` gives the seconds each run took last time. Whenever a slot frees, the ready run on
+    the longest remaining path (its own seconds plus the longest chain of runs that read what it
+    makes) starts first: the critical path of the day never waits behind work that has slack.
     Returns True when every planned run that was due succeeded and none was skipped.
     """
     import time
 
     producers = {run.dag_id: {p.dag_id for p in plan if p.provides & run.needs} for run in plan}
-    # What is ready downstream goes first, so that the day's chain (gebieden → BAG → BRP → gold →
-    # share) moves on while ingests wait; ingests start in their declared order (the longest first).
-    pending = sorted(plan, key=lambda run: (not producers[run.dag_id], plan.index(run)))
+    rank = _critical_path_seconds(plan, producers, expected or {})
+    pending = sorted(plan, key=lambda run: (-rank[run.dag_id], plan.index(run)))
     running, ended = {}, set()
     provided: set[str] = set()
     all_ok = True
@@ -298,8 +343,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _sync_dags_once()
     _warm_up_before_forking()
+    from ggm_lakehouse.reports import runs_root
+
     ok = run_plan(day_plan(selected), lambda run: _start(bag.get_dag(run.dag_id), logical),
-                  max(1, args.parallel), _pool_slots())
+                  max(1, args.parallel), _pool_slots(), expected=previous_durations(runs_root()))
     return 0 if ok else 1
 
 

@@ -155,7 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ggm_lakehouse.demo import run_demo_day
 
     summary = run_demo_day(args.date, population=args.population, seed=args.seed, sources=args.sources,
-                           quiet=not args.verbose)
+                           quiet=not args.verbose,
+                           extra_env={"GGM_SKIP_UNCHANGED": "0"} if args.full_refresh else None)
     if args.json:
         _print_json(summary)
     else:
@@ -579,12 +580,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    description=_run_description(), handler=cmd_run,
                    examples=["ggm run                                 # yesterday, 3000 residents",
                              "ggm run --date 2026-03-01 --population 500",
-                             "ggm run --date 2026-03-01 --sources brp,bag   # only these and what needs only them"])
+                             "ggm run --date 2026-03-01 --sources brp,bag   # only these and what needs only them",
+                             "ggm run --date 2026-03-01 --full-refresh      # redo stages whose inputs did not change"])
     _add_date(run, "--date", "logical date of the run (default: yesterday)", _yesterday())
     _add_demo_world(run)
     run.add_argument("--sources", type=lambda v: [s for s in v.split(",") if s], default=None, metavar="SOURCE,...",
                      help="comma-separated sources to run (default: all); downstream runs where it needs only these")
     run.add_argument("--json", action="store_true", help="print the day's summary as JSON instead of tables")
+    run.add_argument("--full-refresh", action="store_true",
+                     help="conform and build every table again even where the day's inputs did not change since "
+                          "its last run (by default such silver and gold stages report 'unchanged' and skip)")
     run.add_argument("--verbose", action="store_true",
                      help="stream every Airflow and Spark log line to the terminal instead of the run's log file")
 

@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 from datetime import date
+from pathlib import Path
 
 from ggm_lakehouse.airflow_env import airflow_environment, airflow_home, demo_pseudonym_key
 
@@ -135,6 +136,59 @@ def _run_airflow_day(command: list[str], env: dict[str, str], logical_date: date
     return follow([*command, "--progress", str(progress)], env, log, progress)
 
 
+def standin_port_base(root: Path) -> int:
+    """Where the demo's five stand-in registries listen: fixed per data root, below the ephemeral range.
+
+    Registries write their own address into what they answer (HAL links, OData metadata, paging
+    links). On fixed ports a rerun of a day lands byte-identical batches, which bronze then
+    recognises as already landed, so the rerun changes nothing; two data roots (two test runs)
+    get different ports. ``GGM_STANDINS_PORT_BASE`` sets it explicitly.
+    """
+    import os
+    import zlib
+
+    configured = os.environ.get("GGM_STANDINS_PORT_BASE")
+    if configured:
+        return int(configured)
+    return 20000 + (zlib.crc32(str(root.resolve()).encode("utf-8")) % 1900) * 5
+
+
+def _ports_free(host: str, ports) -> bool:
+    import socket
+
+    for port in ports:
+        with socket.socket() as probe:
+            # As uvicorn binds: a port whose last connections linger in TIME_WAIT is still free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+@contextlib.contextmanager
+def _started_standins(world, logical_date: date, keys: dict, volgindicaties: Path):
+    """The stand-ins on the data root's fixed ports, or on free ports when those are taken."""
+    from ggm_lakehouse.config import data_root
+    from standins.server import StandinServers
+
+    def servers(port_base):
+        return StandinServers(world, as_of=logical_date, api_keys=keys, volgindicaties_file=volgindicaties,
+                              port_base=port_base)
+
+    base = standin_port_base(data_root())
+    if not _ports_free("127.0.0.1", range(base, base + 5)):
+        print(f"stand-ins: ports {base}-{base + 4} are taken; using free ports, so a rerun of this day lands "
+              "new batches (set GGM_STANDINS_PORT_BASE to choose others)", file=sys.stderr)
+        base = None
+    started = servers(base).start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
 def run_demo_day(logical_date: date, population: int = 3000, seed: int = 42, extra_env: dict | None = None,
                  sources: list[str] | None = None, quiet: bool = False) -> dict:
     """Run the daily pipeline for ``logical_date`` against the demo municipality; returns the summary.
@@ -145,7 +199,6 @@ def run_demo_day(logical_date: date, population: int = 3000, seed: int = 42, ext
     from demo_gemeente.generator import DemoWorld
     from ggm_lakehouse.config import dropzone_root
     from ggm_lakehouse.pipeline import run_summary
-    from standins.server import StandinServers
 
     world = DemoWorld(population, seed)
     muni = world.at(logical_date)
@@ -156,7 +209,7 @@ def run_demo_day(logical_date: date, population: int = 3000, seed: int = 42, ext
     volgindicaties = data_root() / "standins" / "brp_update_volgindicaties.json"
     volgindicaties.parent.mkdir(parents=True, exist_ok=True)
     keys = _standin_api_keys(data_root() / "standins" / "api_keys.json")
-    with StandinServers(world, as_of=logical_date, api_keys=keys, volgindicaties_file=volgindicaties) as servers:
+    with _started_standins(world, logical_date, keys, volgindicaties) as servers:
         departmental = write_departmental_deliveries_for_demo(muni, logical_date, servers.kvk_register, seed)
         env = airflow_environment(
             {**connection_env(servers, muni), **departmental_connection_env(departmental),

@@ -86,6 +86,21 @@ class LakeTable:
         rows = spark.sql(f"DESCRIBE HISTORY {self.sql_name} LIMIT 1").select("version", "timestamp").collect()
         return (int(rows[0]["version"]), rows[0]["timestamp"]) if rows else None
 
+    def version(self, spark) -> int | None:
+        """The table's current Delta version, or None when it has no commit yet.
+
+        Read from the transaction log's file names when this process sees the lake (the embedded
+        default: no round trip to Spark), else asked with ``DESCRIBE HISTORY``.
+        """
+        if not self.name:
+            path = table_path(self.layer, self.table)
+            if path.parent.parent.is_dir():
+                return delta_log_version(path)
+        if not self.exists(spark):
+            return None
+        last = self.last_commit(spark)
+        return last[0] if last else None
+
     def save(self, spark, writer) -> None:
         """Finish a ``DataFrame.write.format("delta")…`` chain into this table."""
         if self.name:
@@ -94,6 +109,21 @@ class LakeTable:
             writer.saveAsTable(self.name)
         else:
             writer.save(str(table_path(self.layer, self.table)))
+
+
+def delta_log_version(path) -> int | None:
+    """The newest commit version in the ``_delta_log`` of the table at ``path``, or None without one.
+
+    Commit files are named by version (``00000000000000000007.json``) and appear atomically, so
+    the highest name is the current version; checkpoints name a version too (log cleanup may
+    have removed the commit files before them).
+    """
+    log = path / "_delta_log"
+    if not log.is_dir():
+        return None
+    versions = [int(entry.name.split(".", 1)[0]) for entry in log.iterdir()
+                if entry.name[:1].isdigit() and (entry.name.endswith(".json") or ".checkpoint" in entry.name)]
+    return max(versions) if versions else None
 
 
 # Delta's optimistic-concurrency failures (io.delta.exceptions.* / their error classes).

@@ -178,5 +178,7 @@ def run_summary(logical_date: date) -> dict:
         "silver_unchanged": {t: r["skipped"] for t, r in silver.items() if "skipped" in r},
         "quarantined_rows_per_rule": quarantined,
         "gold": stage_tables("gold"),
+        # Stages whose inputs and outputs were as their last run of the day left them (jobs.stage_state).
+        "unchanged_stages": {name: r["unchanged_since"] for name, r in sorted(reports.items()) if r.get("unchanged_since")},
         "share": reports.get("share", {}),
     }

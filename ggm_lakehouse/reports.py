@@ -40,3 +40,11 @@ def write_report(logical_date: date, name: str, report: dict) -> Path:
 def read_reports(logical_date: date) -> dict[str, dict]:
     """Every report of ``logical_date`` by name."""
     return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(runs_dir(logical_date).glob("*.json"))}
+
+
+def read_report(logical_date: date, name: str) -> dict | None:
+    """The report ``name`` of ``logical_date``, or None when that step has not reported yet."""
+    try:
+        return json.loads(report_path(logical_date, name).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None

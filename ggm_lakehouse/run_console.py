@@ -113,4 +113,8 @@ def print_summary(summary: dict) -> None:
         print(f"Share: {len(share.get('tables', []))} tables published to {', '.join(share.get('recipients', []))}"
               + (f"; waiting: {', '.join(map(str, share['waiting']))}" if share.get("waiting") else ""))
     print(f"Silver tables without a delivery today (current versions kept): {len(summary.get('silver_unchanged', {}))}")
+    unchanged = summary.get("unchanged_stages", {})
+    if unchanged:
+        print(f"Stages skipped, nothing they read changed since their last run of this day: {len(unchanged)} "
+              "(ggm run --full-refresh redoes them)")
     print(f"Run state: {summary.get('state', 'unknown')}")

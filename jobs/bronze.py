@@ -2,8 +2,9 @@
 
 Every record of a batch becomes one row with the record's JSON text in
 ``payload`` and the metadata columns described in ``docs/architecture.md``.
-A batch that is already in bronze (same source, dataset, logical date and run id)
-is not appended again, so re-running the bronze step of a run is a no-op.
+A batch that is already in bronze (same source, dataset, logical date and run id) is not
+appended again, so re-running the bronze step of a run is a no-op; nor is a batch whose content
+equals the newest batch of its day, so a rerun of a day whose sources answer as before adds nothing.
 """
 from __future__ import annotations
 
@@ -126,30 +127,62 @@ def _to_spark(spark, rows: list[tuple]):
     return spark.createDataFrame(frame, schema=BRONZE_SCHEMA_DDL)
 
 
-def _already_landed(spark, target: LakeTable, batch: LandedBatch) -> bool:
+def _day_batches(spark, target: LakeTable, batch: LandedBatch) -> list[tuple[str, str]]:
+    """``(run_id, checksum)`` of every batch of the batch's dataset and day already in bronze, newest last."""
     if not target.exists(spark):
-        return False
+        return []
     from pyspark.sql import functions as F
 
     m = batch.manifest
-    existing = (
+    rows = (
         target.read(spark)
-        .where(
-            (F.col("_logical_date") == F.lit(m["logical_date"]).cast("date"))
-            & (F.col("_run_id") == m["run_id"])
-            & (F.col("_dataset") == m["dataset"])
-        )
-        .limit(1)
-        .count()
+        .where((F.col("_logical_date") == F.lit(m["logical_date"]).cast("date")) & (F.col("_dataset") == m["dataset"]))
+        .groupBy("_run_id", "_batch_checksum")
+        .agg(F.max("_ingested_at").alias("landed"))
+        .collect()
     )
-    return existing > 0
+    return [(r["_run_id"], r["_batch_checksum"]) for r in sorted(rows, key=lambda r: r["landed"])]
 
 
-def run(spark, logical_date: date, run_id: str | None = None, source: str | None = None) -> dict:
+def landed_before(spark, target: LakeTable, batch: LandedBatch, known: dict | None = None) -> tuple[str | None, dict | None]:
+    """Why ``batch`` needs no append (None when it does), and the newest batch of its day in bronze if known.
+
+    Either this run already landed it (a retried task), or the newest batch of the same day
+    has the same content (a rerun of the day: the source answered exactly as before). Silver
+    conforms the newest batch of a day, so an identical one adds nothing but a new table version
+    that every later stage would have to look at. An older batch with the same content does not
+    count: a day that went A, B, A again must end on A.
+
+    ``known`` is the newest batch this stage recorded for the day (``newest_batch`` in its last
+    report) with the table's version after it: when the table is still at that version, a batch
+    with the same content is skipped without asking Spark. Anything that would append still asks.
+    """
+    m = batch.manifest
+    # Read before looking: a commit after it makes the recorded version stale, never wrong.
+    version = target.version(spark)
+    if known and known.get("checksum") == m["checksum"] and known.get("version") == version:
+        newest = known
+    else:
+        landed = _day_batches(spark, target, batch)
+        if any(run_id == m["run_id"] for run_id, _ in landed):
+            return "already landed by this run", None
+        newest = {"run_id": landed[-1][0], "checksum": landed[-1][1], "version": version} if landed else None
+        if not newest or newest["checksum"] != m["checksum"]:
+            return None, {"run_id": m["run_id"], "checksum": m["checksum"], "version": version}  # once appended
+    if newest["run_id"] == m["run_id"]:
+        return "already landed by this run", newest
+    return f"same content as the newest batch of the day (run {newest['run_id']})", newest
+
+
+def run(spark, logical_date: date, run_id: str | None = None, source: str | None = None,
+        previous: dict | None = None) -> dict:
     """Append every complete landing batch of ``logical_date`` (of ``run_id`` and ``source`` if given) to bronze.
 
-    Returns a report ``{"tables": {table: {"batches": n, "rows": n, "skipped_batches": n}}}``.
+    Returns a report ``{"tables": {table: {"batches": n, "rows": n, "skipped_batches": n, "newest_batch": …}}}``;
+    a table with skipped batches also says why (``skipped_because``). ``previous`` is this stage's
+    last report of the day, whose ``newest_batch`` entries spare Spark queries on a rerun.
     """
+    known = {table: entry.get("newest_batch") for table, entry in ((previous or {}).get("tables") or {}).items()}
     ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
     report: dict[str, dict] = {}
     for batch in find_batches(logical_date, run_id):
@@ -159,17 +192,24 @@ def run(spark, logical_date: date, run_id: str | None = None, source: str | None
         entry = report.setdefault(table, {"batches": 0, "rows": 0, "skipped_batches": 0})
         target = LakeTable("bronze", table)
 
-        def land(batch: LandedBatch = batch, target: LakeTable = target) -> list[tuple] | None:
+        def land(batch: LandedBatch = batch, target: LakeTable = target) -> tuple[list[tuple] | str, dict | None]:
             # Checked inside the retry: after a lost commit race the other writer may have landed it.
-            if _already_landed(spark, target, batch):
-                return None
+            reason, newest = landed_before(spark, target, batch, known.get(table))
+            if reason:
+                return reason, newest
             rows = batch_rows(batch, ingested_at)
             target.save(spark, _to_spark(spark, rows).write.format("delta").mode("append").partitionBy("_logical_date"))
-            return rows
+            # Our commit is the newest only if no other writer committed since we looked.
+            after = target.version(spark)
+            expected = (-1 if newest["version"] is None else newest["version"]) + 1
+            return rows, {**newest, "version": after} if after == expected else None
 
-        landed = retry_on_write_conflict(land, f"bronze {table}")
-        if landed is None:
+        landed, known[table] = retry_on_write_conflict(land, f"bronze {table}")
+        if known[table]:
+            entry["newest_batch"] = known[table]
+        if isinstance(landed, str):
             entry["skipped_batches"] += 1
+            entry.setdefault("skipped_because", []).append(landed)
             continue
         entry["batches"] += 1
         entry["rows"] += len(landed)

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ggm_lakehouse.processing_log import ProcessingOperation, processing_operation  # noqa: E402
-from ggm_lakehouse.reports import write_report  # noqa: E402
+from ggm_lakehouse.reports import read_report, write_report  # noqa: E402
 
 STAGES = ("bronze", "silver", "gold")
 # Systems every Spark stage involves, as the verwerkingslog names them.
@@ -40,10 +40,28 @@ def run_stage(spark, stage: str, logical_date: date, run_id: str, source: str | 
     ensure_active(spark)
     name = "_".join(filter(None, [stage, source, mart, domain]))
     with processing_operation(name, logical_date=logical_date, run_id=run_id, systemen=SPARK_SYSTEMS) as op:
-        report = _execute_stage(spark, stage, logical_date, run_id, source, mart, domain)
+        report = _run_unless_unchanged(spark, name, stage, logical_date, run_id, source, mart, domain)
         report["run_id"] = run_id
         record_stage_io(op, spark, report, logical_date)
     write_report(logical_date, name, report)
+    return report
+
+
+def _run_unless_unchanged(spark, name: str, stage: str, logical_date: date, run_id: str, source: str | None,
+                          mart: str | None, domain: str | None) -> dict:
+    """The stage's report: from its work, or, when its day is as its last run left it, from that run (see stage_state)."""
+    from jobs import stage_state
+
+    scope = stage_state.scope_of(stage, source, mart, domain)
+    if scope is None:
+        return _execute_stage(spark, stage, logical_date, run_id, source, mart, domain)
+    before = stage_state.current_state(spark, scope)
+    previous = read_report(logical_date, name)
+    if stage_state.unchanged_since(previous, before):
+        return stage_state.unchanged_report(previous)
+    report = _execute_stage(spark, stage, logical_date, run_id, source, mart, domain)
+    # Inputs as this run found them: a batch that landed meanwhile must make the next run look.
+    report["state"] = {**before, "writes": stage_state.versions(spark, scope.writes)}
     return report
 
 
@@ -52,7 +70,8 @@ def _execute_stage(spark, stage: str, logical_date: date, run_id: str, source: s
     if stage == "bronze":
         from jobs import bronze
 
-        report = bronze.run(spark, logical_date, run_id, source=source)
+        name = "_".join(filter(None, [stage, source]))
+        report = bronze.run(spark, logical_date, run_id, source=source, previous=read_report(logical_date, name))
     elif stage == "silver":
         from jobs import silver
 

@@ -131,3 +131,26 @@ def test_the_day_plan_chains_every_source_to_its_silver_gold_and_share():
     # Silver BRP is planned and will be skipped: it checks references against BAG's NUMMERAANDUIDING.
     assert {run.dag_id for run in day_plan(["brp"])} == {"ggm_ingest_brp", "ggm_silver_brp"}
 
+
+
+def test_the_run_on_the_longest_remaining_path_starts_first(tmp_path):
+    """Last run's seconds decide: a long ingest, or a short one whose chain is long, goes before short work with slack."""
+    from ggm_lakehouse.airflow_runner import previous_durations
+
+    progress = tmp_path / "runs" / "2026-06-08" / "logs" / "ggm-run-x.progress.jsonl"
+    progress.parent.mkdir(parents=True)
+    lines = [{"dag_id": "ggm_ingest_short", "state": "success", "seconds": 2.0},
+             {"dag_id": "ggm_ingest_long", "state": "success", "seconds": 40.0},
+             {"dag_id": "ggm_ingest_chain", "state": "success", "seconds": 5.0},
+             {"dag_id": "ggm_silver_chain", "state": "success", "seconds": 60.0},
+             {"dag_id": "ggm_ingest_short", "state": "running", "seconds": None}]
+    progress.write_text("\n".join(json.dumps(line) for line in lines) + "\n{truncated", encoding="utf-8")
+    expected = previous_durations(tmp_path / "runs")
+    assert expected == {"ggm_ingest_short": 2.0, "ggm_ingest_long": 40.0, "ggm_ingest_chain": 5.0, "ggm_silver_chain": 60.0}
+
+    journal = tmp_path / "journal.jsonl"
+    plan = [_ingest("short"), _ingest("long"), _ingest("chain"),
+            PlannedRun("ggm_silver_chain", frozenset({"chain"}), frozenset({"C"}), "spark")]
+    assert run_plan(plan, _starter(journal, seconds=0.05), parallel=1, pool_slots={}, expected=expected)
+    starts = [e["dag"] for e in _events(journal) if e["event"] == "start"]
+    assert starts == ["ggm_ingest_chain", "ggm_silver_chain", "ggm_ingest_long", "ggm_ingest_short"]

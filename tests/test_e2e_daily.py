@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -195,6 +196,28 @@ def test_dashboard_has_a_page_per_domein_and_partners_their_projections(run):
             for table in share.all_tables():
                 location = projections / recipient.name / table.share / table.schema / table.name
                 assert (location / "_delta_log").is_dir(), f"{recipient.name} has no projection of {table.qualified_name}"
+
+
+def _lake_versions(lake: Path) -> dict[str, int | None]:
+    from ggm_lakehouse.lake import delta_log_version
+
+    # The verwerkingslog (governance) records the rerun itself, as it should; every data table is compared.
+    return {str(log.parent.relative_to(lake)): delta_log_version(log.parent) for log in sorted(lake.glob("**/_delta_log"))
+            if log.parent.relative_to(lake).parts[0] != "governance"}
+
+
+def test_a_rerun_of_the_first_day_through_airflow_changes_nothing(run):
+    """The registries and what is built on them again, same date: no table of the lake gets a new version.
+
+    Runs before the second day (a rerun of an earlier day after a later one replays history on purpose).
+    """
+    lake = run["data"] / "lake"
+    before = _lake_versions(lake)
+    again = _ggm_run(DAY, "--sources", "brp,bag,gebieden,cbs")
+    assert _lake_versions(lake) == before
+    unchanged = again["unchanged_stages"]
+    assert {"silver_brp", "silver_bag", "silver_gebieden", "silver_cbs", "gold_demografie"} <= set(unchanged)
+    assert all(entry["rows"] == 0 for name, entry in again["bronze"].items() if name.split("_")[0] in {"brp", "bag"})
 
 
 # --- after the second day: history, privacy and the share ---------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from unittest.mock import ANY
 
 import pytest
 
@@ -82,8 +83,48 @@ def test_bronze_rows_carry_metadata_and_skip_known_batches(spark, day1):
         assert row[column] is not None
     assert day1["bronze"]["tables"]["brp_personen"]["rows"] == frame.count() > 0
     again = bronze.run(spark, DAY1, "run-day1")
-    assert again["tables"]["brp_personen"] == {"batches": 0, "rows": 0, "skipped_batches": 1}
+    skipped = again["tables"]["brp_personen"]
+    assert (skipped["batches"], skipped["rows"], skipped["skipped_batches"]) == (0, 0, 1)
+    assert skipped["skipped_because"] == ["already landed by this run"]
     assert frame.count() == spark.read.format("delta").load(str(table_path("bronze", "brp_personen"))).count()
+
+
+def _land_probe(day: date, run_id: str, names: list[str]) -> None:
+    """A batch of the test-only dataset ``brp_probe`` (no mapping reads it) with these names."""
+    window = ExtractWindow.for_day(day, run_id)
+    body = json.dumps({"personen": [{"naam": name} for name in names]}).encode()
+    with BatchWriter(landing_root(), "brp", "probe", window, endpoint="POST /personen", record_path="personen") as writer:
+        writer.add_part(body, request={"method": "POST", "url": "test://probe"}, status=200)
+
+
+def test_a_rerun_whose_source_answers_as_before_lands_nothing_but_a_change_lands(spark, day1, monkeypatch):
+    probe = LakeTable("bronze", "brp_probe")
+    reports: list[dict] = [{}]
+    queries = []
+    day_batches = bronze._day_batches
+    monkeypatch.setattr(bronze, "_day_batches", lambda *a: queries.append(a) or day_batches(*a))
+
+    def land(run_id: str, names: list[str]) -> dict:
+        _land_probe(DAY1, run_id, names)
+        reports.append(bronze.run(spark, DAY1, run_id, previous=reports[-1]))
+        return reports[-1]["tables"]["brp_probe"]
+
+    assert land("probe-1", ["A"])["rows"] == 1
+    version = _delta_version(spark, "bronze", "brp_probe")
+    assert reports[-1]["tables"]["brp_probe"]["newest_batch"] == {"run_id": "probe-1", "checksum": ANY, "version": version}
+    queries.clear()
+    same = land("probe-2", ["A"])
+    assert same["rows"] == 0 and same["skipped_because"] == ["same content as the newest batch of the day (run probe-1)"]
+    assert queries == [], "the previous report and the table's unchanged version answer without a Spark query"
+    assert _delta_version(spark, "bronze", "brp_probe") == version
+    # Without the report (or with a table that moved on) bronze asks Spark, and still lands nothing.
+    reports.append({})
+    assert land("probe-3", ["A"])["skipped_because"] == ["same content as the newest batch of the day (run probe-1)"]
+    assert len(queries) == 1
+    assert land("probe-4", ["B"])["rows"] == 1
+    # Back to the first answer: an older identical batch does not count, the newest must be A again.
+    assert land("probe-5", ["A"])["rows"] == 1
+    assert probe.read(spark).select("_run_id").distinct().count() == 3
 
 
 def test_silver_tables_have_ggm_names_history_columns_and_no_clear_bsn(spark, day1, world):

@@ -244,9 +244,39 @@ def test_ggm_processing_log_summarises_a_day(stage_rows):
     assert basis["doel"] and basis["grondslag"]
     assert set(OPERATIONS) - set(ACTIVITY) == {op["name"] for op in basis["operaties"]}
     beleid = activities[f"{REGISTER_URI}:beleidsinformatie-sociaal-domein"]
-    [gold] = beleid["operaties"]
+    [gold] = [op for op in beleid["operaties"] if op["run_id"] == RUN_ID]
     assert gold["status"] == "OK" and "gold.inwoners_per_buurt" in gold["geschreven"]
     sharing = activities[f"{REGISTER_URI}:gegevensdeling-met-partners"]
     published = [op for op in sharing["operaties"] if op["run_id"] == RUN_ID]
     assert [op["ontvangers"] for op in published] == [["demo-partner"]]
     assert Path(summary["location"]).name == "verwerkingslog"
+
+
+def test_a_rerun_of_an_unchanged_day_skips_silver_and_gold_and_a_changed_input_does_not(spark, stage_rows, monkeypatch):
+    from ggm_lakehouse.lake import LakeTable
+
+    silver_tables = [LakeTable("silver", t) for t in ("BUURT", "WIJK")]
+    versions = [t.version(spark) for t in silver_tables]
+    first = stage_rows["reports"]["silver_gebieden"]
+
+    again = run_stage(spark, "silver", DAY, "manual__rerun", source="gebieden")
+    assert again["unchanged_since"] == RUN_ID and again["run_id"] == "manual__rerun"
+    assert set(again["tables"]) == set(first["tables"])
+    assert all(e["new_versions"] == 0 and e["closed"] == 0 and not e["written"] for e in again["tables"].values())
+    assert again["tables"]["BUURT"]["total_rows"] == first["tables"]["BUURT"]["total_rows"]
+
+    # Any new version of an input makes the stage look again, even one that changes no record.
+    bronze = LakeTable("bronze", "gebieden_wijkbuurtindeling")
+    spark.sql(f"ALTER TABLE {bronze.sql_name} SET TBLPROPERTIES ('ggm.test.touched' = 'true')")
+    looked = run_stage(spark, "silver", DAY, "manual__touched", source="gebieden")
+    assert "unchanged_since" not in looked
+    assert all(not e["written"] for e in looked["tables"].values())
+    assert run_stage(spark, "silver", DAY, "manual__again", source="gebieden")["unchanged_since"] == "manual__touched"
+    assert [t.version(spark) for t in silver_tables] == versions
+
+    gold_versions = LakeTable("gold", "inwoners_per_buurt").version(spark)
+    assert run_stage(spark, "gold", DAY, "manual__rerun")["unchanged_since"] == RUN_ID
+    monkeypatch.setenv("GGM_SKIP_UNCHANGED", "0")
+    full = run_stage(spark, "gold", DAY, "manual__full")
+    assert "unchanged_since" not in full and full["tables"]["inwoners_per_buurt"]["written"] is False
+    assert LakeTable("gold", "inwoners_per_buurt").version(spark) == gold_versions
