@@ -206,17 +206,21 @@ def _start(dag, logical: datetime):
     return process
 
 
-def previous_durations(runs_root: Path) -> dict[str, float]:
-    """Seconds each DAG run took in the newest earlier ``ggm run`` (its progress file), by DAG id."""
-    progress = sorted(runs_root.glob("*/logs/*.progress.jsonl"), key=lambda p: p.stat().st_mtime)
+def previous_durations(runs_root: Path, runs: int = 5) -> dict[str, float]:
+    """The longest a DAG run took in the newest ``runs`` earlier ``ggm run``s (their progress files), by DAG id.
+
+    The longest, not the last: a rerun whose stages found nothing changed says little about a day
+    with new data.
+    """
+    progress = sorted(runs_root.glob("*/logs/*.progress.jsonl"), key=lambda p: p.stat().st_mtime)[-runs:]
     seconds: dict[str, float] = {}
-    for line in (progress[-1].read_text(encoding="utf-8").splitlines() if progress else []):
+    for line in (line for path in progress for line in path.read_text(encoding="utf-8").splitlines()):
         try:
             event = json.loads(line)
         except ValueError:
             continue  # a run that was killed mid-line
         if event.get("seconds") is not None:
-            seconds[event["dag_id"]] = float(event["seconds"])
+            seconds[event["dag_id"]] = max(seconds.get(event["dag_id"], 0.0), float(event["seconds"]))
     return seconds
 
 

@@ -145,7 +145,11 @@ def test_the_run_on_the_longest_remaining_path_starts_first(tmp_path):
              {"dag_id": "ggm_silver_chain", "state": "success", "seconds": 60.0},
              {"dag_id": "ggm_ingest_short", "state": "running", "seconds": None}]
     progress.write_text("\n".join(json.dumps(line) for line in lines) + "\n{truncated", encoding="utf-8")
+    rerun = tmp_path / "runs" / "2026-06-09" / "logs" / "ggm-run-y.progress.jsonl"
+    rerun.parent.mkdir(parents=True)
+    rerun.write_text(json.dumps({"dag_id": "ggm_silver_chain", "state": "success", "seconds": 1.5}) + "\n", encoding="utf-8")
     expected = previous_durations(tmp_path / "runs")
+    # The longest of the recent runs: a rerun that skipped its work does not make a stage look short.
     assert expected == {"ggm_ingest_short": 2.0, "ggm_ingest_long": 40.0, "ggm_ingest_chain": 5.0, "ggm_silver_chain": 60.0}
 
     journal = tmp_path / "journal.jsonl"
