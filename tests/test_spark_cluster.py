@@ -144,8 +144,8 @@ class _MinimalTaskInstance:
         self.xcoms[key] = value
 
 
-def _land_personen() -> Path:
-    window = ExtractWindow.for_day(LOGICAL_DATE, RUN_ID)
+def _land_personen(day: date = LOGICAL_DATE, run_id: str = RUN_ID) -> Path:
+    window = ExtractWindow.for_day(day, run_id)
     with BatchWriter(landing_root(), "brp", "personen", window,
                      endpoint="POST /personen", record_path="personen") as batch:
         batch.add_part(json.dumps({"type": "RaadpleegMetBurgerservicenummer", "personen": PERSONEN}).encode(),
@@ -184,7 +184,8 @@ def test_bronze_stage_runs_on_a_standalone_cluster(cluster, data_root, monkeypat
     assert sorted(row["_record_index"] for row in bronze) == [0, 1, 2]
 
     report = json.loads((data_root / "runs" / LOGICAL_DATE.isoformat() / "bronze.json").read_text(encoding="utf-8"))
-    assert report["tables"]["brp_personen"] == {"batches": 1, "rows": 3, "skipped_batches": 0}
+    assert {k: report["tables"]["brp_personen"][k] for k in ("batches", "rows", "skipped_batches")} == {
+        "batches": 1, "rows": 3, "skipped_batches": 0}
 
     # The master saw the application through to the end: it ran on the cluster, not in local mode.
     state = cluster.wait_for(
@@ -193,4 +194,45 @@ def test_bronze_stage_runs_on_a_standalone_cluster(cluster, data_root, monkeypat
     assert app["state"] == "FINISHED"
     assert app["cores"] >= 1
     # …and the worker launched an executor JVM for it (its logs live under the worker's work dir).
+    assert list((cluster.work_dir / "worker").glob(f"{app['id']}/*/stderr"))
+
+
+def test_a_stage_runs_over_spark_connect_on_the_cluster(cluster, data_root, tmp_path, monkeypatch):
+    """The compose topology: the day's Spark Connect server runs its jobs on the standalone master.
+
+    The server (``ggm spark serve`` with ``GGM_SPARK_MASTER=spark://…``) is the driver; the stage is a
+    thin client that opens a session on it, as a DAG task of the ``connect`` target does; the work
+    runs in an executor the cluster's worker launched.
+    """
+    from deltalake import DeltaTable
+
+    from ggm_lakehouse import spark_connect
+    from ggm_lakehouse.spark import connect_session
+    from ggm_lakehouse.spark_target import run_stage_task
+
+    day, run_id = date(2026, 11, 28), "manual__2026-11-28T06:00:00+00:00"
+    _land_personen(day, run_id)
+    monkeypatch.setenv("GGM_SPARK_CONNECT_DIR", str(tmp_path / "connect"))
+    monkeypatch.setenv("GGM_SPARK_CONNECT_PORT", str(_free_port()))
+    monkeypatch.delenv("GGM_SPARK_CONNECT_TOKEN", raising=False)
+    monkeypatch.setenv("GGM_SPARK_MASTER", cluster.master_url)
+    monkeypatch.setenv("GGM_SPARK_DRIVER_MEMORY", "1g")
+    info = spark_connect.start()
+    try:
+        session = connect_session(spark_connect.client_url(info["port"]), "ggm-bronze-over-connect")
+        try:
+            [summary] = run_stage_task("bronze", day.isoformat(), run_id, source="brp", spark=session)
+        finally:
+            session.stop()
+        state = cluster.state()
+    finally:
+        spark_connect.stop()
+    assert summary == {"logical_date": day.isoformat(), "stage": "bronze", "tables": 1}
+    rows = [r for r in DeltaTable(str(table_path("bronze", "brp_personen"))).to_pyarrow_table().to_pylist()
+            if r["_run_id"] == run_id]
+    assert sorted(json.loads(r["payload"])["burgerservicenummer"] for r in rows) == sorted(
+        p["burgerservicenummer"] for p in PERSONEN)
+    # The server was an application of the cluster, with an executor on its worker.
+    [app] = [a for a in state.get("activeapps", []) if a.get("name") == "ggm-spark-connect"]
+    assert app["cores"] >= 1
     assert list((cluster.work_dir / "worker").glob(f"{app['id']}/*/stderr"))
