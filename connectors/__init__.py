@@ -3,7 +3,7 @@
 Public entry points::
 
     from connectors import CONNECTORS, ExtractWindow
-    connector = CONNECTORS["bag"].from_airflow_connection("bag_api")
+    connector = CONNECTORS["bag"].from_connection(fields)  # fields: connectors.base.ConnectionFields
     results = connector.extract(ExtractWindow.for_day(date(2026, 3, 1), run_id), landing_root())
 
 See docs/architecture.md ("Landing batches") for the batch + manifest contract.

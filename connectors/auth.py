@@ -1,7 +1,7 @@
 """Production authentication for HTTP connectors: OAuth2 client credentials and mutual TLS.
 
 Every HTTP connector picks its credential with the config key ``auth`` (from the
-``extra`` of its Airflow connection, see :meth:`connectors.base.Connector.from_airflow_connection`):
+``extra`` of its Airflow connection, see :meth:`connectors.base.Connector.config_from_connection`):
 
 =============  ===================================================================  ============================
 ``auth``       what is sent                                                         config keys

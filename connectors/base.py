@@ -8,7 +8,7 @@ A connector (in the spirit of a Singer/Meltano tap) is a small class that declar
 
 and implements :meth:`Connector.extract`, which writes one landing batch per dataset
 for an :class:`ExtractWindow`. Configuration comes from a plain dict (tests, CLI)
-or from an Airflow connection (:meth:`Connector.from_airflow_connection`).
+or from a stored connection's fields (:meth:`Connector.from_connection`; the app layer reads Airflow's).
 
 HTTP connectors authenticate with an API key, OAuth2 client credentials or a
 client certificate, chosen by the config key ``auth`` (see :mod:`connectors.auth`).
@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time as _time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
@@ -152,50 +152,70 @@ class Connector:
         return f"{type(self).__name__}({self.public_config()!r})"
 
     @classmethod
-    def from_airflow_connection(cls, conn_id: str, **overrides: Any) -> "Connector":
-        """Build the connector from Airflow connection ``conn_id`` (plus keyword overrides).
+    def from_connection(cls, connection: "ConnectionFields", **overrides: Any) -> "Connector":
+        """Build the connector from a stored connection's fields (plus keyword overrides, which win).
+
+        Where the fields come from (an Airflow connection, a secrets manager) is the caller's concern:
+        ``ggm_lakehouse.pipeline.connector_from_connection`` reads Airflow's. Each connector says
+        how fields become config in :meth:`config_from_connection`.
+        """
+        config = cls.config_from_connection(connection, overrides.get("auth"))
+        config.update(overrides)
+        return cls(config)
+
+    @classmethod
+    def config_from_connection(cls, connection: "ConnectionFields", auth: str | None = None) -> dict[str, Any]:
+        """An HTTP source's config from connection fields.
 
         Mapping: ``host`` (may hold scheme, port and path) with ``port``/``schema``
         → ``base_url``; every key of the ``extra`` JSON → the config key of the
-        same name; ``login``/``password`` depend on the extra's ``auth``:
+        same name; ``login``/``password`` depend on ``auth`` (an override) or the extra's ``auth``:
 
         * ``oauth2``: ``login`` → ``client_id``, ``password`` → ``client_secret``;
         * ``mtls`` and ``none``: not used (the certificate is the credential);
         * ``api_key`` or absent: ``password`` → ``api_key``.
 
-        Overrides win over the connection. Examples (``AIRFLOW_CONN_BRP_API``)::
+        Examples as Airflow connections (``AIRFLOW_CONN_BRP_API``)::
 
             http://:proef-key@127.0.0.1:5010/haalcentraal%2Fapi%2Fbrp
             https://my-client:s3cret@brp.example.nl/haalcentraal%2Fapi%2Fbrp?auth=oauth2&token_url=https%3A%2F%2Fauth.example.nl%2Foauth2%2Ftoken&scope=brp.personen
             https://brp.example.nl/haalcentraal%2Fapi%2Fbrp?auth=mtls&client_cert=%2Fcerts%2Fclient.pem&client_key=%2Fcerts%2Fclient.key&ca_bundle=%2Fcerts%2Fpkio-private-root.pem
         """
-        from airflow.sdk import Connection  # lazy: connectors also run outside Airflow
-
-        conn = Connection.get(conn_id)
-        config: dict[str, Any] = {}
-        extra = conn.extra_dejson if conn.extra else {}
-        if not isinstance(extra, dict):
-            raise SourceConfigError(cls.name, f"extra of Airflow connection {conn_id!r} is not a JSON object")
-        config.update(extra)
-        base_url = _base_url_from_connection(conn.conn_type, conn.host, conn.port, conn.schema)
+        config: dict[str, Any] = dict(connection.extra)
+        base_url = _base_url_from_connection(connection.conn_type, connection.host, connection.port, connection.schema)
         if base_url:
             config["base_url"] = base_url
-        mode = overrides.get("auth", config.get("auth"))
+        mode = auth or config.get("auth")
         if mode == "oauth2":
-            if conn.login:
-                config["client_id"] = conn.login
-            if conn.password:
-                config["client_secret"] = conn.password
-        elif mode not in ("mtls", "none") and conn.password:
-            config["api_key"] = conn.password
-        config.update(overrides)
-        return cls(config)
+            if connection.login:
+                config["client_id"] = connection.login
+            if connection.password:
+                config["client_secret"] = connection.password
+        elif mode not in ("mtls", "none") and connection.password:
+            config["api_key"] = connection.password
+        return config
 
     # -- extraction
 
     def extract(self, window: ExtractWindow, landing_root: Path) -> list[BatchResult]:
         """Extract every dataset of this source for ``window``; one complete batch per dataset."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ConnectionFields:
+    """The fields of a stored connection (Airflow's model, without Airflow): what a source's endpoint and secrets are.
+
+    ``extra`` is the connection's JSON object of further settings.
+    """
+
+    conn_type: str | None = None
+    host: str | None = None
+    port: int | None = None
+    schema: str | None = None
+    login: str | None = None
+    password: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _base_url_from_connection(conn_type: str | None, host: str | None, port: int | None, schema: str | None) -> str | None:

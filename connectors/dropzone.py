@@ -593,24 +593,17 @@ class DropzoneConnector(Connector):
     # -- configuration and layout
 
     @classmethod
-    def from_airflow_connection(cls, conn_id: str, **overrides: Any) -> "DropzoneConnector":
-        """Build the connector from Airflow connection ``conn_id``: its ``extra`` JSON is the config.
+    def config_from_connection(cls, connection, auth: str | None = None) -> dict[str, Any]:
+        """A drop zone's config is the connection's ``extra`` JSON.
 
         A File (path) connection (``conn_type`` ``fs``, extra ``{"path": ...}``) works too:
         ``path`` becomes ``dropzone_dir``. Login and password are not used (a drop zone
-        has no credentials). Overrides win over the connection.
+        has no credentials).
         """
-        from airflow.sdk import Connection  # lazy: connectors also run outside Airflow
-
-        conn = Connection.get(conn_id)
-        extra = conn.extra_dejson if conn.extra else {}
-        if not isinstance(extra, dict):
-            raise SourceConfigError(cls.name, f"extra of Airflow connection {conn_id!r} is not a JSON object")
-        config = dict(extra)
+        config = dict(connection.extra)
         if "path" in config:
             config.setdefault("dropzone_dir", config.pop("path"))
-        config.update(overrides)
-        return cls(config)
+        return config
 
     @classmethod
     def landed_datasets(cls) -> tuple[str, ...]:

@@ -172,11 +172,6 @@ class GebiedenConnector(FileDropConnector):
         super().__init__(config)
 
     @classmethod
-    def from_airflow_connection(cls, conn_id: str, **overrides: Any) -> "GebiedenConnector":
-        """Drop zones need no Airflow connection; ``extra`` may still carry ``dropzone_dir``."""
-        from airflow.sdk import Connection
-
-        conn = Connection.get(conn_id)
-        config = dict(conn.extra_dejson if conn.extra else {})
-        config.update(overrides)
-        return cls(config)
+    def config_from_connection(cls, connection, auth: str | None = None) -> dict[str, Any]:
+        """Drop zones need no connection; its ``extra`` may still carry ``dropzone_dir``."""
+        return dict(connection.extra)

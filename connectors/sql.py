@@ -351,37 +351,30 @@ class SqlConnector(Connector):
         return tuple(self.config["tables"])
 
     @classmethod
-    def from_airflow_connection(cls, conn_id: str, **overrides: Any) -> "SqlConnector":
-        """Build the connector from Airflow connection ``conn_id`` (plus keyword overrides).
+    def config_from_connection(cls, connection, auth: str | None = None) -> dict[str, Any]:
+        """A database source's config from connection fields.
 
         ``conn_type``/``host``/``port``/``schema``/``login`` → ``url`` (:func:`url_from_connection`),
         ``password`` → ``password``; extra keys that are config keys of this connector
         (``tables``, ``source_timezone``, ``batch_size``, ...) → config, other extra keys → URL
-        query parameters. Example (``AIRFLOW_CONN_GGM_SUITE4``)::
+        query parameters. Example as an Airflow connection (``AIRFLOW_CONN_GGM_SUITE4``)::
 
             {"conn_type": "postgres", "host": "suite4-db.gemeente.local", "port": 5432,
              "schema": "suite4", "login": "ggm_reader", "password": "...",
              "extra": {"sslmode": "verify-full", "source_timezone": "Europe/Amsterdam"}}
         """
-        from ggm_lakehouse.secrets import get_connection
-
-        conn = get_connection(conn_id)
-        if conn is None:
-            raise SourceConfigError(cls.name, f"Airflow connection {conn_id!r} is not configured")
-        extra = conn.extra_dejson if getattr(conn, "extra", None) else {}
-        if not isinstance(extra, dict):
-            raise SourceConfigError(cls.name, f"extra of Airflow connection {conn_id!r} is not a JSON object")
+        extra = connection.extra
         config: dict[str, Any] = {k: v for k, v in extra.items() if k in cls.config_schema["properties"]}
-        config["url"] = url_from_connection(conn.conn_type, conn.host, conn.port, conn.schema, conn.login, extra)
-        password = conn.password
-        if not password and conn.host and "://" in conn.host:
+        config["url"] = url_from_connection(connection.conn_type, connection.host, connection.port,
+                                            connection.schema, connection.login, extra)
+        password = connection.password
+        if not password and connection.host and "://" in connection.host:
             from sqlalchemy.engine import make_url
 
-            password = make_url(conn.host).password
+            password = make_url(connection.host).password
         if password:
             config["password"] = password
-        config.update(overrides)
-        return cls(config)
+        return config
 
     # -- engine and sessions
 

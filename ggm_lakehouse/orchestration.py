@@ -270,27 +270,20 @@ def stale_days(inputs: list[str], own: str, window_days: int | None = None, now:
     one that reached no run; a day that keeps failing drops out of the safety net once its input
     is older than the window.
     """
-    from ggm_lakehouse.reports import runs_root
+    from ggm_lakehouse.reports import report_times
 
     window_days = catch_up_window_days() if window_days is None else window_days
     oldest_write = (time.time() if now is None else now) - window_days * 86400
-    root = runs_root()
-    if not inputs or not root.is_dir():
+    if not inputs:
         return []
     stale = []
-    for folder in sorted(root.iterdir()):
-        try:
-            day = date.fromisoformat(folder.name)
-        except ValueError:
+    for day, written in sorted(report_times({*inputs, own}).items()):
+        if not all(name in written for name in inputs):
             continue
-        input_paths = [folder / f"{name}.json" for name in inputs]
-        if not all(p.exists() for p in input_paths):
-            continue
-        newest_input = max(p.stat().st_mtime for p in input_paths)
+        newest_input = max(written[name] for name in inputs).timestamp()
         if newest_input < oldest_write:
             continue
-        own_path = folder / f"{own}.json"
-        if not own_path.exists() or own_path.stat().st_mtime < newest_input:
+        if own not in written or written[own].timestamp() < newest_input:
             stale.append(day)
     return stale
 

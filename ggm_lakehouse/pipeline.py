@@ -24,18 +24,35 @@ log = logging.getLogger(__name__)
 SOURCES = {name: spec.conn_id for name, spec in SOURCE_SPECS.items()}
 
 
-def _connection_exists(conn_id: str) -> bool:
-    import os
+def connection_fields(conn_id: str):
+    """The fields of Airflow connection ``conn_id`` as connectors take them, or None when it is not configured.
 
-    if os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}"):
-        return True
-    try:
-        from airflow.sdk import Connection
+    The one place that turns Airflow's connection model into :class:`connectors.base.ConnectionFields`,
+    so connectors never import Airflow (as providers keep hooks apart from what they call).
+    """
+    from connectors.base import ConnectionFields
+    from connectors.errors import SourceConfigError
+    from ggm_lakehouse.secrets import get_connection
 
-        Connection.get(conn_id)
-        return True
-    except Exception:  # noqa: BLE001 - "not configured" surfaces in several exception types
-        return False
+    conn = get_connection(conn_id)
+    if conn is None:
+        return None
+    extra = conn.extra_dejson if getattr(conn, "extra", None) else {}
+    if not isinstance(extra, dict):
+        raise SourceConfigError(conn_id, f"extra of Airflow connection {conn_id!r} is not a JSON object")
+    return ConnectionFields(conn_type=conn.conn_type, host=conn.host, port=conn.port, schema=conn.schema,
+                            login=conn.login, password=conn.password, extra=extra)
+
+
+def connector_from_connection(cls, conn_id: str, **overrides: Any):
+    """Connector class ``cls`` configured from Airflow connection ``conn_id`` (keyword overrides win)."""
+    from connectors.errors import SourceConfigError
+
+    fields = connection_fields(conn_id)
+    if fields is None:
+        raise SourceConfigError(cls.name, f"Airflow connection {conn_id!r} is not configured; "
+                                          f"set AIRFLOW_CONN_{conn_id.upper()} or add it in Airflow")
+    return cls.from_connection(fields, **overrides)
 
 
 def build_connector(source: str):
@@ -43,11 +60,11 @@ def build_connector(source: str):
     from connectors import get_connector
 
     cls = get_connector(source)
-    conn_id = SOURCES[source]
-    if _connection_exists(conn_id):
-        return cls.from_airflow_connection(conn_id)
+    fields = connection_fields(SOURCES[source])
+    if fields is not None:
+        return cls.from_connection(fields)
     if getattr(cls, "secrets", ()):
-        raise RuntimeError(f"source {source!r} needs Airflow connection {conn_id!r} (endpoint and credentials)")
+        raise RuntimeError(f"source {source!r} needs Airflow connection {SOURCES[source]!r} (endpoint and credentials)")
     return cls({})
 
 

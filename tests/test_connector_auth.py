@@ -24,6 +24,7 @@ from connectors.base import ExtractWindow, HttpConnector, http_config_schema
 from connectors.errors import SourceAuthError, SourceConfigError
 from connectors.http import ApiKeyHeaderAuth, HttpSource, NoAuth, RetryPolicy, SourceTlsError
 from ggm_lakehouse.landing import MANIFEST_NAME, BatchResult, BatchWriter, find_complete_batches, iter_batch_records
+from ggm_lakehouse.pipeline import connector_from_connection
 from standins.auth import (
     DEFAULT_TOKEN_PATH,
     OAuth2Server,
@@ -404,7 +405,7 @@ def test_missing_certificate_file_is_a_config_error_at_start(pki, tmp_path):
 
 def test_from_airflow_connection_builds_api_key_mode_from_uri(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_AUTHDEMO_KEY", "http://:proef-key@127.0.0.1:5010/haalcentraal%2Fapi%2Fbrp")
-    connector = ItemsConnector.from_airflow_connection("authdemo_key")
+    connector = connector_from_connection(ItemsConnector, "authdemo_key")
     assert connector.config["base_url"] == "http://127.0.0.1:5010/haalcentraal/api/brp"
     auth = build_auth(connector.config, connector.name, api_key_header="X-API-KEY")
     assert isinstance(auth, ApiKeyHeaderAuth) and "proef-key" not in repr(auth)
@@ -419,7 +420,7 @@ def test_from_airflow_connection_builds_oauth2_mode_and_extracts(oauth, monkeypa
         f"?auth=oauth2&token_url={quote(oauth.base_url + DEFAULT_TOKEN_PATH, safe='')}&scope=items.read"
     )
     monkeypatch.setenv("AIRFLOW_CONN_AUTHDEMO_OAUTH", uri)
-    connector = ItemsConnector.from_airflow_connection("authdemo_oauth")
+    connector = connector_from_connection(ItemsConnector, "authdemo_oauth")
     assert connector.config["client_id"] == CLIENT_ID and connector.config["client_secret"] == CLIENT_SECRET
     assert "api_key" not in connector.config and CLIENT_SECRET not in repr(connector)
     [result] = connector.extract(window("run-conn-oauth"), tmp_path)
@@ -438,7 +439,7 @@ def test_from_airflow_connection_builds_oauth2_mode_and_extracts(oauth, monkeypa
             }
         ),
     )
-    connector = ItemsConnector.from_airflow_connection("authdemo_oauth_json")
+    connector = connector_from_connection(ItemsConnector, "authdemo_oauth_json")
     auth = build_auth(connector.config, connector.name, api_key_header="X")
     assert isinstance(auth, OAuth2ClientCredentialsAuth) and auth.refresh_skew == 120 and auth.scope == ["items.read"]
 
@@ -452,7 +453,7 @@ def test_from_airflow_connection_builds_mtls_mode_from_paths_and_from_pem(mtls_u
         f"&client_key={quote(str(pki.client_key), safe='')}&ca_bundle={quote(str(pki.ca_cert), safe='')}"
     )
     monkeypatch.setenv("AIRFLOW_CONN_AUTHDEMO_MTLS", uri)
-    connector = ItemsConnector.from_airflow_connection("authdemo_mtls")
+    connector = connector_from_connection(ItemsConnector, "authdemo_mtls")
     assert connector.config["base_url"] == mtls_url
     [result] = connector.extract(window("run-conn-mtls"), tmp_path)
     assert result.record_count == 3
@@ -472,7 +473,7 @@ def test_from_airflow_connection_builds_mtls_mode_from_paths_and_from_pem(mtls_u
             }
         ),
     )
-    connector = ItemsConnector.from_airflow_connection("authdemo_mtls_pem")
+    connector = connector_from_connection(ItemsConnector, "authdemo_mtls_pem")
     assert "api_key" not in connector.config
     with connector.http() as source:
         assert source.get("/items").status == 200

@@ -29,6 +29,7 @@ from connectors.errors import (
     SourceUnavailableError,
 )
 from connectors.http import ApiKeyHeaderAuth, HttpSource, RateLimiter, RetryPolicy, parse_retry_after
+from ggm_lakehouse.pipeline import connector_from_connection
 
 PROBLEM = "application/problem+json"
 
@@ -380,14 +381,14 @@ def test_from_airflow_connection_maps_host_password_and_extra(monkeypatch):
             }
         ),
     )
-    connector = _DemoConnector.from_airflow_connection("demo_api", read_timeout=9)
+    connector = connector_from_connection(_DemoConnector, "demo_api", read_timeout=9)
     assert connector.config["base_url"] == "http://127.0.0.1:5010/haalcentraal/api/brp"
     assert connector.config["api_key"] == "proef-key-123"
     assert connector.config["items"] == ["a"] and connector.config["max_attempts"] == 2
     assert connector.config["read_timeout"] == 9
     # Airflow's URI form: host, port and path (schema) separately
     monkeypatch.setenv("AIRFLOW_CONN_DEMO_URI", "http://:key-456@bag.local:8080/lvbag%2Findividuelebevragingen%2Fv2")
-    connector = _DemoConnector.from_airflow_connection("demo_uri")
+    connector = connector_from_connection(_DemoConnector, "demo_uri")
     assert connector.config["base_url"] == "http://bag.local:8080/lvbag/individuelebevragingen/v2"
     assert connector.config["api_key"] == "key-456"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,31 +133,30 @@ def test_run_dates_come_from_logical_date_or_triggering_events():
 
 def test_asset_triggered_silver_runs_catch_up_days_whose_bronze_is_newer(tmp_path, monkeypatch):
     """The scheduler safety net: a day whose bronze event reached no silver run is conformed by the next one."""
-    import os
     import time
 
     from ggm_lakehouse.orchestration import SilverGroup, missed_silver_dates, silver_run_dates
-    from ggm_lakehouse.reports import report_path, write_report
+    from ggm_lakehouse.reports import write_report
 
     monkeypatch.setenv("GGM_DATA_ROOT", str(tmp_path))
     group = SilverGroup("gebieden", ("BUURT", "WIJK"), ("gebieden",))
     done, missed, rerun, no_bronze = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)
     backfilled, abandoned = date(2024, 6, 3), date(2026, 2, 2)
-    for day in (done, missed, rerun, backfilled, abandoned):
-        write_report(day, "bronze_gebieden", {})
-    write_report(done, "silver_gebieden", {})
-    write_report(rerun, "silver_gebieden", {})
-    write_report(no_bronze, "silver_gebieden", {})
+    now = datetime.now(timezone.utc)
+
+    def report(day, name, seconds=0):
+        write_report(day, name, {}, written_at=now + timedelta(seconds=seconds))
+
+    for day in (done, missed, backfilled):
+        report(day, "bronze_gebieden")
+    # The bronze of `rerun` was landed again after its silver ran: silver is stale.
+    report(rerun, "bronze_gebieden", 60)
+    # `abandoned` was landed 20 days ago and its silver never ran (it kept failing, say).
+    report(abandoned, "bronze_gebieden", -20 * 86400)
+    for day in (done, rerun, no_bronze):
+        report(day, "silver_gebieden")
     (tmp_path / "runs" / "notes").mkdir()
 
-    def age(day, name, seconds):
-        path = report_path(day, name)
-        os.utime(path, (path.stat().st_atime, path.stat().st_mtime + seconds))
-
-    # The bronze of `rerun` was landed again after its silver ran: silver is stale.
-    age(rerun, "bronze_gebieden", 60)
-    # `abandoned` was landed 20 days ago and its silver never ran (it kept failing, say).
-    age(abandoned, "bronze_gebieden", -20 * 86400)
     # `backfilled` is a day far in the past that a backfill landed just now: its event may be the lost one.
     assert missed_silver_dates(group, window_days=14) == [backfilled, missed, rerun]
     assert missed_silver_dates(group, window_days=30) == [backfilled, abandoned, missed, rerun]
@@ -174,10 +173,9 @@ def test_asset_triggered_silver_runs_catch_up_days_whose_bronze_is_newer(tmp_pat
 
 def test_asset_triggered_gold_runs_catch_up_days_whose_silver_is_newer(tmp_path, monkeypatch):
     """The same safety net for gold: a day whose silver event reached no gold run is built by the next one."""
-    import os
 
     from ggm_lakehouse.orchestration import gold_run_dates, missed_gold_dates, silver_groups
-    from ggm_lakehouse.reports import report_path, write_report
+    from ggm_lakehouse.reports import write_report
 
     monkeypatch.setenv("GGM_DATA_ROOT", str(tmp_path))
     producers = {table: g.source for g in silver_groups() for table in g.tables}
@@ -185,15 +183,15 @@ def test_asset_triggered_gold_runs_catch_up_days_whose_silver_is_newer(tmp_path,
     sources = sorted({producers[t] for t in inputs})
     assert len(sources) == 2, sources  # gebieden and brp: the day needs both silver reports
     built, lost, half, stale = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)
+    now = datetime.now(timezone.utc)
     for day in (built, lost, stale):
         for source in sources:
-            write_report(day, f"silver_{source}", {})
-    write_report(half, f"silver_{sources[0]}", {})
+            write_report(day, f"silver_{source}", {}, written_at=now)
+    write_report(half, f"silver_{sources[0]}", {}, written_at=now)
     for day in (built, stale):
-        write_report(day, "gold_demografie", {})
+        write_report(day, "gold_demografie", {}, written_at=now + timedelta(seconds=30))
     # Silver of `stale` was conformed again (a late delivery replayed it) after its gold was built.
-    silver = report_path(stale, f"silver_{sources[1]}")
-    os.utime(silver, (silver.stat().st_atime, report_path(stale, "gold_demografie").stat().st_mtime + 60))
+    write_report(stale, f"silver_{sources[1]}", {}, written_at=now + timedelta(seconds=60))
     assert missed_gold_dates("demografie", inputs) == [lost, stale]
     # Another domein's gold report does not count.
     assert missed_gold_dates("veiligheid", inputs) == [built, lost, stale]

@@ -31,6 +31,7 @@ from connectors.dropzone import (
 )
 from connectors.errors import SourceConfigError
 from ggm_lakehouse.landing import BatchResult, iter_batch_records
+from ggm_lakehouse.pipeline import connector_from_connection
 
 DAY1 = date(2026, 3, 1)
 DAY2 = date(2026, 3, 2)
@@ -494,7 +495,7 @@ def test_configuration_from_airflow_connection_env_and_defaults(tmp_path: Path, 
         json.dumps({"conn_type": "fs", "extra": {"dropzone_dir": str(zone), "archive_dir": str(archive),
                                                  "file_patterns": ["*.jsonl"], "afdeling": "sociaal domein"}}),
     )
-    connector = ToyConnector.from_airflow_connection("toy_dropzone")
+    connector = connector_from_connection(ToyConnector, "toy_dropzone")
     assert connector.zone_dir == zone
     assert connector.archive_root == archive
     assert connector.quarantine_root == zone / "quarantine"
@@ -503,7 +504,7 @@ def test_configuration_from_airflow_connection_env_and_defaults(tmp_path: Path, 
 
     # An Airflow File (path) connection names the folder in extra.path.
     monkeypatch.setenv("AIRFLOW_CONN_TOY_FS", json.dumps({"conn_type": "fs", "extra": {"path": str(zone)}}))
-    assert ToyConnector.from_airflow_connection("toy_fs").zone_dir == zone
+    assert connector_from_connection(ToyConnector, "toy_fs").zone_dir == zone
 
     monkeypatch.setenv("GGM_DROPZONE_ROOT", str(tmp_path / "root"))
     assert ToyConnector().zone_dir == tmp_path / "root" / "toy"

@@ -28,6 +28,7 @@ from connectors.errors import SourceAuthError, SourceConfigError, SourceError, S
 from connectors.sql import SqlAuthError, SqlConnector, Suite4Connector, json_value, url_from_connection
 from ggm_lakehouse.landing import iter_batch_records
 from pg_server import PostgresNotAvailable, start_postgres
+from ggm_lakehouse.pipeline import connector_from_connection
 
 DAY1 = date(2026, 3, 10)  # CET (UTC+1): the logical day is [DAY1 01:00, DAY1+1 01:00) in local time
 DAY2 = DAY1 + timedelta(days=1)
@@ -401,7 +402,7 @@ def test_dialects_without_a_read_only_guarantee_are_refused_at_configuration(url
         "conn_type": "mssql", "host": "sql01", "port": 1433, "schema": "Suite4", "login": "ggm_lezer",
         "password": "geheim-wachtwoord", "extra": {"tables": AANVRAGEN, "ApplicationIntent": "ReadOnly"}}))
     with pytest.raises(SourceConfigError, match="database dialect 'mssql' is refused"):
-        SqlConnector.from_airflow_connection("ggm_sql_mssql")
+        connector_from_connection(SqlConnector, "ggm_sql_mssql")
 
 
 def test_unknown_table_is_a_configuration_error(filled, tmp_path):
@@ -419,7 +420,7 @@ def test_airflow_connection_maps_to_a_url_and_a_secret_password(filled, tmp_path
         "login": READER, "password": READER_PASSWORD,
         "extra": {"tables": AANVRAGEN, "source_timezone": "Europe/Amsterdam", "sslmode": "disable"},
     }))
-    sql = SqlConnector.from_airflow_connection("ggm_sql_test")
+    sql = connector_from_connection(SqlConnector, "ggm_sql_test")
     assert sql.config["url"] == f"postgresql+psycopg://{READER}@127.0.0.1:{filled.port}/suite4?sslmode=disable"
     assert sql.config["password"] == READER_PASSWORD and READER_PASSWORD not in repr(sql)
     batch = sql.extract(ExtractWindow.for_day(DAY1, "airflow"), tmp_path)[0]
