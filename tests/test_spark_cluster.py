@@ -217,6 +217,12 @@ def test_a_stage_runs_over_spark_connect_on_the_cluster(cluster, data_root, tmp_
     monkeypatch.delenv("GGM_SPARK_CONNECT_TOKEN", raising=False)
     monkeypatch.setenv("GGM_SPARK_MASTER", cluster.master_url)
     monkeypatch.setenv("GGM_SPARK_DRIVER_MEMORY", "1g")
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    from ggm_lakehouse.spark import ensure_active
+
+    # The stage makes its session this process's active one; the worker's own session is given back after.
+    worker_session = ConnectSession.getActiveSession()
     info = spark_connect.start()
     try:
         session = connect_session(spark_connect.client_url(info["port"]), "ggm-bronze-over-connect")
@@ -224,6 +230,8 @@ def test_a_stage_runs_over_spark_connect_on_the_cluster(cluster, data_root, tmp_
             [summary] = run_stage_task("bronze", day.isoformat(), run_id, source="brp", spark=session)
         finally:
             session.stop()
+            if worker_session is not None:
+                ensure_active(worker_session)
         state = cluster.state()
     finally:
         spark_connect.stop()
