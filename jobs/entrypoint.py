@@ -52,11 +52,11 @@ def _run_unless_unchanged(spark, name: str, stage: str, logical_date: date, run_
     """The stage's report: from its work, or, when its day is as its last run left it, from that run (see stage_state)."""
     from jobs import stage_state
 
+    previous = read_report(logical_date, name)
     scope = stage_state.scope_of(stage, source, mart, domain)
     if scope is None:
-        return _execute_stage(spark, stage, logical_date, run_id, source, mart, domain)
+        return _execute_stage(spark, stage, logical_date, run_id, source, mart, domain, previous=previous)
     before = stage_state.current_state(spark, scope)
-    previous = read_report(logical_date, name)
     if stage_state.unchanged_since(previous, before):
         return stage_state.unchanged_report(previous)
     report = _execute_stage(spark, stage, logical_date, run_id, source, mart, domain)
@@ -66,12 +66,11 @@ def _run_unless_unchanged(spark, name: str, stage: str, logical_date: date, run_
 
 
 def _execute_stage(spark, stage: str, logical_date: date, run_id: str, source: str | None, mart: str | None,
-                   domain: str | None = None) -> dict:
+                   domain: str | None = None, previous: dict | None = None) -> dict:
     if stage == "bronze":
         from jobs import bronze
 
-        name = "_".join(filter(None, [stage, source]))
-        report = bronze.run(spark, logical_date, run_id, source=source, previous=read_report(logical_date, name))
+        report = bronze.run(spark, logical_date, run_id, source=source, previous=previous)
     elif stage == "silver":
         from jobs import silver
 
