@@ -564,88 +564,61 @@ class IstandaardConnector(DropzoneConnector):
             **base,
             "bsn": state.client_bsn,
             "geboortedatum": _text(element.find("{*}Geboortedatum"), "Datum"),
-            "geslacht": _text(element, "Geslacht"),
-            "juridische_status": _text(element, "JuridischeStatus"),
-            "wettelijke_vertegenwoordiging": _text(element, "WettelijkeVertegenwoordiging"),
-            "gezagsdrager_bekend": _text(element, "GezagsdragerBekend"),
+            **_texts(element, geslacht="Geslacht", juridische_status="JuridischeStatus",
+                     wettelijke_vertegenwoordiging="WettelijkeVertegenwoordiging",
+                     gezagsdrager_bekend="GezagsdragerBekend"),
         })
 
     def _toegewezen_product(self, element, base, state, emitter) -> None:
-        product = _product(element.find("{*}Product"))
-        omvang = _children_text(element.find("{*}Omvang"))
-        state.add_product(product)
         emitter.add("toewijzingen", {
             **base,
             "bsn": state.client_bsn,
-            "toewijzingnummer": _text(element, "ToewijzingNummer"),
-            "referentie_aanbieder": _text(element, "ReferentieAanbieder"),
-            **product,
-            "toewijzingsdatum": _text(element, "Toewijzingsdatum"),
-            "toewijzingstijd": _text(element, "Toewijzingstijd"),
-            "ingangsdatum": _text(element, "Ingangsdatum"),
-            "einddatum": _text(element, "Einddatum"),
-            "reden_wijziging": _text(element, "RedenWijziging"),
-            "volume": _int(omvang.get("Volume")),
-            "eenheid": omvang.get("Eenheid"),
-            "frequentie": omvang.get("Frequentie"),
+            **_texts(element, toewijzingnummer="ToewijzingNummer", referentie_aanbieder="ReferentieAanbieder"),
+            **_registered_product(element, state),
+            **_texts(element, toewijzingsdatum="Toewijzingsdatum", toewijzingstijd="Toewijzingstijd",
+                     ingangsdatum="Ingangsdatum", einddatum="Einddatum", reden_wijziging="RedenWijziging"),
+            **_omvang(element),
             "budget": _int(_text(element, "Budget")),
             "commentaar": _text(element, "Commentaar"),
         })
 
     def _levering(self, element, name, base, state, emitter) -> None:
-        product = _product(element.find("{*}Product"))
-        state.add_product(product)
         emitter.add("leveringen", {
             **base,
             "bsn": state.client_bsn,
             "toewijzingnummer": _text(element, "ToewijzingNummer"),
-            **product,
+            **_registered_product(element, state),
             "status": "gestart" if name == "StartProduct" else "gestopt",
-            "toewijzing_ingangsdatum": _text(element, "ToewijzingIngangsdatum"),
-            "begindatum": _text(element, "Begindatum"),
-            "einddatum": _text(element, "Einddatum"),
-            "reden_beeindiging": _text(element, "RedenBeeindiging"),
-            "status_aanlevering": _text(element, "StatusAanlevering"),
+            **_texts(element, toewijzing_ingangsdatum="ToewijzingIngangsdatum", begindatum="Begindatum",
+                     einddatum="Einddatum", reden_beeindiging="RedenBeeindiging",
+                     status_aanlevering="StatusAanlevering"),
         })
 
     def _aangevraagd_product(self, element, base, state, emitter) -> None:
-        product = _product(element.find("{*}Product"))
-        omvang = _children_text(element.find("{*}Omvang"))
-        state.add_product(product)
         emitter.add("aanvragen", {
             **base,
             "bsn": state.client_bsn,
-            "beschikkingnummer": _text(element, "BeschikkingNummer"),
-            "beschikking_ingangsdatum": _text(element, "BeschikkingIngangsdatum"),
-            "referentie_aanbieder": _text(element, "ReferentieAanbieder"),
-            **product,
-            "toewijzing_ingangsdatum": _text(element, "ToewijzingIngangsdatum"),
-            "toewijzing_einddatum": _text(element, "ToewijzingEinddatum"),
-            "volume": _int(omvang.get("Volume")),
-            "eenheid": omvang.get("Eenheid"),
-            "frequentie": omvang.get("Frequentie"),
+            **_texts(element, beschikkingnummer="BeschikkingNummer", beschikking_ingangsdatum="BeschikkingIngangsdatum",
+                     referentie_aanbieder="ReferentieAanbieder"),
+            **_registered_product(element, state),
+            **_texts(element, toewijzing_ingangsdatum="ToewijzingIngangsdatum",
+                     toewijzing_einddatum="ToewijzingEinddatum"),
+            **_omvang(element),
             "verwijzer_type": _text(element.find("{*}Verwijzer"), "Type"),
             "raamcontract": _text(element, "Raamcontract"),
         })
 
     def _verzoek_product(self, element, name, base, state, emitter) -> None:
-        product = _product(element.find("{*}Product"))
-        state.add_product(product)
         verzoek = element.getparent().getparent() if element.getparent() is not None else None
-        omvang = _children_text(element.find("{*}Omvang"))
         emitter.add("verzoeken", {
             **base,
             "bsn": state.client_bsn,
             "soort": {"OngewijzigdProduct": "ongewijzigd", "TeWijzigenProduct": "te_wijzigen", "NieuwProduct": "nieuw"}[name],
-            "referentie_aanbieder": _text(verzoek, "ReferentieAanbieder"),
-            "reden_verzoek": _text(verzoek, "RedenVerzoek"),
+            **_texts(verzoek, referentie_aanbieder="ReferentieAanbieder", reden_verzoek="RedenVerzoek"),
             "toewijzingnummer": _text(element, "ToewijzingNummer"),
-            **product,
-            "gewenste_ingangsdatum": _text(element, "GewensteIngangsdatum"),
-            "einddatum": _text(element, "Einddatum"),
-            "volume": _int(omvang.get("Volume")),
-            "eenheid": omvang.get("Eenheid"),
-            "frequentie": omvang.get("Frequentie"),
+            **_registered_product(element, state),
+            **_texts(element, gewenste_ingangsdatum="GewensteIngangsdatum", einddatum="Einddatum"),
+            **_omvang(element),
         })
 
     def _prestatie(self, element, base, state, emitter) -> None:
@@ -972,6 +945,24 @@ def _children_text(element) -> dict[str, str]:
     if element is None:
         return {}
     return {_local(c.tag): c.text.strip() for c in element if isinstance(c.tag, str) and c.text and c.text.strip()}
+
+
+def _texts(element, **columns: str) -> dict[str, str | None]:
+    """The text of ``element``'s children, keyed by record column: ``column="ChildElement"``."""
+    return {column: _text(element, child) for column, child in columns.items()}
+
+
+def _registered_product(element, state) -> dict[str, Any]:
+    """The element's ``Product`` (categorie, code), also recorded in the message's product list."""
+    product = _product(element.find("{*}Product"))
+    state.add_product(product)
+    return product
+
+
+def _omvang(element) -> dict[str, Any]:
+    """The ``Omvang`` of a toewijzing, aanvraag or verzoek: volume, eenheid and frequentie."""
+    omvang = _children_text(element.find("{*}Omvang"))
+    return {"volume": _int(omvang.get("Volume")), "eenheid": omvang.get("Eenheid"), "frequentie": omvang.get("Frequentie")}
 
 
 def _product(element) -> dict[str, Any]:

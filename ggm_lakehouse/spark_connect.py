@@ -153,7 +153,11 @@ def server_conf(port: int) -> dict[str, str]:
     master = os.environ.get("GGM_SPARK_MASTER", "local[2]")
     conf = {key: value for key, value in session_conf().items() if key != "spark.driver.memory"}
     conf.update(spark_openlineage_conf())
-    conf.update(codegen_conf(master))
+    small = small_data_conf(master)
+    java_options = small.pop("java_options", "")
+    conf.update(small)
+    if java_options:
+        conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {java_options}".strip()
     conf.update({
         "spark.app.name": "ggm-spark-connect",
         "spark.master": master,
@@ -167,17 +171,29 @@ def server_conf(port: int) -> dict[str, str]:
     return conf
 
 
-def codegen_conf(master: str) -> dict[str, str]:
-    """Interpreted expressions on a local server (``GGM_SPARK_CODEGEN=on`` keeps Spark's code generation).
+def small_data_conf(master: str) -> dict[str, str]:
+    """Settings for a municipality's day on one machine (``GGM_SPARK_SMALL_DATA``: ``auto``, ``on``, ``off``).
 
-    A municipal day is hundreds of small queries; on the embedded default Spark spends more CPU
-    compiling generated code for each of them than running it (``docs/benchmarks.md``: a quarter less
-    server CPU per silver stage without it). A cluster keeps code generation, which pays off on big scans.
+    A municipal day is over a thousand small queries; on a local server Spark spends more CPU
+    planning and compiling for each of them than running it. ``auto`` (the default) turns these
+    on for a ``local`` master and leaves a cluster, where the data is big, as Spark sets it:
+
+    - expressions are interpreted, not compiled to generated code (a quarter less server CPU per
+      silver stage, ``docs/benchmarks.md``);
+    - adaptive query execution is off: it re-plans every query after each shuffle, which pays off
+      on skewed or mis-estimated big joins and costs a third of the server's CPU on a small day;
+    - the JVM collects garbage with the throughput collector (``java_options``, for the driver's
+      command line): G1's concurrent threads compete with the queries for two cores.
     """
-    setting = os.environ.get("GGM_SPARK_CODEGEN", "auto").lower()
-    if setting == "on" or (setting == "auto" and not master.startswith("local")):
+    setting = os.environ.get("GGM_SPARK_SMALL_DATA", "auto").lower()
+    if setting == "off" or (setting == "auto" and not master.startswith("local")):
         return {}
-    return {"spark.sql.codegen.factoryMode": "NO_CODEGEN", "spark.sql.codegen.wholeStage": "false"}
+    return {
+        "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+        "spark.sql.codegen.wholeStage": "false",
+        "spark.sql.adaptive.enabled": "false",
+        "java_options": "-XX:+UseParallelGC",
+    }
 
 
 def _properties_text(conf: dict[str, str]) -> str:

@@ -386,8 +386,11 @@ def _attribute_hash(columns: list[str]):
     return F.sha2(F.to_json(F.struct(*[F.col(c) for c in columns])), 256)
 
 
-def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) -> dict:
-    """Merge a conformed snapshot into the silver table as SCD2 history; returns counts."""
+def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys, conformed_rows: int | None = None) -> dict:
+    """Merge a conformed snapshot into the silver table as SCD2 history; returns counts.
+
+    ``conformed_rows``, when the caller has counted ``conformed`` already, spares a first load counting it again.
+    """
     from pyspark.sql import functions as F
 
     spark = ctx.spark
@@ -407,7 +410,7 @@ def merge_scd2(ctx: ConformContext, mapping: Mapping, conformed, rejected_keys) 
         for name, value in dwh.items():
             first = first.withColumn(name, value)
         table.save(spark, first.select(*[F.col(c) for c in [key, *attributes, *DWH_COLUMNS]]).write.format("delta"))
-        n_new = table.read(spark).count()
+        n_new = conformed.count() if conformed_rows is None else conformed_rows
         return {"new_or_changed": n_new, "closed": 0, "written": True, "sizes": {"total": n_new, "current": n_new}}
     existing = table.read(spark)
 
@@ -525,12 +528,12 @@ def conform(ctx: ConformContext, mapping: Mapping) -> tuple[dict, object]:
             raise
         return {"source": mapping.source, "skipped": "no batch on this day; current versions kept"}, None
     conformed, rejects, rejected_keys = conform_frame(ctx, mapping, bronze)
-    conformed = ctx.cache(conformed)
-    rejects = ctx.cache(rejects)
+    # Not cached: both derive cheaply from the cached conformed frame, and each cache costs the server
+    # an analysis, a plan and a cache-manager lookup per mapping.
     tally = _tally(bronze=bronze, conformed=conformed, rule=rejects)
     source_rows, n_conformed = tally.get("bronze", 0), tally.get("conformed", 0)
     quarantined = {name.removeprefix("rule:"): n for name, n in tally.items() if name.startswith("rule:")}
-    counts = merge_scd2(ctx, mapping, conformed, rejected_keys)
+    counts = merge_scd2(ctx, mapping, conformed, rejected_keys, conformed_rows=n_conformed)
     sizes = counts.pop("sizes", None) or _table_sizes(ctx.spark, mapping.target)
     report = {
         "source": mapping.source,

@@ -508,6 +508,11 @@ def _error(version: int, status: int, message: str, headers: dict[str, str] | No
     return _json({"error": {"code": str(status), "message": message}}, V4_MEDIA_TYPE, status, headers)
 
 
+def _protocol_version(request: Request) -> int:
+    """The OData version a request speaks: v4 under the CBS catalog path, v3 everywhere else."""
+    return 4 if request.url.path.startswith(f"/{V4_CATALOG}/") else 3
+
+
 def create_cbs_app(state: RegistryState, kerncijfers: DemoKerncijfers, settings: CbsSettings | None = None) -> FastAPI:
     """The CBS open data stand-in as an ASGI app; ``state.as_of`` decides which releases are visible."""
     settings = settings or CbsSettings()
@@ -518,7 +523,7 @@ def create_cbs_app(state: RegistryState, kerncijfers: DemoKerncijfers, settings:
     async def faults(request: Request, call_next):  # noqa: ANN001 - Starlette signature
         if request.url.path.startswith(ADMIN_PREFIX):
             return await call_next(request)
-        version = 4 if request.url.path.startswith(f"/{V4_CATALOG}/") else 3
+        version = _protocol_version(request)
         limiter = state.rate_limiter
         if limiter is not None:
             # CBS publishes no numbers ("fair use"); a configured limiter throttles per client address.
@@ -536,8 +541,12 @@ def create_cbs_app(state: RegistryState, kerncijfers: DemoKerncijfers, settings:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        version = 4 if request.url.path.startswith(f"/{V4_CATALOG}/") else 3
-        return _error(version, exc.status_code, str(exc.detail))
+        return _error(_protocol_version(request), exc.status_code, str(exc.detail))
+
+    # Routes raise ODataError wherever they refuse a request; it is rendered here, in one place.
+    @app.exception_handler(ODataError)
+    async def odata_error(request: Request, exc: ODataError) -> Response:
+        return _error(_protocol_version(request), exc.status, exc.message)
 
     def current_table(table_id: str) -> KerncijfersTable:
         table = kerncijfers.table(table_id, state.as_of)
@@ -545,37 +554,41 @@ def create_cbs_app(state: RegistryState, kerncijfers: DemoKerncijfers, settings:
             raise ODataError(404, f"Tabel {table_id} bestaat niet (of is nog niet gepubliceerd).")
         return table
 
+    def visible_table_ids() -> Iterable[str]:
+        return kerncijfers.table_ids(state.as_of)
+
     def root(request: Request) -> str:
         return str(request.base_url).rstrip("/")
 
-    @app.get("/ODataCatalog/Tables")
-    async def catalog(request: Request) -> Response:
-        try:
-            options = parse_options(request.url.query, 3)
-            entries = []
-            for table_id in kerncijfers.table_ids(state.as_of):
-                table = current_table(table_id)
-                info = table.table_info()
-                entries.append({
-                    "Updated": info["Modified"], "ID": len(entries) + 1, "Identifier": table_id,
-                    "Title": info["Title"], "ShortTitle": info["ShortTitle"], "Summary": info["Summary"],
-                    "Modified": info["Modified"], "MetaDataModified": info["MetaDataModified"],
-                    "ReasonDelivery": info["ReasonDelivery"], "Language": "nl", "Catalog": "CBS",
-                    "Frequency": info["Frequency"], "Period": info["Period"], "RecordCount": info["RecordCount"],
-                    "ApiUrl": f"{root(request)}/ODataApi/OData/{table_id}",
-                    "FeedUrl": f"{root(request)}/ODataFeed/OData/{table_id}",
-                })
-            props = tuple(entries[0]) if entries else ("Identifier", "Title", "Modified")
-            result = run_query(EntitySet("Tables", props, entries), options, 3, None)
-        except ODataError as exc:
-            return _error(3, exc.status, exc.message)
-        return _json({"odata.metadata": f"{root(request)}/ODataCatalog/$metadata#Tables", "value": result.rows},
-                     V3_MEDIA_TYPE)
-
+    _add_catalog_route(app, visible_table_ids, current_table, root)
     for flavour in V3_FLAVOURS:
         _add_v3_routes(app, flavour, settings, current_table, root)
     _add_v4_routes(app, settings, current_table, root)
     return app
+
+
+def _add_catalog_route(app: FastAPI, visible_table_ids: Callable[[], Iterable[str]],
+                       current_table: Callable[[str], KerncijfersTable], root: Callable[[Request], str]) -> None:
+    @app.get("/ODataCatalog/Tables")
+    async def catalog(request: Request) -> Response:
+        options = parse_options(request.url.query, 3)
+        entries = []
+        for table_id in visible_table_ids():
+            table = current_table(table_id)
+            info = table.table_info()
+            entries.append({
+                "Updated": info["Modified"], "ID": len(entries) + 1, "Identifier": table_id,
+                "Title": info["Title"], "ShortTitle": info["ShortTitle"], "Summary": info["Summary"],
+                "Modified": info["Modified"], "MetaDataModified": info["MetaDataModified"],
+                "ReasonDelivery": info["ReasonDelivery"], "Language": "nl", "Catalog": "CBS",
+                "Frequency": info["Frequency"], "Period": info["Period"], "RecordCount": info["RecordCount"],
+                "ApiUrl": f"{root(request)}/ODataApi/OData/{table_id}",
+                "FeedUrl": f"{root(request)}/ODataFeed/OData/{table_id}",
+            })
+        props = tuple(entries[0]) if entries else ("Identifier", "Title", "Modified")
+        result = run_query(EntitySet("Tables", props, entries), options, 3, None)
+        return _json({"odata.metadata": f"{root(request)}/ODataCatalog/$metadata#Tables", "value": result.rows},
+                     V3_MEDIA_TYPE)
 
 
 def _add_v3_routes(app: FastAPI, flavour: str, settings: CbsSettings,
@@ -587,11 +600,8 @@ def _add_v3_routes(app: FastAPI, flavour: str, settings: CbsSettings,
         @app.get(prefix + "/{table_id}")
         @app.get(prefix + "/{table_id}/")
         async def service_document(request: Request, table_id: str) -> Response:
-            try:
-                parse_options(request.url.query, 3)
-                table = current_table(table_id)
-            except ODataError as exc:
-                return _error(3, exc.status, exc.message)
+            parse_options(request.url.query, 3)
+            table = current_table(table_id)
             base = f"{root(request)}{request.url.path.rstrip('/')}"
             names = list(v3_entity_sets(table))
             return _json({"odata.metadata": f"{base}/$metadata",
@@ -599,24 +609,16 @@ def _add_v3_routes(app: FastAPI, flavour: str, settings: CbsSettings,
 
         @app.get(prefix + "/{table_id}/{entity_set}")
         async def entity_set(request: Request, table_id: str, entity_set: str) -> Response:
-            try:
-                options = parse_options(request.url.query, 3)
-                table = current_table(table_id)
-                sets = v3_entity_sets(table)
-                if entity_set not in sets:
-                    raise ODataError(404, f"Resource {entity_set} bestaat niet in tabel {table_id}.")
-                feed = flavour == "ODataFeed"
-                result = run_query(sets[entity_set], options, 3, settings.feed_page_size if feed else None)
-                # The cap guards the data sets; metadata sets are small (and the test limit is tiny).
-                if not feed and entity_set in ("TypedDataSet", "UntypedDataSet"):
-                    cells = len(result.rows) * len(result.properties)
-                    if cells > settings.api_cell_limit:
-                        raise ODataError(500, (
-                            f"De query levert {cells} cellen op; de ODataApi geeft maximaal "
-                            f"{settings.api_cell_limit} cellen terug. Beperk de vraag met $filter, $select of "
-                            "$top/$skip, of gebruik de ODataFeed."))
-            except ODataError as exc:
-                return _error(3, exc.status, exc.message)
+            options = parse_options(request.url.query, 3)
+            table = current_table(table_id)
+            sets = v3_entity_sets(table)
+            if entity_set not in sets:
+                raise ODataError(404, f"Resource {entity_set} bestaat niet in tabel {table_id}.")
+            feed = flavour == "ODataFeed"
+            result = run_query(sets[entity_set], options, 3, settings.feed_page_size if feed else None)
+            # The cap guards the data sets; metadata sets are small (and the test limit is tiny).
+            if not feed and entity_set in ("TypedDataSet", "UntypedDataSet"):
+                _check_api_cell_limit(result, settings.api_cell_limit)
             base = f"{root(request)}{request.url.path.rsplit('/', 1)[0]}"
             payload: dict[str, Any] = {"odata.metadata": f"{base}/$metadata#{V3_DATA_NAMESPACE}.{entity_set}"}
             if options.count:
@@ -627,6 +629,16 @@ def _add_v3_routes(app: FastAPI, flavour: str, settings: CbsSettings,
             return _json(payload, V3_MEDIA_TYPE)
 
 
+def _check_api_cell_limit(result: QueryResult, limit: int) -> None:
+    """The ODataApi refuses an answer of more than ``limit`` cells (the ODataFeed pages instead)."""
+    cells = len(result.rows) * len(result.properties)
+    if cells > limit:
+        raise ODataError(500, (
+            f"De query levert {cells} cellen op; de ODataApi geeft maximaal "
+            f"{limit} cellen terug. Beperk de vraag met $filter, $select of "
+            "$top/$skip, of gebruik de ODataFeed."))
+
+
 def _add_v4_routes(app: FastAPI, settings: CbsSettings,
                    current_table: Callable[[str], KerncijfersTable], root: Callable[[Request], str]) -> None:
     prefix = f"/{V4_CATALOG}"
@@ -634,11 +646,8 @@ def _add_v4_routes(app: FastAPI, settings: CbsSettings,
     @app.get(prefix + "/{table_id}")
     @app.get(prefix + "/{table_id}/")
     async def service_document(request: Request, table_id: str) -> Response:
-        try:
-            parse_options(request.url.query, 4)
-            table = current_table(table_id)
-        except ODataError as exc:
-            return _error(4, exc.status, exc.message)
+        parse_options(request.url.query, 4)
+        table = current_table(table_id)
         base = f"{root(request)}{prefix}/{table_id}"
         sets, _ = v4_entity_sets(table)
         value = [{"name": n, "kind": "EntitySet", "url": n} for n in sets]
@@ -647,26 +656,20 @@ def _add_v4_routes(app: FastAPI, settings: CbsSettings,
 
     @app.get(prefix + "/{table_id}/Properties")
     async def properties(request: Request, table_id: str) -> Response:
-        try:
-            parse_options(request.url.query, 4)
-            table = current_table(table_id)
-        except ODataError as exc:
-            return _error(4, exc.status, exc.message)
+        parse_options(request.url.query, 4)
+        table = current_table(table_id)
         _, props = v4_entity_sets(table)
         base = f"{root(request)}{prefix}/{table_id}"
         return _json({"@odata.context": f"{base}/$metadata#Properties", **props}, V4_MEDIA_TYPE)
 
     @app.get(prefix + "/{table_id}/{entity_set}")
     async def entity_set(request: Request, table_id: str, entity_set: str) -> Response:
-        try:
-            options = parse_options(request.url.query, 4)
-            table = current_table(table_id)
-            sets, _ = v4_entity_sets(table)
-            if entity_set not in sets:
-                raise ODataError(404, f"Resource {entity_set} bestaat niet in dataset {table_id}.")
-            result = run_query(sets[entity_set], options, 4, settings.v4_page_size)
-        except ODataError as exc:
-            return _error(4, exc.status, exc.message)
+        options = parse_options(request.url.query, 4)
+        table = current_table(table_id)
+        sets, _ = v4_entity_sets(table)
+        if entity_set not in sets:
+            raise ODataError(404, f"Resource {entity_set} bestaat niet in dataset {table_id}.")
+        result = run_query(sets[entity_set], options, 4, settings.v4_page_size)
         base = f"{root(request)}{prefix}/{table_id}"
         payload: dict[str, Any] = {"@odata.context": f"{base}/$metadata#{entity_set}"}
         if options.count:

@@ -32,18 +32,14 @@ from __future__ import annotations
 import copy
 import json
 from datetime import date, timedelta
-from functools import lru_cache
 from typing import Any
 
 import pytest
 import requests
-import yaml
-from openapi_core import Config, OpenAPI
-from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
-from openapi_core.deserializing.media_types.util import json_loads
 
 from demo_gemeente.generator import DemoWorld
 from standins.brp_update import start_brp_update_standin
+from tests.openapi_contract import load_spec, response_errors, spec_validator
 from tests.specs import SHARED, available, missing_reason
 
 SPEC_RELATIVE = "specs/brp-update-api/specificatie_genereervariant_openapi.yaml"
@@ -56,36 +52,9 @@ CHANGE_DAY = date(2026, 6, 9)
 pytestmark = pytest.mark.skipif(not available(SPEC_RELATIVE), reason=missing_reason(SPEC_RELATIVE))
 
 
-@lru_cache(maxsize=None)
-def _validator(base_url: str) -> OpenAPI:
-    with SPEC.open(encoding="utf-8") as handle:
-        spec = yaml.safe_load(handle)
-    spec = copy.deepcopy(spec)
-    spec["servers"] = [{"url": base_url}]
-    # openapi-core only parses application/json as JSON; without these the problem+json and
-    # hal+json bodies would be compared as raw bytes and pass vacuously.
-    json_media_types = {"application/problem+json": json_loads, "application/hal+json": json_loads}
-    return OpenAPI.from_dict(spec, config=Config(extra_media_type_deserializers=json_media_types))
-
-
-def _flatten(error: BaseException) -> list[str]:
-    schema_errors = getattr(error, "schema_errors", None)
-    if schema_errors:
-        return [f"{'/'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in schema_errors]
-    cause = error.__cause__ or error.__context__
-    if cause is not None and cause is not error:
-        nested = _flatten(cause)
-        if nested:
-            return nested
-    return [f"{type(error).__name__}: {error}"]
-
-
 def contract_errors(base_url: str, response: requests.Response) -> list[str]:
     """Every violation of the spec by ``response``, as text."""
-    result = _validator(base_url).unmarshal_response(
-        RequestsOpenAPIRequest(response.request), RequestsOpenAPIResponse(response)
-    )
-    return [line for error in result.errors for line in _flatten(error)]
+    return response_errors(spec_validator(SPEC, base_url), response)
 
 
 def assert_conforms(base_url: str, response: requests.Response) -> None:
@@ -256,8 +225,7 @@ def test_405_delete_is_a_foutbericht(standin):
     response = call(standin, "DELETE", "/volgindicaties/999993653")
     assert response.status_code == 405 and response.headers["content-type"] == "application/problem+json"
     assert response.headers["api-version"] == "1.0.0"
-    with SPEC.open(encoding="utf-8") as handle:
-        schemas = yaml.safe_load(handle)["components"]["schemas"]
+    schemas = load_spec(SPEC)["components"]["schemas"]
     validator = OAS30Validator({**schemas["Foutbericht"], "components": {"schemas": schemas}})
     assert list(validator.iter_errors(response.json())) == []
     assert response.json()["code"] == "methodNotAllowed"

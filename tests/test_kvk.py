@@ -15,17 +15,12 @@ from __future__ import annotations
 
 import copy
 from datetime import date, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import requests
-import yaml
-from openapi_core import Config, OpenAPI
-from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
-from openapi_core.deserializing.media_types.util import json_loads
 
 from connectors.base import ExtractWindow
 from connectors.errors import SourceConfigError
@@ -35,6 +30,7 @@ from demo_gemeente.kvk import KvkRegister
 from ggm_lakehouse.bsn import is_valid_bsn
 from ggm_lakehouse.landing import iter_batch_records, read_manifest
 from standins.kvk import ERROR_TRIGGER_KVK_NUMMERS, KvkStandin, signalen_for, start_kvk_standin
+from tests.openapi_contract import load_spec, response_errors, spec_validator
 from tests.specs import SHARED, available, missing_reason
 
 SPECS = SHARED / "specs" / "kvk"
@@ -97,38 +93,12 @@ def days_after(start: date, count: int) -> list[date]:
 
 # --------------------------------------------------------------------------- contract helpers
 
-@lru_cache(maxsize=None)
-def _spec(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-@lru_cache(maxsize=None)
-def _validator(path: Path, server_url: str) -> OpenAPI:
-    spec = copy.deepcopy(_spec(path))
-    spec["servers"] = [{"url": server_url}]
-    # openapi-core only decodes application/json by itself; hal+json is JSON too (RFC 6839 suffix).
-    return OpenAPI.from_dict(spec, config=Config(extra_media_type_deserializers={HAL: json_loads}))
-
-
 HAL = "application/hal+json"
 
 
-def _flatten(error: BaseException) -> list[str]:
-    schema_errors = getattr(error, "schema_errors", None)
-    if schema_errors:
-        return [f"{'/'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in schema_errors]
-    cause = error.__cause__ or error.__context__
-    if cause is not None and cause is not error:
-        nested = _flatten(cause)
-        if nested:
-            return nested
-    return [f"{type(error).__name__}: {error}"]
-
-
 def contract_errors(spec: Path, server_url: str, response: requests.Response) -> list[str]:
-    result = _validator(spec, server_url).unmarshal_response(
-        RequestsOpenAPIRequest(response.request), RequestsOpenAPIResponse(response))
-    return [line for error in result.errors for line in _flatten(error)]
+    # The KvK specs declare no problem+json: hal+json is their only "+json" type to decode as JSON.
+    return response_errors(spec_validator(spec, server_url, json_media_types=(HAL,)), response)
 
 
 def server_for(spec: Path, standin: KvkStandin) -> str:
@@ -143,7 +113,7 @@ def assert_conforms(spec: Path, standin: KvkStandin, response: requests.Response
 
 def error_schema() -> dict[str, Any]:
     """The ``Error``/``Fout`` schemas of the Zoeken 2.0.0 spec as a plain JSON Schema."""
-    schemas = _spec(ZOEKEN_SPEC)["components"]["schemas"]
+    schemas = load_spec(ZOEKEN_SPEC)["components"]["schemas"]
     error = copy.deepcopy(schemas["Error"])
     error["properties"]["fout"]["items"] = copy.deepcopy(schemas["Fout"])
     return error

@@ -179,17 +179,23 @@ def test_the_app_name_travels_as_the_user_agent_without_touching_the_url_otherwi
     assert _with_user_agent("sc://h:1/;user_agent=mine", "other") == "sc://h:1/;user_agent=mine"
 
 
-def test_a_local_server_interprets_expressions_and_a_cluster_keeps_code_generation(monkeypatch):
-    from ggm_lakehouse.spark_connect import codegen_conf, server_conf
+def test_a_local_server_tunes_for_small_queries_and_a_cluster_keeps_sparks_defaults(monkeypatch):
+    from ggm_lakehouse.spark_connect import server_conf, small_data_conf
 
-    monkeypatch.delenv("GGM_SPARK_CODEGEN", raising=False)
-    assert codegen_conf("local[2]") == {"spark.sql.codegen.factoryMode": "NO_CODEGEN",
-                                        "spark.sql.codegen.wholeStage": "false"}
-    assert codegen_conf("spark://master:7077") == {}
-    monkeypatch.setenv("GGM_SPARK_CODEGEN", "on")
-    assert codegen_conf("local[2]") == {}
-    monkeypatch.setenv("GGM_SPARK_CODEGEN", "off")
-    assert codegen_conf("spark://master:7077")["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"
-    monkeypatch.delenv("GGM_SPARK_CODEGEN")
+    monkeypatch.delenv("GGM_SPARK_SMALL_DATA", raising=False)
+    assert small_data_conf("local[2]") == {"spark.sql.codegen.factoryMode": "NO_CODEGEN",
+                                           "spark.sql.codegen.wholeStage": "false",
+                                           "spark.sql.adaptive.enabled": "false",
+                                           "java_options": "-XX:+UseParallelGC"}
+    assert small_data_conf("spark://master:7077") == {}
+    monkeypatch.setenv("GGM_SPARK_SMALL_DATA", "off")
+    assert small_data_conf("local[2]") == {}
+    monkeypatch.setenv("GGM_SPARK_SMALL_DATA", "on")
+    assert small_data_conf("spark://master:7077")["spark.sql.adaptive.enabled"] == "false"
+    monkeypatch.delenv("GGM_SPARK_SMALL_DATA")
     monkeypatch.setenv("GGM_SPARK_MASTER", "local[2]")
-    assert server_conf(15002)["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"
+    conf = server_conf(15002)
+    assert conf["spark.sql.codegen.factoryMode"] == "NO_CODEGEN" and conf["spark.sql.adaptive.enabled"] == "false"
+    assert conf["spark.driver.extraJavaOptions"].endswith(" -XX:+UseParallelGC") and "java_options" not in conf
+    monkeypatch.setenv("GGM_SPARK_MASTER", "spark://master:7077")
+    assert "spark.sql.adaptive.enabled" not in server_conf(15002)

@@ -29,20 +29,16 @@ import json
 import email.utils
 import re
 from datetime import date
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-import yaml
-from openapi_core import Config, OpenAPI
-from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
-from openapi_core.deserializing.media_types.util import json_loads
 
 from demo_gemeente.generator import build_municipality
 from demo_gemeente.model import Municipality
 from standins.server import StandinServers
+from tests.openapi_contract import load_spec, response_errors, spec_validator
 from tests.specs import SHARED, available, missing_reason
 
 SPECS = SHARED / "specs"
@@ -65,12 +61,6 @@ pytestmark = pytest.mark.skipif(not available("specs"), reason=missing_reason("s
 
 
 # --------------------------------------------------------------------------- spec loading + validation
-
-@lru_cache(maxsize=None)
-def _load_spec_dict(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
-
 
 def _enforce_discriminators(spec: dict[str, Any]) -> None:
     """Make discriminator-based polymorphism of an OAS 3.1 document actually validate.
@@ -117,38 +107,15 @@ def _enforce_discriminators(spec: dict[str, Any]) -> None:
                       {"properties": {prop: {"enum": sorted(mapping)}}}, *branches]}
 
 
-@lru_cache(maxsize=None)
-def _validator(path: Path, base_url: str) -> OpenAPI:
-    """An openapi-core validator for ``path`` whose only server is the stand-in at ``base_url``."""
-    spec = copy.deepcopy(_load_spec_dict(path))
-    spec["servers"] = [{"url": base_url}]
+def _enforce_oas31_discriminators(spec: dict[str, Any]) -> None:
+    """The rewrite of :func:`_enforce_discriminators`, for OAS 3.1 documents (where a discriminator is only an annotation)."""
     if spec["openapi"].startswith("3.1"):
         _enforce_discriminators(spec)
-    # openapi-core 0.23 only parses application/json and vnd.api+json as JSON; the
-    # "+json" structured-syntax suffix (RFC 6839) of problem+json and hal+json is not
-    # recognised, so without these the bodies would be compared as raw bytes.
-    json_media_types = {"application/problem+json": json_loads, "application/hal+json": json_loads}
-    return OpenAPI.from_dict(spec, config=Config(extra_media_type_deserializers=json_media_types))
-
-
-def _flatten(error: BaseException) -> list[str]:
-    """openapi-core wraps jsonschema errors; unpack them into "<json path>: <message>" lines."""
-    schema_errors = getattr(error, "schema_errors", None)
-    if schema_errors:
-        return [f"{'/'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in schema_errors]
-    cause = error.__cause__ or error.__context__
-    if cause is not None and cause is not error:
-        nested = _flatten(cause)
-        if nested:
-            return nested
-    return [f"{type(error).__name__}: {error}"]
 
 
 def contract_errors(spec_path: Path, base_url: str, response: requests.Response) -> list[str]:
     """All violations of ``spec_path`` by ``response`` (headers, media type and body), as text."""
-    api = _validator(spec_path, base_url)
-    result = api.unmarshal_response(RequestsOpenAPIRequest(response.request), RequestsOpenAPIResponse(response))
-    return [line for error in result.errors for line in _flatten(error)]
+    return response_errors(spec_validator(spec_path, base_url, prepare=_enforce_oas31_discriminators), response)
 
 
 def assert_conforms(spec_path: Path, base_url: str, response: requests.Response) -> None:
@@ -198,7 +165,7 @@ def raadpleeg(bsns: list[str], fields: list[str]) -> dict[str, Any]:
 
 def persoon_top_level_fields() -> list[str]:
     """Every requestable top-level property of the spec's ``Persoon`` (read from the spec itself)."""
-    schemas = _load_spec_dict(BRP_SPEC)["components"]["schemas"]
+    schemas = load_spec(BRP_SPEC)["components"]["schemas"]
     names: set[str] = set()
 
     def collect(schema: dict[str, Any]) -> None:
@@ -547,7 +514,7 @@ def test_bag_429_rate_limited_conforms(throttled, world, spec_path):
     assert second.headers["X-Rate-Limit-Limit"] == second.headers["RateLimit-Limit"]
     # Neither BAG spec declares a 429 response: openapi-core validates it against the
     # operation's ``default`` response (the generic Error problem+json schema).
-    for operation in _load_spec_dict(spec_path)["paths"]["/woonplaatsen/{identificatie}"].values():
+    for operation in load_spec(spec_path)["paths"]["/woonplaatsen/{identificatie}"].values():
         assert "429" not in operation.get("responses", {})
     assert_conforms(spec_path, throttled.bag.url, second)
 
@@ -566,7 +533,7 @@ def test_bag_503_injected_fault_conforms(servers, world, spec_path):
     # "Sun, 28 Nov 2017 16:41:41 GMT", the only form RFC 9110 §10.2.3 allows besides
     # delta-seconds. The stand-in sends an HTTP-date, so exactly that one header
     # violation - and nothing in status, media type or body - is expected.
-    header_spec = _load_spec_dict(spec_path)["paths"]["/woonplaatsen/{identificatie}"]["get"]["responses"]["503"][
+    header_spec = load_spec(spec_path)["paths"]["/woonplaatsen/{identificatie}"]["get"]["responses"]["503"][
         "headers"]["Retry-After"]
     assert header_spec["schema"]["format"] == "date-time"
     assert email.utils.parsedate_to_datetime(header_spec["x-example"]) is not None

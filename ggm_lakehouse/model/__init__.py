@@ -1,6 +1,7 @@
 """The model layer: what the platform is told, as declarations any layer above may read.
 
-* :mod:`~ggm_lakehouse.model.sources`: the sources, their Airflow connections, owners, schedules and pools;
+* :mod:`~ggm_lakehouse.model.sources`: the sources, their Airflow connections, owners, schedules and pools
+  (``ggm_lakehouse/model/sources.yaml``);
 * :mod:`~ggm_lakehouse.model.mappings`: the silver mappings (``ggm_mappings/*.yaml``);
 * :mod:`~ggm_lakehouse.model.mart_definitions`: the gold marts (``gold_marts/*.yaml``);
 * :mod:`~ggm_lakehouse.model.shares_config`: the shares and recipients (``config/shares.yaml``).
