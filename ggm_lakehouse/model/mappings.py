@@ -249,7 +249,8 @@ def load_mapping(path: Path) -> Mapping:
 def _read_mapping_document(path: Path) -> dict:
     """The mapping file as a dict that has every required top-level key."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's loader where installed: the same documents, parsed about ten times faster.
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise _fail(path, f"not valid YAML ({exc})") from exc
     if not isinstance(doc, dict):
@@ -331,10 +332,26 @@ def _pseudonymised_fields(path: Path, doc: dict, fields: dict[str, str],
     return pseudonymised_fields
 
 
+# Mappings parsed per file, keyed by path, modification time and size: the catalog, the DAG factory
+# and every stage ask for all mappings many times, and parsing 50 YAML files costs most of a second.
+_PARSED: dict[tuple[str, int, int], Mapping] = {}
+
+
+def _load_cached(path: Path) -> Mapping:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _PARSED:
+        _PARSED[key] = load_mapping(path)
+    return _PARSED[key]
+
+
 def load_all(directory: Path | None = None) -> list[Mapping]:
-    """All mappings, ordered so that referenced tables are conformed first."""
+    """All mappings, ordered so that referenced tables are conformed first.
+
+    A file parsed before is parsed again only when its modification time or size changed.
+    """
     directory = directory or mappings_dir()
-    mappings = {m.target: m for m in (load_mapping(p) for p in sorted(directory.glob("*.yaml")))}
+    mappings = {m.target: m for m in (_load_cached(p) for p in sorted(directory.glob("*.yaml")))}
     ordered: list[Mapping] = []
     visiting: set[str] = set()
 
