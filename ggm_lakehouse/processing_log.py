@@ -63,10 +63,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Collection, Iterable, Iterator, Mapping
 
-import yaml
-
 from ggm_lakehouse.config import has_commits
-from ggm_lakehouse.config import lake_root, project_root
+from ggm_lakehouse.config import lake_root, parse_yaml, project_root
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +112,7 @@ def _text(value: object) -> str:
 
 @lru_cache(maxsize=8)
 def _load_register(path: Path, mtime_ns: int) -> dict[str, Verwerkingsactiviteit]:  # noqa: ARG001 - cache key
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = parse_yaml(path.read_text(encoding="utf-8")) or {}
     base = data.get("register_uri")
     if not base:
         raise ProcessingLogError(f"{path}: register_uri is required")

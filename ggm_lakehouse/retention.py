@@ -43,9 +43,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-import yaml
-
-from ggm_lakehouse.config import dropzone_root, has_commits, lake_root, landing_root
+from ggm_lakehouse.config import dropzone_root, has_commits, lake_root, landing_root, parse_yaml
 from ggm_lakehouse.lake import LakeTable, retry_on_write_conflict, sql_date, sql_string, sql_timestamp, table_namespace
 from ggm_lakehouse.model.mappings import load_all, source_system_of
 from ggm_lakehouse.model.sources import SOURCES
@@ -167,7 +165,7 @@ def load_policy(path: Path | str | None = None) -> RetentionPolicy:
     """The validated terms of the register (``GGM_VERWERKINGSACTIVITEITEN`` or ``config/verwerkingsactiviteiten.yaml``)."""
     path = Path(path or register_path())
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RetentionError(f"register of processing activities not found at {path}") from None
     _validate(doc, path)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from ggm_lakehouse.config import project_root
+from ggm_lakehouse.config import parse_yaml, project_root
 
 DOMAINS = ("demografie", "sociaal_domein", "financien", "veiligheid", "subsidies", "bedrijfsvoering", "schuldhulp")
 AGGREGATES = {
@@ -132,7 +132,7 @@ def _read_raw(path: Path) -> tuple[str, dict]:
     """The file's text and its top-level mapping, with the keys every definition needs."""
     text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(text)
+        raw = parse_yaml(text)
     except yaml.YAMLError as error:
         raise _definition_error(path, f"not valid YAML: {error}") from error
     if not isinstance(raw, dict):
