@@ -64,7 +64,7 @@ def parse_yaml(text: str):
     """The YAML document in ``text``, parsed safely (no Python objects), with libyaml where installed.
 
     libyaml's loader reads the same documents about ten times faster than the pure-Python one; a
-    day asks for the mappings, marts and shares many times.
+    day asks for the mappings and mart definitions many times.
     """
     import yaml
 

@@ -153,11 +153,10 @@ def server_conf(port: int) -> dict[str, str]:
     master = os.environ.get("GGM_SPARK_MASTER", "local[2]")
     conf = {key: value for key, value in session_conf().items() if key != "spark.driver.memory"}
     conf.update(spark_openlineage_conf())
-    small = small_data_conf(master)
-    java_options = small.pop("java_options", "")
-    conf.update(small)
-    if java_options:
-        conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {java_options}".strip()
+    for key, value in small_data_conf(master).items():
+        # JVM options add to the project's own (Derby's home) instead of replacing them.
+        joined = key.endswith("extraJavaOptions") and conf.get(key)
+        conf[key] = f"{conf[key]} {value}" if joined else value
     conf.update({
         "spark.app.name": "ggm-spark-connect",
         "spark.master": master,
@@ -182,8 +181,8 @@ def small_data_conf(master: str) -> dict[str, str]:
       silver stage, ``docs/benchmarks.md``);
     - adaptive query execution is off: it re-plans every query after each shuffle, which pays off
       on skewed or mis-estimated big joins and costs a third of the server's CPU on a small day;
-    - the JVM collects garbage with the throughput collector (``java_options``, for the driver's
-      command line): G1's concurrent threads compete with the queries for two cores.
+    - the JVM collects garbage with the throughput collector: G1's concurrent threads compete with
+      the queries for two cores.
     """
     setting = os.environ.get("GGM_SPARK_SMALL_DATA", "auto").lower()
     if setting == "off" or (setting == "auto" and not master.startswith("local")):
@@ -192,7 +191,7 @@ def small_data_conf(master: str) -> dict[str, str]:
         "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         "spark.sql.codegen.wholeStage": "false",
         "spark.sql.adaptive.enabled": "false",
-        "java_options": "-XX:+UseParallelGC",
+        "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
     }
 
 

@@ -528,7 +528,7 @@ def conform(ctx: ConformContext, mapping: Mapping) -> tuple[dict, object]:
             raise
         return {"source": mapping.source, "skipped": "no batch on this day; current versions kept"}, None
     conformed, rejects, rejected_keys = conform_frame(ctx, mapping, bronze)
-    # Not cached: both derive cheaply from the cached conformed frame, and each cache costs the server
+    # Not cached: both derive cheaply from the rule-checked frame conform_frame cached, and each cache costs the server
     # an analysis, a plan and a cache-manager lookup per mapping.
     tally = _tally(bronze=bronze, conformed=conformed, rule=rejects)
     source_rows, n_conformed = tally.get("bronze", 0), tally.get("conformed", 0)

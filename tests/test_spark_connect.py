@@ -186,7 +186,7 @@ def test_a_local_server_tunes_for_small_queries_and_a_cluster_keeps_sparks_defau
     assert small_data_conf("local[2]") == {"spark.sql.codegen.factoryMode": "NO_CODEGEN",
                                            "spark.sql.codegen.wholeStage": "false",
                                            "spark.sql.adaptive.enabled": "false",
-                                           "java_options": "-XX:+UseParallelGC"}
+                                           "spark.driver.extraJavaOptions": "-XX:+UseParallelGC"}
     assert small_data_conf("spark://master:7077") == {}
     monkeypatch.setenv("GGM_SPARK_SMALL_DATA", "off")
     assert small_data_conf("local[2]") == {}
@@ -196,6 +196,7 @@ def test_a_local_server_tunes_for_small_queries_and_a_cluster_keeps_sparks_defau
     monkeypatch.setenv("GGM_SPARK_MASTER", "local[2]")
     conf = server_conf(15002)
     assert conf["spark.sql.codegen.factoryMode"] == "NO_CODEGEN" and conf["spark.sql.adaptive.enabled"] == "false"
-    assert conf["spark.driver.extraJavaOptions"].endswith(" -XX:+UseParallelGC") and "java_options" not in conf
+    assert conf["spark.driver.extraJavaOptions"].startswith("-Dderby.system.home=")
+    assert conf["spark.driver.extraJavaOptions"].endswith(" -XX:+UseParallelGC")
     monkeypatch.setenv("GGM_SPARK_MASTER", "spark://master:7077")
     assert "spark.sql.adaptive.enabled" not in server_conf(15002)
