@@ -37,7 +37,11 @@ def _run_day(target: str, day: date, population: int, root: Path) -> dict:
                                 "--population", str(population)], env=env, capture_output=True, text=True,
                                cwd=PROJECT_ROOT)
     seconds = round(time.monotonic() - started, 1)
-    progress = sorted((root / "data" / "runs" / day.isoformat() / "logs").glob("*.progress.jsonl"))[-1]
+    progresses = sorted((root / "data" / "runs" / day.isoformat() / "logs").glob("*.progress.jsonl"))
+    if not progresses:
+        raise SystemExit(f"ggm run ({target}, {day}) ran no DAG (exit {completed.returncode}):\n"
+                         f"{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}")
+    progress = progresses[-1]
     events = [json.loads(line) for line in progress.read_text().splitlines() if line.strip()]
     return {
         "target": target, "date": day.isoformat(), "population": population, "returncode": completed.returncode,
@@ -67,17 +71,19 @@ def run(targets: list[str], population: int, day: date, rerun: bool) -> list[dic
             from ggm_lakehouse import spark_connect
 
             server = spark_connect.start()
-        days = [day, day] if rerun else [day]
-        for index, each in enumerate(days + [day + timedelta(days=1)] if rerun else days):
-            result = _run_day(target, each, population, root)
-            result["run"] = ["first", "rerun", "next day"][index] if rerun else "first"
+        days = [day, day, day + timedelta(days=1)] if rerun else [day]
+        try:
+            for index, each in enumerate(days):
+                result = _run_day(target, each, population, root)
+                result["run"] = ["first", "rerun", "next day"][index] if rerun else "first"
+                if server:
+                    result["server_memory_mb"] = _server_memory(root)
+                results.append(result)
+        finally:
             if server:
-                result["server_memory_mb"] = _server_memory(root)
-            results.append(result)
-        if server:
-            from ggm_lakehouse import spark_connect
+                from ggm_lakehouse import spark_connect
 
-            spark_connect.stop()
+                spark_connect.stop()
     return results
 
 

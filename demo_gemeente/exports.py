@@ -19,9 +19,11 @@ writer's timestamps are fixed), written to a temporary file and renamed into pla
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import random
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -71,7 +73,28 @@ def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[object]], encoding:
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(header)
     writer.writerows(rows)
-    return buffer.getvalue().encode(encoding)
+    return buffer.getvalue().encode(encoding, errors=_BEST_FIT)
+
+
+def _best_fit(error: UnicodeEncodeError) -> tuple[str, int]:
+    """Replace a character the legacy code page lacks as Windows' best-fit conversion does (ř → r, else ?).
+
+    An application that stores its data in Windows-1252 never holds such a character; the demo's
+    names come from a Unicode world, so they are narrowed the way that application would have.
+    """
+    fallback = []
+    for char in error.object[error.start:error.end]:
+        base = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+        try:
+            base.encode(error.encoding)
+        except UnicodeEncodeError:
+            base = "?"
+        fallback.append(base or "?")
+    return "".join(fallback), error.end
+
+
+_BEST_FIT = "ggm-demo-best-fit"
+codecs.register_error(_BEST_FIT, _best_fit)
 
 
 def _is_delivery_day(logical_date: date, weekday: int | None) -> bool:

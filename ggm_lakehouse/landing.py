@@ -188,6 +188,10 @@ class BatchResult:
         return [self.path / part["file"] for part in self.manifest["parts"]]
 
 
+class LandingWriteError(OSError):
+    """A landing file could not be written (e.g. the disk is full); the message names the file and the way out."""
+
+
 class BatchWriter:
     """Writes one landing batch; use as a context manager.
 
@@ -276,10 +280,7 @@ class BatchWriter:
         number = len(self.parts) + 1
         name = f"part-{number:05d}.{self.extension}"
         target = self.path / name
-        with open(target, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
+        self._write_part(target, content)
         try:
             record_count = count_records(content, self.record_path)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -299,6 +300,19 @@ class BatchWriter:
             entry.update(extra)
         self.parts.append(entry)
         return entry
+
+    def _write_part(self, target: Path, content: bytes) -> None:
+        """Write and fsync one part; a failed write (a full disk) removes what it left and names the file."""
+        try:
+            with open(target, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            target.unlink(missing_ok=True)  # on a full disk, do not keep the partial part's blocks
+            raise LandingWriteError(exc.errno, f"{self.source}/{self.dataset}: cannot write landing part {target} "
+                                    f"({len(content)} bytes): {exc.strerror}. The batch stays incomplete (no "
+                                    "manifest); free space or move GGM_LANDING_ROOT, then rerun the task") from exc
 
     def add_response(self, response: ResponseLike) -> dict[str, Any]:
         """Write the raw body of an HTTP response as the next part."""
@@ -350,6 +364,11 @@ class BatchWriter:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp_name, self.path / MANIFEST_NAME)
+        except OSError as exc:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise LandingWriteError(exc.errno, f"{self.source}/{self.dataset}: cannot write the manifest of batch "
+                                    f"{self.path}: {exc.strerror}. The batch stays incomplete; free space or move "
+                                    "GGM_LANDING_ROOT, then rerun the task") from exc
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise

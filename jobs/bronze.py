@@ -174,6 +174,23 @@ def landed_before(spark, target: LakeTable, batch: LandedBatch, known: dict | No
     return f"same content as the newest batch of the day (run {newest['run_id']})", newest
 
 
+def _once_per_content(writer, batch: LandedBatch, seen_version: int | None):
+    """Make the append of ``batch`` an idempotent Delta write (``txnAppId``/``txnVersion``).
+
+    Two runs of one day at once (a backfill beside the scheduled run, or a task retried while its
+    first try still runs) both find the batch missing and append it: blind appends never conflict
+    in Delta, so the day would land twice. Delta's idempotent writes stop that: every writer of the
+    same content of the same day names one application id and, as its version, the table version it
+    looked at plus one. The first commit wins; a writer that looked at the same version either gets a
+    ``ConcurrentTransactionException`` (retried: it then finds the batch there) or is skipped by Delta
+    because that version of the application id is already committed. A later delivery of the same
+    content (a day that went A, B, A) looked at a newer version, so it still lands.
+    """
+    m = batch.manifest
+    app_id = f"ggm-bronze/{m['source']}/{m['dataset']}/{m['logical_date']}/{m['checksum']}"
+    return writer.option("txnAppId", app_id).option("txnVersion", str((-1 if seen_version is None else seen_version) + 1))
+
+
 def run(spark, logical_date: date, run_id: str | None = None, source: str | None = None,
         previous: dict | None = None) -> dict:
     """Append every complete landing batch of ``logical_date`` (of ``run_id`` and ``source`` if given) to bronze.
@@ -198,7 +215,8 @@ def run(spark, logical_date: date, run_id: str | None = None, source: str | None
             if reason:
                 return reason, newest
             rows = batch_rows(batch, ingested_at)
-            target.save(spark, _to_spark(spark, rows).write.format("delta").mode("append").partitionBy("_logical_date"))
+            writer = _to_spark(spark, rows).write.format("delta").mode("append").partitionBy("_logical_date")
+            target.save(spark, _once_per_content(writer, batch, newest["version"]))
             # Our commit is the newest only if no other writer committed since we looked.
             after = target.version(spark)
             expected = (-1 if newest["version"] is None else newest["version"]) + 1

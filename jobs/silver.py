@@ -662,11 +662,16 @@ def roll_back(spark, selected: list[Mapping], logical_date: date) -> None:
 
 
 def _conform_in_thread(ctx: ConformContext, mapping: Mapping):
-    """:func:`conform` in a pool thread, with the day's session active there (pyspark keeps it per thread)."""
+    """:func:`conform` in a pool thread, with the day's session active there (pyspark keeps it per thread).
+
+    Two runs of one day at once (a backfill beside the scheduled run, a retried task whose first try
+    still runs) race to create or merge into the same table; Delta lets one commit win. The loser
+    conforms again against what the winner wrote, which for the same bronze changes nothing.
+    """
     from ggm_lakehouse.spark import ensure_active
 
     ensure_active(ctx.spark)
-    return conform(ctx, mapping)
+    return retry_on_write_conflict(lambda: conform(ctx, mapping), f"silver {mapping.target}")
 
 
 def _conform_day(spark, logical_date: date, run_id: str, selected: list[Mapping]) -> dict:

@@ -170,19 +170,17 @@ def _same_content(location: Path, projected: pa.Table, partition_by: list[str]) 
 
 
 def _write(location: Path, projected: pa.Table, partition_by: list[str]) -> None:
-    from deltalake import DeltaTable, write_deltalake
+    from deltalake import write_deltalake
 
     exists = has_commits(location)
-    if exists and list(DeltaTable(str(location)).metadata().partition_columns) != partition_by:
-        # delta-rs cannot change partitioning in place; a partition change is a new table.
-        shutil.rmtree(location)
-        exists = False
     location.parent.mkdir(parents=True, exist_ok=True)
+    # An existing projection is overwritten as a new version, a change of partitioning included (an empty
+    # list unpartitions it): partners keep reading the old version until the new one is committed.
     write_deltalake(
         str(location),
         projected,
         mode="overwrite",
-        partition_by=partition_by or None,
+        partition_by=list(partition_by) if exists else (partition_by or None),
         schema_mode="overwrite" if exists else None,
         configuration=None if exists else CDF_CONFIGURATION,
     )
@@ -217,8 +215,11 @@ def materialise_table(
     if recorded is not None and recorded.get("fingerprint") == fingerprint and has_commits(location):
         # Same gold version, same declaration, same key: the projection is already current.
         current = DeltaTable(str(location))
+        # The location is today's, not the recorded one: a lake restored or mounted elsewhere
+        # keeps its projections (a recorded absolute path would make them look stale).
         return {
             **recorded["report"],
+            "location": str(location),
             "version": current.version(),
             "changed": False,
         }
@@ -228,7 +229,12 @@ def materialise_table(
     partition_by = [c for c in source_table.metadata().partition_columns if c in projected.column_names]
     changed = not _same_content(location, projected, partition_by)
     if changed:
-        _write(location, projected, partition_by)
+        try:
+            _write(location, projected, partition_by)
+        except Exception as exc:  # noqa: BLE001 - delta-rs raises its own types for I/O errors (a full disk)
+            # Nothing was committed: the partner keeps reading the version it had.
+            raise ProjectionError(f"{where}: cannot write the projection at {location}: {exc}. Partners keep the "
+                                  "version they had; free space and publish again") from exc
     version = DeltaTable(str(location)).version()
     report = {
         "recipient": recipient.name,
@@ -241,7 +247,8 @@ def materialise_table(
         "version": version,
         "changed": changed,
     }
-    _write_stamp(location, {"fingerprint": fingerprint, "report": {k: v for k, v in report.items() if k not in ("version", "changed")}})
+    _write_stamp(location, {"fingerprint": fingerprint,
+                            "report": {k: v for k, v in report.items() if k not in ("version", "changed", "location")}})
     return report
 
 
@@ -333,7 +340,7 @@ def materialise_recipient_tables(
                     log.warning("projection %s of %s waits: gold table not built yet", recipient.name, table.qualified_name)
                     continue
                 result = materialise_table(recipient, table, lake_root=root, sharing_secret=secret)
-                keep.add(Path(result["location"]))
+                keep.add(projection_location(recipient.name, table, root))
                 per_table[table.qualified_name] = result
                 log.info(
                     "projection %s of %s: %d rows, columns %s, version %d%s",

@@ -119,6 +119,12 @@ def test_windows_1252_semicolon_csv_with_dutch_decimals_and_dates(toy, tmp_path)
     json.dumps(records)  # JSON-safe as landed
 
 
+
+def test_the_demo_narrows_names_a_windows_1252_export_cannot_hold_as_windows_does():
+    # Seen at 100,000 residents: a name with 'ř' made the demo's VTH export fail to encode.
+    data = demo_exports.csv_bytes(["naam"], [["Dvořák"], ["Ærø Müller"], ["名"]], "windows-1252")
+    assert data.decode("windows-1252").splitlines() == ["naam", "Dvorák", "Ærø Müller", "?"]
+
 @pytest.mark.parametrize("delimiter", [",", "\t", ";"])
 def test_utf8_bom_csv_any_delimiter_and_header_aliases(toy, tmp_path, delimiter):
     quote = '"' if delimiter == "," else ""

@@ -197,6 +197,53 @@ def test_official_client_reads_only_its_own_projection(lake):
     assert not set(a["bsn_pseudoniem"]) & set(b["bsn_pseudoniem"])
 
 
+def test_a_lake_moved_elsewhere_keeps_its_projections_and_partners_read_them(lake, tmp_path, monkeypatch):
+    """A restore from backup or a new mount puts the lake under another path; the next publish of
+    the same day must find its projections current, not delete them as stale."""
+    import shutil
+
+    moved = tmp_path / "restored" / "lake"
+    shutil.copytree(lake["lake"], moved)
+    monkeypatch.setenv("GGM_LAKE_ROOT", str(moved))
+    before = {r: DeltaTable(str(projection_location(r, _table("clienten")))).version() for r in ("partner-a", "partner-b")}
+    report = materialise_recipient_tables(DAY2, run_id="test-day2-after-restore")
+    assert report["removed"] == []
+    for recipient in ("partner-a", "partner-b"):
+        entry = report["recipients"][recipient]["zorg.wmo.clienten"]
+        assert (entry["changed"], entry["version"]) == (False, before[recipient])
+        assert Path(entry["location"]) == projection_location(recipient, _table("clienten"))
+        assert Path(entry["location"]).is_relative_to(moved)
+    with EmbeddedServer(create_app(lake["config_path"], url_key=URL_KEY, audit_dir=tmp_path / "audit")) as server:
+        profile = tmp_path / "partner-a.share"
+        profile.write_text(json.dumps(issue_profile("partner-a", endpoint=server.endpoint)), encoding="utf-8")
+        frame = delta_sharing.load_as_pandas(f"{profile}#zorg.wmo.clienten")
+    assert len(frame) == DeltaTable(str(moved / "gold" / "clienten")).to_pyarrow_table().num_rows
+
+
+def test_a_change_of_partitioning_is_a_new_version_not_a_deleted_table(tmp_path, monkeypatch):
+    """Gold partitioned differently: the projection gets a new version in place, the old one stays readable meanwhile."""
+    lake_root = tmp_path / "lake"
+    config_path = tmp_path / "shares.yaml"
+    config_path.write_text(SHARES_YAML, encoding="utf-8")
+    for name, value in {"GGM_LAKE_ROOT": lake_root, "GGM_SHARING_ROOT": tmp_path / "sharing",
+                        "GGM_SHARES_CONFIG": config_path, "GGM_SHARING_PSEUDONYM_KEY": SHARING_SECRET}.items():
+        monkeypatch.setenv(name, str(value))
+    write_deltalake(str(lake_root / "gold" / "clienten"), _clienten(6), partition_by=["wijkcode"])
+    materialise_recipient_tables(DAY1, run_id="day-1", export_audit=False)
+    location = projection_location("partner-a", _table("clienten"))
+    table_id = DeltaTable(str(location)).metadata().id
+    write_deltalake(str(lake_root / "gold" / "clienten"), _clienten(6), mode="overwrite", schema_mode="overwrite",
+                    partition_by=["zorgvorm"])
+    report = materialise_recipient_tables(DAY2, run_id="day-2", export_audit=False)
+    entry = report["recipients"]["partner-a"]["zorg.wmo.clienten"]
+    projection = DeltaTable(str(location))
+    assert (entry["changed"], entry["version"], projection.metadata().id) == (True, 1, table_id)
+    assert projection.metadata().partition_columns == ["zorgvorm"]
+    assert len(projection.to_pandas()) == 6
+    # The version partners read before the change is still there (time travel, change data feed).
+    assert len(DeltaTable(str(location), version=0).to_pandas()) == 6
+
+
 def test_undeclared_person_identifier_column_fails_the_publication(lake, tmp_path):
     config_path = tmp_path / "shares.yaml"
     config_path.write_text(
