@@ -281,9 +281,13 @@ def _read_stamp(location: Path) -> dict | None:
 
 
 def _write_stamp(location: Path, stamp: dict) -> None:
-    tmp = location / f".{_STAMP_FILE}.tmp"
-    tmp.write_text(json.dumps(stamp, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, location / _STAMP_FILE)
+    _write_json_atomically(location / _STAMP_FILE, stamp)
+
+
+def _write_json_atomically(path: Path, document: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _all_recipients(config: SharesConfig) -> list[Recipient]:
@@ -291,6 +295,38 @@ def _all_recipients(config: SharesConfig) -> list[Recipient]:
 
     store = TokenStore()
     return [r for r in (find_recipient(config, store, n) for n in all_recipient_names(config, store)) if r is not None]
+
+
+#: Where each recipient with projections in this lake was declared when last published (``shares.yaml``
+#: or the sharing state file it came from), next to the projections.
+_ORIGINS_FILE = "_recipient_origins.json"
+
+
+def _state_origin() -> str:
+    from sharing_server.recipients import default_state_path
+
+    return f"state:{default_state_path().resolve()}"
+
+
+def _origins(config: SharesConfig, recipients: list[Recipient]) -> dict[str, str]:
+    """Where each recipient is declared now: ``shares.yaml`` or the sharing state file this publish reads."""
+    state = _state_origin()
+    return {r.name: "shares.yaml" if config.recipient(r.name) is not None else state for r in recipients}
+
+
+def _unreadable_origins(base: Path, now: dict[str, str]) -> dict[str, str]:
+    """Recipients with projections here that were added in a sharing state file this publish does not read.
+
+    Such a publish was pointed at another sharing root (``GGM_SHARING_ROOT``) than the one they were
+    added to: their absence says nothing about a withdrawal, so their projections must be kept.
+    """
+    try:
+        recorded = json.loads((base / _ORIGINS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    state = _state_origin()
+    return {name: origin for name, origin in recorded.items()
+            if name not in now and origin.startswith("state:") and origin != state}
 
 
 def materialise_recipient_tables(
@@ -349,12 +385,30 @@ def materialise_recipient_tables(
                 )
         report["recipients"][recipient.name] = per_table
     if recipients is None:
-        report["removed"] = [str(p) for p in _remove_stale(root / PROJECTIONS_DIR, keep)]
+        report.update(_withdraw(root / PROJECTIONS_DIR, _origins(config, wanted), keep))
     if export_audit:
         from sharing_server.audit import export_audit_table
 
         report["audit"] = export_audit_table(lake_root=root)
     return report
+
+
+def _withdraw(base: Path, origins: dict[str, str], keep: set[Path]) -> dict[str, list[str]]:
+    """Remove the projections no recipient is entitled to any more, except those of recipients this publish cannot see.
+
+    Returns ``removed`` (paths) and, when some were kept, ``kept_unknown`` (recipient names).
+    """
+    unreadable = _unreadable_origins(base, origins)
+    for name in sorted(unreadable):
+        log.warning("projections of recipient %s kept: it was added in %s, which this publish does not read "
+                    "(is GGM_SHARING_ROOT right?)", name, unreadable[name].removeprefix("state:"))
+        keep.update(p for p in (base / name).glob("*/*/*") if (p / "_delta_log").is_dir())
+    result = {"removed": [str(p) for p in _remove_stale(base, keep)]}
+    if unreadable:
+        result["kept_unknown"] = sorted(unreadable)
+    if base.is_dir():
+        _write_json_atomically(base / _ORIGINS_FILE, {**unreadable, **origins})
+    return result
 
 
 def _remove_stale(base: Path, keep: set[Path]) -> list[Path]:

@@ -244,6 +244,32 @@ def test_a_change_of_partitioning_is_a_new_version_not_a_deleted_table(tmp_path,
     assert len(DeltaTable(str(location), version=0).to_pandas()) == 6
 
 
+def test_a_publish_pointed_at_another_sharing_root_keeps_the_projections_of_recipients_it_cannot_see(tmp_path, monkeypatch):
+    """A recipient added with the CLI lives in one sharing root's state; a publish reading another root must not withdraw it."""
+    from sharing_server.recipients import add_recipient
+
+    lake_root = tmp_path / "lake"
+    config_path = tmp_path / "shares.yaml"
+    config_path.write_text(SHARES_YAML, encoding="utf-8")
+    for name, value in {"GGM_LAKE_ROOT": lake_root, "GGM_SHARING_ROOT": tmp_path / "sharing",
+                        "GGM_SHARES_CONFIG": config_path, "GGM_SHARING_PSEUDONYM_KEY": SHARING_SECRET}.items():
+        monkeypatch.setenv(name, str(value))
+    write_deltalake(str(lake_root / "gold" / "clienten"), _clienten(6), partition_by=["wijkcode"])
+    add_recipient("ggd-regio", ["zorg"], endpoint="http://127.0.0.1:1/delta-sharing")
+    first = materialise_recipient_tables(DAY1, run_id="day-1", export_audit=False)
+    assert set(first["recipients"]) == {"partner-a", "partner-b", "ggd-regio"}
+    location = projection_location("ggd-regio", _table("clienten"))
+
+    monkeypatch.setenv("GGM_SHARING_ROOT", str(tmp_path / "another-sharing-root"))
+    wrong = materialise_recipient_tables(DAY2, run_id="day-2", export_audit=False)
+    assert (wrong["removed"], wrong["kept_unknown"]) == ([], ["ggd-regio"])
+    assert location.is_dir() and len(DeltaTable(str(location)).to_pandas()) == 6
+    # The same publish against the right root again: nothing unknown, nothing removed.
+    monkeypatch.setenv("GGM_SHARING_ROOT", str(tmp_path / "sharing"))
+    right = materialise_recipient_tables(DAY2, run_id="day-2-again", export_audit=False)
+    assert right["removed"] == [] and "kept_unknown" not in right and "ggd-regio" in right["recipients"]
+
+
 def test_undeclared_person_identifier_column_fails_the_publication(lake, tmp_path):
     config_path = tmp_path / "shares.yaml"
     config_path.write_text(
