@@ -42,6 +42,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ggm_lakehouse import config as ggm_config
+from ggm_lakehouse.landing import fsync_dir
 from ggm_lakehouse.model.shares_config import (
     InvalidNameError,
     Recipient,
@@ -303,6 +304,8 @@ class TokenStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        # The rename itself must survive a power loss, or a revocation could come undone.
+        fsync_dir(self.path.parent)
 
     def _audit(self, event: str, **fields: object) -> None:
         # Called under the state lock, so rotation cannot race another writer.

@@ -328,7 +328,7 @@ from datetime import date
 from ggm_lakehouse.spark import connect_session
 from jobs import silver
 spark = connect_session(sys.argv[1], "ggm-fault-test")
-silver.run(spark, date.fromisoformat(sys.argv[2]), "killed-run", source="gebieden")
+silver.run(spark, date.fromisoformat(sys.argv[2]), "killed-run", tables=["BUURT"])
 """
 
 

@@ -515,3 +515,18 @@ def test_generated_signing_key_is_kept_so_urls_survive_a_restart(site, monkeypat
     assert requests.get(f"{restarted.base_url}{parsed.path}?{parsed.query}", timeout=60).status_code == 200
     key_file = site.state.parent / "url_signing.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_a_revocation_survives_a_power_loss_the_state_folder_is_synced_after_the_rename(site, monkeypatch):
+    site.token("partner-x")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    assert TokenStore(site.state).revoke("partner-x") == 1
+    # The new state file's data first, then the directory that holds the rename.
+    assert synced[-1] == str(site.state.parent.resolve()) and len(synced) >= 2
