@@ -308,13 +308,12 @@ def _state_origin() -> str:
     return f"state:{default_state_path().resolve()}"
 
 
-def _origins(config: SharesConfig, recipients: list[Recipient]) -> dict[str, str]:
-    """Where each recipient is declared now: ``shares.yaml`` or the sharing state file this publish reads."""
-    state = _state_origin()
+def _origins(config: SharesConfig, recipients: list[Recipient], state: str) -> dict[str, str]:
+    """Where each recipient is declared now: ``shares.yaml`` or ``state``, the sharing state file this publish reads."""
     return {r.name: "shares.yaml" if config.recipient(r.name) is not None else state for r in recipients}
 
 
-def _unreadable_origins(base: Path, now: dict[str, str]) -> dict[str, str]:
+def _unreadable_origins(base: Path, now: dict[str, str], state: str) -> dict[str, str]:
     """Recipients with projections here that were added in a sharing state file this publish does not read.
 
     Such a publish was pointed at another sharing root (``GGM_SHARING_ROOT``) than the one they were
@@ -324,7 +323,6 @@ def _unreadable_origins(base: Path, now: dict[str, str]) -> dict[str, str]:
         recorded = json.loads((base / _ORIGINS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    state = _state_origin()
     return {name: origin for name, origin in recorded.items()
             if name not in now and origin.startswith("state:") and origin != state}
 
@@ -385,7 +383,7 @@ def materialise_recipient_tables(
                 )
         report["recipients"][recipient.name] = per_table
     if recipients is None:
-        report.update(_withdraw(root / PROJECTIONS_DIR, _origins(config, wanted), keep))
+        report.update(_withdraw(root / PROJECTIONS_DIR, config, wanted, keep))
     if export_audit:
         from sharing_server.audit import export_audit_table
 
@@ -393,12 +391,14 @@ def materialise_recipient_tables(
     return report
 
 
-def _withdraw(base: Path, origins: dict[str, str], keep: set[Path]) -> dict[str, list[str]]:
+def _withdraw(base: Path, config: SharesConfig, recipients: list[Recipient], keep: set[Path]) -> dict[str, list[str]]:
     """Remove the projections no recipient is entitled to any more, except those of recipients this publish cannot see.
 
     Returns ``removed`` (paths) and, when some were kept, ``kept_unknown`` (recipient names).
     """
-    unreadable = _unreadable_origins(base, origins)
+    state = _state_origin()
+    origins = _origins(config, recipients, state)
+    unreadable = _unreadable_origins(base, origins, state)
     for name in sorted(unreadable):
         log.warning("projections of recipient %s kept: it was added in %s, which this publish does not read "
                     "(is GGM_SHARING_ROOT right?)", name, unreadable[name].removeprefix("state:"))

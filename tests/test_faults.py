@@ -446,16 +446,11 @@ def test_a_disk_that_fills_up_while_publishing_leaves_the_partners_previous_vers
 
     from sharing_server.projections import (PROJECTIONS_DIR, ProjectionError, materialise_recipient_tables,
                                             projection_location)
-    from tests.test_sharing_projections import SHARES_YAML, SHARING_SECRET, _clienten, _table
+    from tests.test_sharing_projections import _clienten, _table, own_site
 
-    lake = tmp_path / "lake"
+    lake = own_site(tmp_path, monkeypatch)
     lake.mkdir()
     (lake / PROJECTIONS_DIR).symlink_to(small_disk, target_is_directory=True)  # the shares on the small disk
-    config = tmp_path / "shares.yaml"
-    config.write_text(SHARES_YAML, encoding="utf-8")
-    for name, value in {"GGM_LAKE_ROOT": lake, "GGM_SHARING_ROOT": tmp_path / "sharing", "GGM_SHARES_CONFIG": config,
-                        "GGM_SHARING_PSEUDONYM_KEY": SHARING_SECRET}.items():
-        monkeypatch.setenv(name, str(value))
     write_deltalake(str(lake / "gold" / "clienten"), _clienten(6), partition_by=["wijkcode"])
     materialise_recipient_tables(DAY1, run_id="day-1", export_audit=False)
     location = projection_location("partner-a", _table("clienten"))

@@ -108,6 +108,17 @@ def lake(tmp_path_factory):
                 os.environ[key] = value
 
 
+def own_site(tmp_path: Path, monkeypatch, lake_root: Path | None = None) -> Path:
+    """A lake, sharing root and shares.yaml (``SHARES_YAML``) of one test under ``tmp_path``; returns the lake root."""
+    lake_root = lake_root or tmp_path / "lake"
+    config_path = tmp_path / "shares.yaml"
+    config_path.write_text(SHARES_YAML, encoding="utf-8")
+    for name, value in {"GGM_LAKE_ROOT": lake_root, "GGM_SHARING_ROOT": tmp_path / "sharing",
+                        "GGM_SHARES_CONFIG": config_path, "GGM_SHARING_PSEUDONYM_KEY": SHARING_SECRET}.items():
+        monkeypatch.setenv(name, str(value))
+    return lake_root
+
+
 def _table(name: str):
     config = load_shares_config()
     return next(t for s in config.shares for t in s.all_tables() if t.name == name)
@@ -222,12 +233,7 @@ def test_a_lake_moved_elsewhere_keeps_its_projections_and_partners_read_them(lak
 
 def test_a_change_of_partitioning_is_a_new_version_not_a_deleted_table(tmp_path, monkeypatch):
     """Gold partitioned differently: the projection gets a new version in place, the old one stays readable meanwhile."""
-    lake_root = tmp_path / "lake"
-    config_path = tmp_path / "shares.yaml"
-    config_path.write_text(SHARES_YAML, encoding="utf-8")
-    for name, value in {"GGM_LAKE_ROOT": lake_root, "GGM_SHARING_ROOT": tmp_path / "sharing",
-                        "GGM_SHARES_CONFIG": config_path, "GGM_SHARING_PSEUDONYM_KEY": SHARING_SECRET}.items():
-        monkeypatch.setenv(name, str(value))
+    lake_root = own_site(tmp_path, monkeypatch)
     write_deltalake(str(lake_root / "gold" / "clienten"), _clienten(6), partition_by=["wijkcode"])
     materialise_recipient_tables(DAY1, run_id="day-1", export_audit=False)
     location = projection_location("partner-a", _table("clienten"))
@@ -248,12 +254,7 @@ def test_a_publish_pointed_at_another_sharing_root_keeps_the_projections_of_reci
     """A recipient added with the CLI lives in one sharing root's state; a publish reading another root must not withdraw it."""
     from sharing_server.recipients import add_recipient
 
-    lake_root = tmp_path / "lake"
-    config_path = tmp_path / "shares.yaml"
-    config_path.write_text(SHARES_YAML, encoding="utf-8")
-    for name, value in {"GGM_LAKE_ROOT": lake_root, "GGM_SHARING_ROOT": tmp_path / "sharing",
-                        "GGM_SHARES_CONFIG": config_path, "GGM_SHARING_PSEUDONYM_KEY": SHARING_SECRET}.items():
-        monkeypatch.setenv(name, str(value))
+    lake_root = own_site(tmp_path, monkeypatch)
     write_deltalake(str(lake_root / "gold" / "clienten"), _clienten(6), partition_by=["wijkcode"])
     add_recipient("ggd-regio", ["zorg"], endpoint="http://127.0.0.1:1/delta-sharing")
     first = materialise_recipient_tables(DAY1, run_id="day-1", export_audit=False)
