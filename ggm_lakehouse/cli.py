@@ -6,7 +6,7 @@
     ggm sharing serve [--host H --port P]
     ggm sharing profile RECIPIENT      issue a token and print the recipient's profile JSON
     ggm sharing revoke RECIPIENT
-    ggm sharing recipient add|list|revoke|rotate
+    ggm sharing recipient add|list|revoke|rotate|rotate-key
     ggm sharing audit [--since YYYY-MM-DD]
     ggm sharing unity-catalog plan|apply   shares.yaml as Unity Catalog shares, recipients and grants
     ggm catalog build [--out DIR]      data catalog: catalog.json + one HTML page per table
@@ -286,6 +286,33 @@ def cmd_recipient_list(args: argparse.Namespace) -> int:
 def cmd_recipient_revoke(args: argparse.Namespace) -> int:
     """``ggm sharing recipient revoke``: the same as ``ggm sharing revoke``."""
     return cmd_sharing_revoke(argparse.Namespace(recipient=args.name))
+
+
+def cmd_recipient_rotate_key(args: argparse.Namespace) -> int:
+    """``ggm sharing recipient rotate-key``: a new pseudonym key generation, the recipient's projections rebuilt."""
+    from datetime import datetime, timezone
+
+    from sharing_server.projections import materialise_recipient_tables
+    from sharing_server.recipients import UnknownRecipientError, entitlement, rotate_pseudonym_key
+
+    try:
+        rotated = rotate_pseudonym_key(args.name)
+    except UnknownRecipientError as exc:
+        print(f"ggm sharing recipient rotate-key: {exc}; see 'ggm sharing recipient list'", file=sys.stderr)
+        return 2
+    today = datetime.now(timezone.utc).date()
+    report = materialise_recipient_tables(today, f"rotate-key-{args.name}", recipients=[entitlement(args.name)],
+                                          export_audit=False)
+    tables = report["recipients"].get(args.name, {})
+    result = {**rotated, "tables": {name: {"rows": t["rows"], "version": t["version"], "changed": t["changed"]}
+                                    for name, t in tables.items()}, "waiting": report.get("waiting", [])}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    rows = [[name, t["rows"], t["version"], "new pseudonyms" if t["changed"] else "unchanged"] for name, t in result["tables"].items()]
+    _print_table(f"{args.name}: pseudonym key generation {rotated['key_generation']}", ["Table", "Rows", "Version", "Result"],
+                 rows, empty="no table published yet: the next publish uses the new key")
+    return 0
 
 
 def cmd_recipient_rotate(args: argparse.Namespace) -> int:
@@ -667,6 +694,16 @@ def _add_recipient(sharing: argparse._SubParsersAction) -> None:
     r_rotate.add_argument("name", help="recipient name")
     r_rotate.add_argument("--endpoint", default=None, metavar="URL",
                           help="public URL of the sharing server written into the profile (default: the local server)")
+    r_key = _command(recipient, "rotate-key", help="give a recipient new pseudonyms and rebuild its projections",
+                     description="Raise the recipient's pseudonym key generation and rebuild its projections at once: "
+                                 "every pseudonym it reads changes (consistently across its tables, so its own joins "
+                                 "keep working), row counts do not, and no other recipient is affected. For a "
+                                 "partner whose copy of the pseudonyms leaked or that must stop linking to earlier "
+                                 "deliveries. Its tokens stay valid.",
+                     examples=["ggm sharing recipient rotate-key ggd-gooi",
+                               "ggm sharing recipient rotate-key ggd-gooi --json"], handler=cmd_recipient_rotate_key)
+    r_key.add_argument("name", help="recipient name")
+    _add_json(r_key)
 
 
 def _add_unity_catalog(sharing: argparse._SubParsersAction) -> None:

@@ -74,13 +74,16 @@ def projection_location(recipient: str, table: SharedTable, lake_root: Path | No
     return Path(lake_root or ggm_config.lake_root()) / projection_relative_location(recipient, table)
 
 
-def recipient_key(recipient: str, sharing_secret: bytes) -> bytes:
-    """The recipient's own pseudonym key: HMAC of its name under the sharing secret.
+def recipient_key(recipient: str, sharing_secret: bytes, generation: int = 1) -> bytes:
+    """The recipient's own pseudonym key: HMAC of its name and key generation under the sharing secret.
 
-    Derived, not stored, so adding a recipient needs no key management; rotating the
-    sharing secret re-keys every recipient at once.
+    Derived, not stored, so adding a recipient needs no key management. Rotating the sharing
+    secret re-keys every recipient at once; raising one recipient's generation
+    (``ggm sharing recipient rotate-key``) re-keys that recipient alone. Generation 1 is the
+    name alone, as before generations existed, so existing partners keep their pseudonyms.
     """
-    return hmac.new(sharing_secret, f"ggm-sharing-recipient-key-v1\x1f{recipient}".encode("utf-8"), hashlib.sha256).digest()
+    label = f"ggm-sharing-recipient-key-v1\x1f{recipient}" + (f"\x1f{generation}" if generation != 1 else "")
+    return hmac.new(sharing_secret, label.encode("utf-8"), hashlib.sha256).digest()
 
 
 def rekey_pseudonyms(values: pa.Array | pa.ChunkedArray, key: bytes, recipient: str) -> pa.Array:
@@ -116,8 +119,10 @@ def _condition_mask(table: pa.Table, condition: RowCondition, where: str) -> pa.
 _PERSON_ID_HINTS = ("bsn", "pseudonym", "pseudoniem")
 
 
-def project(source: pa.Table, projection: Projection, recipient: str, sharing_secret: bytes | None, where: str) -> pa.Table:
-    """Apply a projection to the rows of a gold table: filter, select, re-key pseudonyms.
+def project(source: pa.Table, projection: Projection, recipient: str, key: bytes | None, where: str) -> pa.Table:
+    """Apply a projection to the rows of a gold table: filter, select, re-key pseudonyms with ``key``.
+
+    ``key`` is the recipient's pseudonym key (:func:`recipient_key`), needed when pseudonym columns are shared.
 
     Raises :class:`ProjectionError` when a column that looks like a person identifier
     would be shared without being declared a pseudonym column: a forgotten declaration
@@ -134,9 +139,8 @@ def project(source: pa.Table, projection: Projection, recipient: str, sharing_se
         raise ProjectionError(f"{where}: columns {undeclared} look like person identifiers; declare them in pseudonym_columns or leave them out")
     present = [c for c in result.column_names if c in pseudonyms]
     if present:
-        if sharing_secret is None:
+        if key is None:
             raise ProjectionError(f"{where}: pseudonym columns need secret {SHARING_PSEUDONYM_KEY_SECRET}")
-        key = recipient_key(recipient, sharing_secret)
         for name in present:
             index = result.column_names.index(name)
             result = result.set_column(index, pa.field(name, pa.string()), rekey_pseudonyms(result[name], key, recipient))
@@ -198,8 +202,13 @@ def materialise_table(
     *,
     lake_root: Path | None = None,
     sharing_secret: bytes | None = None,
+    key_generation: int = 1,
 ) -> dict[str, Any]:
-    """Build or refresh one recipient's projection of one shared table; returns its report."""
+    """Build or refresh one recipient's projection of one shared table; returns its report.
+
+    ``key_generation`` is the recipient's pseudonym key generation (the sharing state's, see
+    :meth:`sharing_server.recipients.TokenStore.key_generation`).
+    """
     from deltalake import DeltaTable
 
     root = Path(lake_root or ggm_config.lake_root())
@@ -210,7 +219,8 @@ def materialise_table(
     source_table = DeltaTable(str(source_path))
     projection = recipient.projection(table)
     location = projection_location(recipient.name, table, root)
-    fingerprint = _fingerprint(source_table, projection, recipient.name, sharing_secret)
+    key = recipient_key(recipient.name, sharing_secret, key_generation) if sharing_secret else None
+    fingerprint = _fingerprint(source_table, projection, key)
     recorded = _read_stamp(location)
     if recorded is not None and recorded.get("fingerprint") == fingerprint and has_commits(location):
         # Same gold version, same declaration, same key: the projection is already current.
@@ -224,7 +234,7 @@ def materialise_table(
             "changed": False,
         }
     source = source_table.to_pyarrow_table()
-    projected = project(source, projection, recipient.name, sharing_secret, where)
+    projected = project(source, projection, recipient.name, key, where)
     # Keep the gold partitioning where the columns survive: partition pruning keeps working.
     partition_by = [c for c in source_table.metadata().partition_columns if c in projected.column_names]
     changed = not _same_content(location, projected, partition_by)
@@ -257,9 +267,9 @@ def materialise_table(
 _STAMP_FILE = "_ggm_projection.json"
 
 
-def _fingerprint(source_table, projection: Projection, recipient: str, sharing_secret: bytes | None) -> str:
-    """What a projection is a function of: gold table id and version, the declaration, the key."""
-    key_id = hashlib.sha256(recipient_key(recipient, sharing_secret)).hexdigest() if sharing_secret else None
+def _fingerprint(source_table, projection: Projection, key: bytes | None) -> str:
+    """What a projection is a function of: gold table id and version, the declaration, the recipient's key."""
+    key_id = hashlib.sha256(key).hexdigest() if key else None
     material = json.dumps(
         {
             "source_id": source_table.metadata().id,
@@ -300,6 +310,14 @@ def _all_recipients(config: SharesConfig) -> list[Recipient]:
 #: Where each recipient with projections in this lake was declared when last published (``shares.yaml``
 #: or the sharing state file it came from), next to the projections.
 _ORIGINS_FILE = "_recipient_origins.json"
+
+
+def _key_generations(recipients: list[Recipient]) -> dict[str, int]:
+    """Each recipient's pseudonym key generation, from the sharing state."""
+    from sharing_server.recipients import TokenStore
+
+    store = TokenStore()
+    return {r.name: store.key_generation(r.name) for r in recipients}
 
 
 def _state_origin() -> str:
@@ -358,6 +376,7 @@ def materialise_recipient_tables(
         for table in share.all_tables()
     )
     secret = _load_sharing_secret(needs_secret)
+    generations = _key_generations(wanted)
     report: dict[str, Any] = {"logical_date": logical_date.isoformat(), "run_id": run_id, "recipients": {}, "removed": []}
     keep: set[Path] = set()
     for recipient in wanted:
@@ -373,7 +392,8 @@ def materialise_recipient_tables(
                     report.setdefault("waiting", []).append(f"{recipient.name}:{table.qualified_name}")
                     log.warning("projection %s of %s waits: gold table not built yet", recipient.name, table.qualified_name)
                     continue
-                result = materialise_table(recipient, table, lake_root=root, sharing_secret=secret)
+                result = materialise_table(recipient, table, lake_root=root, sharing_secret=secret,
+                                           key_generation=generations[recipient.name])
                 keep.add(projection_location(recipient.name, table, root))
                 per_table[table.qualified_name] = result
                 log.info(

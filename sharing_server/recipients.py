@@ -37,7 +37,7 @@ import tempfile
 import threading
 import uuid
 from typing import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -163,6 +163,9 @@ class RecipientIdentity:
     id: str
     created_at: str
     retired_at: str | None = None
+    # Generation of the recipient's pseudonym key (sharing_server.projections.recipient_key): raised by
+    # rotate_pseudonym_key, and a recipient re-added under an old name starts above the old incarnation's.
+    key_generation: int = 1
 
 
 @dataclass(frozen=True)
@@ -313,12 +316,32 @@ class TokenStore:
         _rotate(path)
         append_private(path, json.dumps({"at": _iso(_now()), "event": event, **fields}) + "\n")
 
+    def key_generation(self, name: str) -> int:
+        """The pseudonym key generation of the live incarnation of ``name`` (1 when it has none yet)."""
+        self._refresh()
+        live = self._live.get(name)
+        return next((i.key_generation for i in self._state.identities if i.id == live), 1)
+
+    def rotate_pseudonym_key(self, name: str) -> int:
+        """Raise the pseudonym key generation of ``name``'s live incarnation; returns the new generation."""
+        with self._locked():
+            state = self._read_state()
+            live = self._ensure_identity(state, name)
+            index = next(i for i, identity in enumerate(state.identities) if identity.id == live)
+            generation = state.identities[index].key_generation + 1
+            state.identities[index] = replace(state.identities[index], key_generation=generation)
+            self._write_state(state)
+            self._audit("pseudonym_key_rotated", recipient=name, recipient_id=live, key_generation=generation)
+        return generation
+
     @staticmethod
     def _ensure_identity(state: _State, name: str) -> str:
         live = state.live_ids().get(name)
         if live is not None:
             return live
-        identity = RecipientIdentity(name=name, id=uuid.uuid4().hex, created_at=_iso(_now()))
+        # A new incarnation of a name never gets the pseudonyms an earlier one was given.
+        earlier = max((i.key_generation for i in state.identities if i.name == name), default=0)
+        identity = RecipientIdentity(name=name, id=uuid.uuid4().hex, created_at=_iso(_now()), key_generation=earlier + 1)
         state.identities.append(identity)
         return identity.id
 
@@ -593,8 +616,8 @@ def list_recipients(*, config_path: Path | str | None = None, state_path: Path |
     Each item: ``name``, ``shares`` (share names), ``source`` (``shares.yaml`` or
     ``state``), ``recipient_id`` (the id its tokens are bound to), ``active_tokens``
     (unexpired, unrevoked), ``earliest_expiry`` (ISO 8601 of the active token expiring
-    first, or None) and ``tokens``: every live token as ``{"token_id", "created_at",
-    "expires_at"}`` (oldest first), so an operator can see what is out there.
+    first, or None), ``key_generation`` (of its pseudonym key) and ``tokens``: every live token
+    as ``{"token_id", "created_at", "expires_at"}`` (oldest first), so an operator can see what is out there.
     """
     config, store = _load(config_path, state_path)
     share_names = {s.name.lower(): s.name for s in config.shares}
@@ -616,10 +639,33 @@ def list_recipients(*, config_path: Path | str | None = None, state_path: Path |
                 "recipient_id": live_id,
                 "active_tokens": len(active),
                 "earliest_expiry": _iso(min(expiries)) if expiries else None,
+                "key_generation": store.key_generation(name),
                 "tokens": [{"token_id": r.token_id, "created_at": r.created_at, "expires_at": r.expires_at} for r in active],
             }
         )
     return result
+
+
+def entitlement(name: str, *, config_path: Path | str | None = None, state_path: Path | str | None = None) -> Recipient | None:
+    """What recipient ``name`` may read now (shares.yaml first, then the state file), or None."""
+    config, store = _load(config_path, state_path)
+    return find_recipient(config, store, name)
+
+
+def rotate_pseudonym_key(
+    name: str, *, config_path: Path | str | None = None, state_path: Path | str | None = None
+) -> dict:
+    """Give ``name`` a new pseudonym key (``ggm sharing recipient rotate-key``); returns ``{"name", "key_generation"}``.
+
+    Only this recipient's key changes: its next projections carry new pseudonyms (consistent across
+    all its tables, so its own joins keep working), other recipients keep theirs. The caller
+    rebuilds the projections (:func:`sharing_server.projections.materialise_recipient_tables`).
+    Raises :class:`UnknownRecipientError` for an unknown recipient.
+    """
+    config, store = _load(config_path, state_path)
+    if find_recipient(config, store, name) is None:
+        raise UnknownRecipientError(f"unknown recipient {name!r}")
+    return {"name": name, "key_generation": store.rotate_pseudonym_key(name)}
 
 
 def rotate(

@@ -331,3 +331,70 @@ def test_shipped_config_materialises_the_demo_mart(tmp_path):
     entry = report["recipients"]["demo-partner"]["gemeente_gold.demografie.inwoners_per_buurt"]
     assert entry["rows"] == 2 and entry["version"] == 0
     assert entry["columns"] == list(mart.columns)
+
+
+# The zorg share of SHARES_YAML, with a second table that links to the first through the pseudonym.
+ROTATION_YAML = SHARES_YAML.split("          - name: clienten")[0] + """\
+          - {name: clienten, location: gold/clienten, columns: [bsn_pseudoniem, wijkcode, zorgvorm],
+             pseudonym_columns: [bsn_pseudoniem]}
+          - {name: indicaties, location: gold/indicaties, pseudonym_columns: [bsn_pseudoniem]}
+recipients:
+  - {name: partner-a, shares: [zorg]}
+  - {name: partner-b, shares: [zorg]}
+"""
+
+
+def _pseudonym_of_generation(recipient: str, generation: int, internal: str) -> str:
+    # Written out independently of the product code: the generation joins the recipient's name in the key label.
+    label = f"ggm-sharing-recipient-key-v1\x1f{recipient}\x1f{generation}"
+    key = hmac.new(SHARING_SECRET.encode(), label.encode(), hashlib.sha256).digest()
+    return hmac.new(key, f"share:{recipient}\x1f{internal}".encode(), hashlib.sha256).hexdigest()
+
+
+def _read_projections(recipient: str) -> dict[str, pd.DataFrame]:
+    return {name: DeltaTable(str(projection_location(recipient, _table(name)))).to_pandas() for name in ("clienten", "indicaties")}
+
+
+def test_rotating_one_recipients_key_changes_its_pseudonyms_only_and_keeps_counts_and_links(tmp_path, monkeypatch, capsys):
+    from ggm_lakehouse.cli import main as ggm
+
+    lake_root = own_site(tmp_path, monkeypatch)
+    (tmp_path / "shares.yaml").write_text(ROTATION_YAML, encoding="utf-8")
+    write_deltalake(str(lake_root / "gold" / "clienten"), _clienten(6).drop(columns=["interne_notitie"]))
+    indicaties = pd.DataFrame({"bsn_pseudoniem": [_internal(i % 4) for i in range(10)], "product": [f"P{i}" for i in range(10)]})
+    write_deltalake(str(lake_root / "gold" / "indicaties"), indicaties)
+    materialise_recipient_tables(DAY1, run_id="before-rotation")
+    before = {r: _read_projections(r) for r in ("partner-a", "partner-b")}
+    b_version = DeltaTable(str(projection_location("partner-b", _table("clienten")))).version()
+
+    assert ggm(["sharing", "recipient", "rotate-key", "partner-a", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["key_generation"] == 2
+    assert {t: (e["rows"], e["changed"]) for t, e in result["tables"].items()} == {
+        "zorg.wmo.clienten": (6, True), "zorg.wmo.indicaties": (10, True)}
+
+    after = _read_projections("partner-a")
+    for name in ("clienten", "indicaties"):
+        assert len(after[name]) == len(before["partner-a"][name])
+        assert not set(after[name]["bsn_pseudoniem"]) & set(before["partner-a"][name]["bsn_pseudoniem"])
+    assert set(after["clienten"]["bsn_pseudoniem"]) == {_pseudonym_of_generation("partner-a", 2, _internal(i)) for i in range(6)}
+    # The recipient's own links hold: every indicatie still finds its client, as before the rotation.
+    joined = lambda p: len(p["indicaties"].merge(p["clienten"], on="bsn_pseudoniem"))  # noqa: E731
+    assert joined(after) == joined(before["partner-a"]) == 10
+    # Nobody else is touched, and the next publish keeps the new generation instead of going back.
+    assert _read_projections("partner-b")["clienten"].equals(before["partner-b"]["clienten"])
+    assert DeltaTable(str(projection_location("partner-b", _table("clienten")))).version() == b_version
+    again = materialise_recipient_tables(DAY1, run_id="after-rotation")
+    assert not any(e["changed"] for tables in again["recipients"].values() for e in tables.values())
+
+
+def test_a_recipient_added_again_under_an_old_name_never_gets_the_old_pseudonyms(tmp_path):
+    from sharing_server.recipients import TokenStore
+
+    store = TokenStore(tmp_path / "recipients.json")
+    store.issue("partner-c", None)
+    assert store.key_generation("partner-c") == 1
+    store.reconcile([])  # partner-c left the configuration: its incarnation is retired
+    store.issue("partner-c", None)  # and a new partner came under the same name
+    assert store.key_generation("partner-c") == 2
+    assert store.rotate_pseudonym_key("partner-c") == 3 and store.key_generation("partner-c") == 3
