@@ -34,7 +34,7 @@ from connectors.auth import (
     build_auth,
 )
 from connectors.errors import SourceConfigError
-from connectors.http import HttpSource, RetryPolicy, RetryRecord
+from connectors.http import MAX_IN_FLIGHT, HttpSource, RetryPolicy, RetryRecord
 from ggm_lakehouse.landing import BatchResult
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,10 @@ HTTP_CONFIG_PROPERTIES: dict[str, Any] = {
     "backoff_base": {"type": "number", "minimum": 0, "default": 0.5},
     "backoff_max": {"type": "number", "minimum": 0, "default": 30},
     "max_retry_after": {"type": "number", "minimum": 0, "default": 120},
+    "max_parallel_requests": {
+        "type": "integer", "minimum": 1, "maximum": MAX_IN_FLIGHT, "default": 1,
+        "description": "Independent requests of one extract sent at once (responses are landed in order).",
+    },
     **AUTH_CONFIG_PROPERTIES,
 }
 
@@ -300,6 +304,7 @@ class HttpConnector(Connector):
                 requests_per_second=cfg.get("requests_per_second", self.default_requests_per_second),
                 sleep=self.sleep,
                 retry_log=self.retry_log,
+                max_in_flight=int(cfg.get("max_parallel_requests", 1)),
             )
         except BaseException:
             if tls is not None:

@@ -15,6 +15,9 @@ every registry call needs:
   :attr:`HttpSource.retry_log` so callers can see what was waited for;
 * an optional client-side rate limiter, so a crawl stays under a registry's
   per-key limit (BAG: 50 requests/second);
+* a bound on requests in flight (:meth:`HttpSource.map_in_order`): independent
+  requests (BRP's groups of 20 BSNs) overlap their network waits, and their
+  responses still come back in the order asked, so a rerun lands the same bytes;
 * paging helpers: a generic page iterator and HAL ``_links.next.href`` following;
 * every response body kept as raw bytes (:attr:`RawResponse.content`) so the
   landing zone stores exactly what the source sent.
@@ -33,9 +36,11 @@ import random
 import ssl
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -59,6 +64,34 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_IN_FLIGHT = 32  # the schema's ceiling for max_parallel_requests
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+def bounded_map(fn: Callable[[_Item], _Result], items: Iterable[_Item], max_in_flight: int) -> Iterator[_Result]:
+    """``fn`` over ``items`` with at most ``max_in_flight`` calls running at once; results in input order.
+
+    The first error is raised where its result would have been yielded; calls not yet started are
+    cancelled and those in flight are waited for, so nothing runs on after the caller has failed.
+    ``max_in_flight`` 1 calls ``fn`` in the caller's thread, one item at a time.
+    """
+    if max_in_flight <= 1:
+        yield from map(fn, items)
+        return
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="ggm-http") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= max_in_flight:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 # Header names that carry credentials in the sources we know; always redacted
 # from anything we persist or log, whatever auth class is in use.
@@ -359,6 +392,7 @@ class HttpSource:
         rng: random.Random | None = None,
         user_agent: str = "ggm-lakehouse-connector/0.1",
         retry_log: list[RetryRecord] | None = None,
+        max_in_flight: int = 1,
     ) -> None:
         self.source = source
         self.base_url = base_url.rstrip("/")
@@ -376,9 +410,13 @@ class HttpSource:
         self.sleep = sleep
         self._rng = rng or random.Random()
         self.rate_limiter = RateLimiter(requests_per_second, sleep=sleep) if requests_per_second else None
+        if not 1 <= max_in_flight <= MAX_IN_FLIGHT:
+            raise ValueError(f"{source}: max_in_flight must be between 1 and {MAX_IN_FLIGHT}, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
         self.session = requests.Session()
-        # Our own loop does the retrying; urllib3 must not retry underneath it.
-        adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=8)
+        # Our own loop does the retrying; urllib3 must not retry underneath it. The pool keeps a
+        # connection per request in flight, so parallel requests do not open and close sockets.
+        adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=max(8, max_in_flight))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update({"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"})
@@ -598,6 +636,15 @@ class HttpSource:
     def post(self, path_or_url: str, **kwargs: Any) -> RawResponse:
         """POST with retries; see :meth:`request`."""
         return self.request("POST", path_or_url, **kwargs)
+
+    def map_in_order(self, send: Callable[[_Item], _Result], items: Iterable[_Item]) -> Iterator[_Result]:
+        """``send(item)`` for every item, at most ``max_in_flight`` at once, results in the order of ``items``.
+
+        For independent requests whose responses are landed in order: e.g.
+        ``for response in http.map_in_order(lambda group: http.post("/personen", json_body=...), groups)``.
+        The rate limiter, retries and auth apply to each request as usual; the first error is raised.
+        """
+        return bounded_map(send, items, self.max_in_flight)
 
     # -- paging
 

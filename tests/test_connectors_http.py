@@ -28,7 +28,7 @@ from connectors.errors import (
     SourceTimeoutError,
     SourceUnavailableError,
 )
-from connectors.http import ApiKeyHeaderAuth, HttpSource, RateLimiter, RetryPolicy, parse_retry_after
+from connectors.http import ApiKeyHeaderAuth, HttpSource, RateLimiter, RetryPolicy, bounded_map, parse_retry_after
 from ggm_lakehouse.pipeline import connector_from_connection
 
 PROBLEM = "application/problem+json"
@@ -342,6 +342,69 @@ def test_rate_limiter_spaces_requests():
         limiter.acquire()
     # first request immediately, then 1/50 s apart: 4 waits of 0.02 s
     assert sleep.waits == pytest.approx([0.02] * 4)
+
+
+class _InFlight:
+    """Counts the requests the server is answering at once; each waits at a barrier of ``parties``.
+
+    A client that sent fewer than ``parties`` requests at once would leave the barrier broken
+    (its wait times out) and get no answer, so a passing test proves the overlap.
+    """
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+
+    def __call__(self, handler) -> bytes:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            self.barrier.wait()
+            return handler.path.encode()
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_map_in_order_overlaps_requests_up_to_its_bound_and_answers_in_order(server):
+    in_flight = _InFlight(parties=3)
+    server.script("/echo", (200, {"Content-Type": "text/plain"}, in_flight))
+    source = make_source(server, SleepRecorder(), max_in_flight=3)
+    answers = list(source.map_in_order(lambda i: source.get(f"/echo?i={i}"), range(9)))
+    assert [a.content.decode() for a in answers] == [f"/api/echo?i={i}" for i in range(9)]
+    assert in_flight.most == 3  # three at once, never more
+
+
+def test_bounded_map_raises_the_first_error_and_starts_nothing_after_it():
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> int:
+        with lock:
+            started.append(i)
+        if i == 3:
+            raise ValueError("item 3 is bad")
+        return i * 10
+
+    results = []
+    with pytest.raises(ValueError, match="item 3 is bad"):
+        for value in bounded_map(work, range(100), max_in_flight=2):
+            results.append(value)
+    assert results == [0, 10, 20]
+    assert max(started) <= 4  # at most one call beyond the failing one was in flight
+
+
+def test_bounded_map_of_one_runs_in_the_callers_thread():
+    caller = threading.current_thread()
+    assert list(bounded_map(lambda i: (i, threading.current_thread() is caller), range(3), 1)) == [
+        (0, True), (1, True), (2, True)]
+
+
+def test_max_in_flight_outside_its_bounds_is_refused(server):
+    with pytest.raises(ValueError, match="max_in_flight must be between 1 and 32"):
+        make_source(server, SleepRecorder(), max_in_flight=0)
 
 
 def test_parse_retry_after_forms():

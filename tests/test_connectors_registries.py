@@ -99,6 +99,14 @@ def test_brp_same_window_twice_gives_the_same_checksum(servers, volglijst_dir, t
     assert [p.read_bytes() for p in first.part_paths] == [p.read_bytes() for p in second.part_paths]
 
 
+def test_brp_requests_in_parallel_land_the_same_bytes_as_one_at_a_time(servers, volglijst_dir, tmp_path):
+    [parallel] = brp(servers, volglijst_dir, max_parallel_requests=8).extract(window("run-parallel"), tmp_path)
+    [serial] = brp(servers, volglijst_dir, max_parallel_requests=1).extract(window("run-serial"), tmp_path)
+    assert len(parallel.part_paths) > 8  # more groups than requests in flight
+    assert parallel.checksum == serial.checksum
+    assert [p.read_bytes() for p in parallel.part_paths] == [p.read_bytes() for p in serial.part_paths]
+
+
 def test_brp_recovers_from_injected_503(servers, municipality, volglijst_dir, tmp_path):
     servers.brp.faults.fail_next(2, status=503, retry_after_seconds=1)
     [result] = brp(servers, volglijst_dir).extract(window("run-503"), tmp_path)

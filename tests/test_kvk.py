@@ -452,6 +452,17 @@ def test_connector_full_pull_then_signal_driven_pull(standin, register, tmp_path
     assert profiel["materieleRegistratie"]["datumEinde"] == ended.day.strftime("%Y%m%d")
 
 
+def test_profiles_requested_in_parallel_land_the_same_bytes_as_one_at_a_time(standin, tmp_path):
+    standin.set_as_of(DAY1)
+    window = ExtractWindow.for_day(DAY1, "run-parallel")
+    parallel = {b.dataset: b for b in _connector(standin, max_parallel_requests=8).extract(window, tmp_path / "parallel")}
+    serial = {b.dataset: b for b in _connector(standin, max_parallel_requests=1).extract(window, tmp_path / "serial")}
+    assert parallel["basisprofielen"].record_count > 8  # more profiles than requests in flight
+    for dataset, batch in serial.items():
+        assert parallel[dataset].checksum == batch.checksum, dataset
+        assert [p.read_bytes() for p in parallel[dataset].part_paths] == [p.read_bytes() for p in batch.part_paths]
+
+
 def test_connector_splits_capped_questions_by_type_and_street(register, world, tmp_path):
     streets = sorted({r.naam for r in world.at(DAY1).openbare_ruimten.values()})
     state = register.at(DAY1)
