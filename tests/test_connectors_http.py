@@ -53,6 +53,7 @@ class ScriptedServer:
                 path = self.path.split("?", 1)[0]
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                self.request_body = body  # for a callable answer: its own request, whatever else is in flight
                 server.hits[path] += 1
                 server.requests.append(
                     {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
@@ -67,7 +68,10 @@ class ScriptedServer:
                 if delay:
                     time.sleep(delay)
                 if callable(payload):
+                    # A callable answers with a body, or with (status, headers, body) to decide the status too.
                     payload = payload(self)
+                    if isinstance(payload, tuple):
+                        status, headers, payload = payload
                 try:
                     self.send_response(status)
                     for key, value in headers.items():

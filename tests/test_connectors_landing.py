@@ -69,22 +69,22 @@ def brp_connector(server: ScriptedServer, volglijst_dir: Path, **extra) -> BrpPe
     )
 
 
-def script_personen(server: ScriptedServer, fail_on_call: int | None = None) -> None:
-    """BRP stand-in in miniature: echoes the requested BSNs as personen; optionally 503 on call N."""
-    calls = {"n": 0}
+def script_personen(server: ScriptedServer, fail_bsn: str | None = None) -> None:
+    """BRP stand-in in miniature: echoes the requested BSNs as personen; with ``fail_bsn``, every
+    request that asks for that BSN gets 503 (its group fails on each attempt, the others succeed)."""
 
     def answer(handler) -> bytes:
-        calls["n"] += 1
-        request = json.loads(server.requests[-1]["body"])
+        request = json.loads(handler.request_body)
         personen = [{"burgerservicenummer": b} for b in request["burgerservicenummer"]]
         return json.dumps({"type": "RaadpleegMetBurgerservicenummer", "personen": personen}).encode()
 
-    server.scripts["/api/personen"] = deque([(200, {"Content-Type": "application/json; charset=utf-8"}, answer, 0)])
-    if fail_on_call is not None:
-        ok = (200, {"Content-Type": "application/json; charset=utf-8"}, answer, 0)
-        fail = (503, {"Content-Type": PROBLEM}, b'{"status":503,"title":"Bron niet beschikbaar"}', 0)
-        # calls before N succeed; call N and its retry fail; later calls would succeed
-        server.scripts["/api/personen"] = deque([ok] * (fail_on_call - 1) + [fail, fail, ok])
+    def answer_or_fail(handler) -> bytes:
+        if fail_bsn in json.loads(handler.request_body)["burgerservicenummer"]:
+            return 503, {"Content-Type": PROBLEM}, b'{"status":503,"title":"Bron niet beschikbaar"}'
+        return answer(handler)
+
+    server.scripts["/api/personen"] = deque([(200, {"Content-Type": "application/json; charset=utf-8"},
+                                               answer if fail_bsn is None else answer_or_fail, 0)])
 
 
 # ------------------------------------------------------------------ BatchWriter
@@ -239,7 +239,8 @@ def test_brp_uses_newest_volglijst_in_sorted_batches_of_20(server, tmp_path):
     write_volglijst(volglijst_dir, DAY, list(reversed(bsns)) + [bsns[0], "12345"])  # duplicate + invalid
     write_volglijst(volglijst_dir, date(2026, 3, 5), bsns[:1])  # future: ignored
     [result] = brp_connector(server, volglijst_dir).extract(ExtractWindow.for_day(DAY, "r1"), tmp_path / "landing")
-    bodies = [json.loads(r["body"]) for r in server.requests]
+    # Requests in flight side by side may arrive in any order; the manifest below keeps the asked order.
+    bodies = sorted((json.loads(r["body"]) for r in server.requests), key=lambda b: b["burgerservicenummer"][0])
     assert [len(b["burgerservicenummer"]) for b in bodies] == [20, 20, 5]
     assert [bsn for b in bodies for bsn in b["burgerservicenummer"]] == sorted(bsns)
     assert all(b["type"] == "RaadpleegMetBurgerservicenummer" and "inclusiefOverledenPersonen" not in b for b in bodies)
@@ -249,7 +250,9 @@ def test_brp_uses_newest_volglijst_in_sorted_batches_of_20(server, tmp_path):
     assert manifest["record_count"] == 45 and len(manifest["parts"]) == 3
     assert manifest["extra"]["volglijst"]["file"] == "volglijst_20260301.csv"
     assert manifest["extra"]["volglijst"]["rejected_count"] == 1
-    assert manifest["parts"][0]["request"]["body"]["burgerservicenummer"] == sorted(bsns)[:20]
+    assert [p["request"]["body"]["burgerservicenummer"] for p in manifest["parts"]] == [
+        sorted(bsns)[:20], sorted(bsns)[20:40], sorted(bsns)[40:]]
+    assert [r["burgerservicenummer"] for r in iter_batch_records(result)] == sorted(bsns)
     assert "proef-key-xyz" not in (result.path / MANIFEST_NAME).read_text()
 
 
@@ -260,7 +263,7 @@ def test_brp_failing_half_way_leaves_no_complete_batch_and_rerun_is_identical(se
     landing = tmp_path / "landing"
     window = ExtractWindow.for_day(DAY, "scheduled__2026-03-01T00:00:00+00:00")
 
-    script_personen(server, fail_on_call=2)  # second POST fails on both attempts
+    script_personen(server, fail_bsn=sorted(bsns)[20])  # the second group's POST fails on both attempts
     with pytest.raises(SourceServerError, match=r"brp: POST .*/personen failed with HTTP 503 .* after 2 attempts"):
         brp_connector(server, volglijst_dir).extract(window, landing)
     assert find_complete_batches(landing, "brp", "personen") == []

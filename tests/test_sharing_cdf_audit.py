@@ -464,6 +464,7 @@ def test_list_recipients_reports_tokens_without_secrets(server):
         "source": "state",
         "active_tokens": 1,
         "earliest_expiry": added["profile"]["expirationTime"],
+        "key_generation": 1,
     }
     text = json.dumps(list_recipients(**server["paths"]))
     assert added["profile"]["bearerToken"] not in text
