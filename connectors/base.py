@@ -240,6 +240,12 @@ def _base_url_from_connection(conn_type: str | None, host: str | None, port: int
 
 
 # Config keys shared by every HTTP connector (merged into each connector's schema).
+def parallel_requests_property(default: int, what: str = "Independent requests of one extract") -> dict[str, Any]:
+    """Schema of ``max_parallel_requests``: ``what`` is sent at most this many at once (responses are landed in order)."""
+    return {"type": "integer", "minimum": 1, "maximum": MAX_IN_FLIGHT, "default": default,
+            "description": f"{what} in flight at once (responses are landed in order)."}
+
+
 HTTP_CONFIG_PROPERTIES: dict[str, Any] = {
     "base_url": {"type": "string", "pattern": "^https?://", "description": "Root URL of the API (without the resource path)."},
     "api_key": {"type": "string", "minLength": 1, "description": "API key (secret)."},
@@ -249,10 +255,7 @@ HTTP_CONFIG_PROPERTIES: dict[str, Any] = {
     "backoff_base": {"type": "number", "minimum": 0, "default": 0.5},
     "backoff_max": {"type": "number", "minimum": 0, "default": 30},
     "max_retry_after": {"type": "number", "minimum": 0, "default": 120},
-    "max_parallel_requests": {
-        "type": "integer", "minimum": 1, "maximum": MAX_IN_FLIGHT, "default": 1,
-        "description": "Independent requests of one extract sent at once (responses are landed in order).",
-    },
+    "max_parallel_requests": parallel_requests_property(1),
     **AUTH_CONFIG_PROPERTIES,
 }
 
@@ -304,7 +307,7 @@ class HttpConnector(Connector):
                 requests_per_second=cfg.get("requests_per_second", self.default_requests_per_second),
                 sleep=self.sleep,
                 retry_log=self.retry_log,
-                max_in_flight=int(cfg.get("max_parallel_requests", 1)),
+                max_in_flight=int(cfg["max_parallel_requests"]),
             )
         except BaseException:
             if tls is not None:

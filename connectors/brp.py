@@ -96,10 +96,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from connectors.base import ExtractWindow, HttpConnector, http_config_schema
+from connectors.base import ExtractWindow, HttpConnector, http_config_schema, parallel_requests_property
 from connectors.errors import SourceDataError
 from connectors.files import newest_delivery
-from connectors.http import MAX_IN_FLIGHT, HttpSource
+from connectors.http import HttpSource
 from ggm_lakehouse import config as ggm_config
 from ggm_lakehouse.landing import (
     BatchResult,
@@ -226,10 +226,7 @@ class BrpPersonenConnector(HttpConnector):
                 "default": DEFAULT_FIELDS,
             },
             "batch_size": {"type": "integer", "minimum": 1, "maximum": MAX_BSNS_PER_REQUEST, "default": 20},
-            "max_parallel_requests": {
-                "type": "integer", "minimum": 1, "maximum": MAX_IN_FLIGHT, "default": DEFAULT_PARALLEL_REQUESTS,
-                "description": "POSTs and volgindicatie PUTs in flight at once (responses are landed in order).",
-            },
+            "max_parallel_requests": parallel_requests_property(DEFAULT_PARALLEL_REQUESTS, "POSTs and volgindicatie PUTs"),
             "requests_per_second": {"type": "number", "exclusiveMinimum": 0},
             "update_base_url": {
                 "type": "string",
@@ -415,9 +412,12 @@ class BrpPersonenConnector(HttpConnector):
         followed = set(bsns)
         done = VolgindicatieReconciliation()
         # {} places the volgindicatie, or clears an einddatum still in the future.
+        def put(targets: list[str], body: dict[str, str]) -> Iterator[Any]:
+            return update.map_in_order(
+                lambda bsn: update.request("PUT", f"/volgindicaties/{bsn}", json_body=body, headers=UPDATE_ACCEPT), targets)
+
         to_place = [bsn for bsn in bsns if active.get(bsn) is None or active[bsn].get("einddatum")]
-        placed = dict(zip(to_place, update.map_in_order(
-            lambda bsn: update.request("PUT", f"/volgindicaties/{bsn}", json_body={}, headers=UPDATE_ACCEPT), to_place)))
+        placed = dict(zip(to_place, put(to_place, {})))
         for bsn in bsns:
             current = active.get(bsn)
             if bsn in placed:
@@ -427,10 +427,7 @@ class BrpPersonenConnector(HttpConnector):
         einddatum = window.end.date().isoformat()
         # An einddatum already set to this window's end was set by an earlier attempt of this window.
         to_end = [bsn for bsn in sorted(set(active) - followed) if active[bsn].get("einddatum") != einddatum]
-        for _ in update.map_in_order(lambda bsn: update.request(
-                "PUT", f"/volgindicaties/{bsn}", json_body={"einddatum": einddatum}, headers=UPDATE_ACCEPT), to_end):
-            pass
-        done.ended.extend(to_end)
+        done.ended.extend(bsn for bsn, _ in zip(to_end, put(to_end, {"einddatum": einddatum})))
         return done
 
     def previous_state(self, landing_root: Path, window: ExtractWindow, fields: list[str]) -> PreviousState | None:

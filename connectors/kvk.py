@@ -62,9 +62,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
-from connectors.base import ExtractWindow, HttpConnector, http_config_schema
+from connectors.base import ExtractWindow, HttpConnector, http_config_schema, parallel_requests_property
 from connectors.errors import SourceClientError, SourceConfigError, SourceDataError
-from connectors.http import MAX_IN_FLIGHT, HttpSource, RawResponse
+from connectors.http import HttpSource, RawResponse
 from ggm_lakehouse.landing import BatchResult, BatchWriter, find_complete_batches, iter_batch_records, load_batch
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ class KvkConnector(HttpConnector):
                                    "default": ZOEKEN_MAX_RESULTS},
             "geo_data": {"type": "boolean", "default": True},
             "requests_per_second": {"type": "number", "exclusiveMinimum": 0, "default": 50},
-            "max_parallel_requests": {"type": "integer", "minimum": 1, "maximum": MAX_IN_FLIGHT, "default": 4,
-                                      "description": "Profile requests in flight at once, within requests_per_second."},
+            "max_parallel_requests": parallel_requests_property(4, "Profile requests (within requests_per_second)"),
         },
         required=["api_key", "plaatsen"],
     )

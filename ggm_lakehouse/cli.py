@@ -293,24 +293,23 @@ def cmd_recipient_rotate_key(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from sharing_server.projections import materialise_recipient_tables
-    from sharing_server.recipients import UnknownRecipientError, entitlement, rotate_pseudonym_key
+    from sharing_server.recipients import UnknownRecipientError, rotate_pseudonym_key
 
     try:
-        rotated = rotate_pseudonym_key(args.name)
+        recipient, generation = rotate_pseudonym_key(args.name)
     except UnknownRecipientError as exc:
         print(f"ggm sharing recipient rotate-key: {exc}; see 'ggm sharing recipient list'", file=sys.stderr)
         return 2
     today = datetime.now(timezone.utc).date()
-    report = materialise_recipient_tables(today, f"rotate-key-{args.name}", recipients=[entitlement(args.name)],
-                                          export_audit=False)
+    report = materialise_recipient_tables(today, f"rotate-key-{args.name}", recipients=[recipient], export_audit=False)
     tables = report["recipients"].get(args.name, {})
-    result = {**rotated, "tables": {name: {"rows": t["rows"], "version": t["version"], "changed": t["changed"]}
+    result = {"name": args.name, "key_generation": generation, "tables": {name: {"rows": t["rows"], "version": t["version"], "changed": t["changed"]}
                                     for name, t in tables.items()}, "waiting": report.get("waiting", [])}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     rows = [[name, t["rows"], t["version"], "new pseudonyms" if t["changed"] else "unchanged"] for name, t in result["tables"].items()]
-    _print_table(f"{args.name}: pseudonym key generation {rotated['key_generation']}", ["Table", "Rows", "Version", "Result"],
+    _print_table(f"{args.name}: pseudonym key generation {generation}", ["Table", "Rows", "Version", "Result"],
                  rows, empty="no table published yet: the next publish uses the new key")
     return 0
 

@@ -646,16 +646,10 @@ def list_recipients(*, config_path: Path | str | None = None, state_path: Path |
     return result
 
 
-def entitlement(name: str, *, config_path: Path | str | None = None, state_path: Path | str | None = None) -> Recipient | None:
-    """What recipient ``name`` may read now (shares.yaml first, then the state file), or None."""
-    config, store = _load(config_path, state_path)
-    return find_recipient(config, store, name)
-
-
 def rotate_pseudonym_key(
     name: str, *, config_path: Path | str | None = None, state_path: Path | str | None = None
-) -> dict:
-    """Give ``name`` a new pseudonym key (``ggm sharing recipient rotate-key``); returns ``{"name", "key_generation"}``.
+) -> tuple[Recipient, int]:
+    """Give ``name`` a new pseudonym key (``ggm sharing recipient rotate-key``); returns its entitlement and new generation.
 
     Only this recipient's key changes: its next projections carry new pseudonyms (consistent across
     all its tables, so its own joins keep working), other recipients keep theirs. The caller
@@ -663,9 +657,10 @@ def rotate_pseudonym_key(
     Raises :class:`UnknownRecipientError` for an unknown recipient.
     """
     config, store = _load(config_path, state_path)
-    if find_recipient(config, store, name) is None:
+    recipient = find_recipient(config, store, name)
+    if recipient is None:
         raise UnknownRecipientError(f"unknown recipient {name!r}")
-    return {"name": name, "key_generation": store.rotate_pseudonym_key(name)}
+    return recipient, store.rotate_pseudonym_key(name)
 
 
 def rotate(

@@ -664,7 +664,7 @@ def test_auth_failures_are_not_retried(source, tmp_path):
         connector.extract(run, tmp_path)
     assert caught.value.status in (401, 403) and caught.value.attempts == 1
     # Requests already in flight beside the refused one are refused too; none is sent twice.
-    assert 1 <= source.tap.requests - before <= connector.config.get("max_parallel_requests", 1)
+    assert 1 <= source.tap.requests - before <= connector.config["max_parallel_requests"]
     assert source.tap.repeated_since(before) == [], "a refused request was sent again"
     assert sleep.waits == [] and connector.retry_log == []
     assert not list(tmp_path.rglob(MANIFEST_NAME))
@@ -802,7 +802,7 @@ def test_registry_down_for_a_day_fails_that_day_retryably_and_the_next_day_works
         connector.extract(window(down_day, f"scheduled__{down_day.isoformat()}"), tmp_path)
     assert caught.value.attempts == 3 and caught.value.status == 503
     # Two retries of the failing request, and of each request in flight beside it.
-    in_flight = connector.config.get("max_parallel_requests", 1)
+    in_flight = connector.config["max_parallel_requests"]
     assert len(connector.retry_log) in range(2, 2 * in_flight + 1, 2)
     assert all(29.0 <= r.wait <= 30.0 for r in connector.retry_log)
     assert not list(tmp_path.rglob(MANIFEST_NAME)), "nothing of the down day may count as landed"
