@@ -55,13 +55,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
-import yaml
-
 from connectors.base import ExtractWindow
 from connectors.dropzone import DropzoneConnector, FileRejected, ParsedUnit, Rejection, dropzone_config_schema
 from connectors.errors import SourceConfigError
 from ggm_lakehouse.config import project_root
 from ggm_lakehouse.landing import BatchResult
+from ggm_lakehouse.yaml_schema import DIALECT, load_yaml_document, validate
 
 COLUMN_TYPES = ("string", "integer", "decimal", "date", "boolean")
 ENCODINGS = ("auto", "utf-8", "utf-8-sig", "windows-1252")
@@ -87,6 +86,82 @@ _DATE_TOKENS = {"dd": r"(?P<d>\d{2})", "d": r"(?P<d>\d{1,2})", "mm": r"(?P<m>\d{
 
 class ContractError(ValueError):
     """A contract file is invalid; the message names the file and the problem."""
+
+
+_NUMBER_FORMAT = {"enum": list(NUMBER_FORMATS), "title": "How numbers are written",
+                  "description": "nl: 1.234,56 (default); en: 1,234.56."}
+_DATE_FORMATS = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1},
+                 "title": "Date formats tried in order",
+                 "description": "Written with dd, d, mm, m and jjjj (or yyyy), e.g. dd-mm-jjjj. Default: dd-mm-jjjj, "
+                                "jjjj-mm-dd."}
+_ONE_OR_MORE_TEXTS = {"oneOf": [{"title": "a text", "type": "string", "minLength": 1},
+                                {"title": "a list of texts", "type": "array",
+                                 "items": {"type": "string", "minLength": 1}}]}
+_CONTRACT_COLUMN = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "properties": {
+        "header": {"type": "string", "minLength": 1, "title": "Header text in the file (default: the column's name)"},
+        "aliases": {**_ONE_OR_MORE_TEXTS, "title": "Other header texts that mean this column"},
+        "type": {"enum": list(COLUMN_TYPES), "title": "Type the value is converted to", "description": "Default: string."},
+        "required": {"type": "boolean", "title": "The header must be present and every row must have a value"},
+        "allowed": {"type": "array", "minItems": 1, "title": "The only values accepted (compared after typing)"},
+        "pattern": {"type": "string", "minLength": 1, "title": "Regular expression the whole value must match"},
+        "number_format": _NUMBER_FORMAT,
+        "date_formats": _DATE_FORMATS,
+        "description": {"type": "string", "title": "What the column holds"},
+    },
+}
+_DATASET = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["files", "columns"],
+    "properties": {
+        "files": {"title": "File name patterns (fnmatch, case-insensitive) that carry this dataset",
+                  "oneOf": [{"title": "a pattern such as '*.csv'", "type": "string", "minLength": 1},
+                            {"title": "a list of patterns", "type": "array", "minItems": 1,
+                             "items": {"type": "string", "minLength": 1}}]},
+        "description": {"type": "string", "title": "What one row is"},
+        "encoding": {"enum": [*ENCODINGS, "cp1252"], "title": "Text encoding of a CSV file",
+                     "description": "auto (default): UTF-8 with or without BOM, else Windows-1252."},
+        "delimiter": {"enum": [*DELIMITERS, "tab", "\\t"], "title": "Field separator of a CSV file",
+                      "description": "auto (default): the one under which the header matches best."},
+        "header_row": {"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1}],
+                       "errorMessage": "must be auto or a row number from 1",
+                       "title": "Row holding the column names",
+                       "description": "auto (default): the first row that matches the declared headers; title rows "
+                                      "above it are skipped."},
+        "sheet": {"type": "string", "minLength": 1, "title": "Worksheet of an Excel file (default: the first)"},
+        "number_format": _NUMBER_FORMAT,
+        "date_formats": _DATE_FORMATS,
+        "key": {"type": "array", "items": {"type": "string"}, "title": "Columns whose values are unique within one file"},
+        "allow_empty": {"type": "boolean", "title": "A file without data rows is accepted",
+                        "description": "Default false: a full snapshot without rows would close every object."},
+        "chunk_rows": {"type": "integer", "minimum": 1, "title": "Rows per landed unit", "description": "Default 500."},
+        "columns": {"type": "object", "minProperties": 1, "additionalProperties": _CONTRACT_COLUMN,
+                    "title": "The columns landed; undeclared columns never are",
+                    "propertyNames": {"pattern": r"^[a-z][a-z0-9_]*$",
+                                      "patternErrorMessage": "must be snake_case (it becomes the record's JSON key)"}},
+    },
+}
+#: JSON schema of a data contract (``config/contracts/<source>.yaml``); published as docs/schemas/data-contract.schema.json.
+CONTRACT_SCHEMA: dict[str, Any] = {
+    "$schema": DIALECT,
+    "title": "Data contract of a departmental export",
+    "description": "What the CSV or Excel files of one drop-zone source must look like: "
+                   "config/contracts/<source>.yaml (docs/dropzones.md, connectors/contracts.py).",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["source", "datasets"],
+    "properties": {
+        "source": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*$", "title": "The connector's name",
+                   "patternErrorMessage": "must be the connector's name in lower case (a-z, 0-9 and _)"},
+        "owner": {"type": "string", "title": "Team that delivers the export"},
+        "description": {"type": "string", "title": "What the export holds"},
+        "datasets": {"type": "object", "minProperties": 1, "additionalProperties": _DATASET,
+                     "title": "The datasets of the source, by name"},
+    },
+}
 
 
 def normalise_header(text: str) -> str:
@@ -163,31 +238,25 @@ class DataContract:
     def from_file(cls, path: Path) -> "DataContract":
         """Read and validate a contract YAML file; raise :class:`ContractError` naming the problem."""
         path = Path(path)
-        try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ContractError(f"{path}: cannot read contract ({exc})") from exc
-        except yaml.YAMLError as exc:
-            raise ContractError(f"{path.name}: not valid YAML ({exc})") from exc
-        return cls.from_dict(doc, path)
+        doc = load_yaml_document(path, CONTRACT_SCHEMA, source=path.name, error=ContractError)
+        return cls._from_valid(doc, path)
 
     @classmethod
     def from_dict(cls, doc: Any, path: Path | None = None) -> "DataContract":
         """Build a contract from its parsed YAML document."""
+        validate(doc, CONTRACT_SCHEMA, source=path.name if path else "contract", error=ContractError)
+        return cls._from_valid(doc, path)
+
+    @classmethod
+    def _from_valid(cls, doc: dict, path: Path | None) -> "DataContract":
+        """A contract from a document CONTRACT_SCHEMA has checked: what is left are the rules between its parts."""
         where = path.name if path else "contract"
 
         def fail(message: str) -> ContractError:
             return ContractError(f"{where}: {message}")
 
-        if not isinstance(doc, dict):
-            raise fail("expected a mapping at the top level")
-        if not doc.get("source") or not isinstance(doc["source"], str):
-            raise fail("'source' (the connector name) is required")
-        raw_sets = doc.get("datasets")
-        if not isinstance(raw_sets, dict) or not raw_sets:
-            raise fail("'datasets' must map at least one dataset name to its definition")
-        datasets = {str(name): _dataset(str(name), spec, fail) for name, spec in raw_sets.items()}
-        return cls(doc["source"], datasets, path, str(doc.get("description", "")), str(doc.get("owner", "")))
+        datasets = {name: _dataset(name, spec, fail) for name, spec in doc["datasets"].items()}
+        return cls(doc["source"], datasets, path, doc.get("description", ""), doc.get("owner", ""))
 
     # -- API
 
@@ -341,40 +410,13 @@ class _HeaderIndexes:
     header_cells: tuple[Any, ...]
 
 
-def _dataset(name: str, spec: Any, fail) -> DatasetContract:
-    if not isinstance(spec, dict):
-        raise fail(f"dataset {name}: expected a mapping")
-    files = spec.get("files")
-    if isinstance(files, str):
-        files = [files]
-    if not files or not all(isinstance(f, str) and f for f in files):
-        raise fail(f"dataset {name}: 'files' must list one or more file name patterns (e.g. '*.csv')")
-    encoding = str(spec.get("encoding", "auto")).lower().replace("cp1252", "windows-1252")
-    if encoding not in ENCODINGS:
-        raise fail(f"dataset {name}: encoding {encoding!r} not one of {list(ENCODINGS)}")
-    delimiter = spec.get("delimiter", "auto")
-    delimiter = {"tab": "\t", "\\t": "\t"}.get(delimiter, delimiter)
-    if delimiter not in DELIMITERS:
-        raise fail(f"dataset {name}: delimiter {delimiter!r} not one of auto, ';', ',', tab")
-    header_row = spec.get("header_row", "auto")
-    if header_row == "auto":
-        header_row = None
-    elif not isinstance(header_row, int) or isinstance(header_row, bool) or header_row < 1:
-        raise fail(f"dataset {name}: header_row must be 'auto' or a row number from 1")
+def _dataset(name: str, spec: dict, fail) -> DatasetContract:
+    """One dataset of a checked contract; the date formats, headers and key must fit together."""
+    files = [spec["files"]] if isinstance(spec["files"], str) else spec["files"]
     number_format = spec.get("number_format", "nl")
-    if number_format not in NUMBER_FORMATS:
-        raise fail(f"dataset {name}: number_format {number_format!r} not one of {list(NUMBER_FORMATS)}")
-    date_formats = tuple(spec.get("date_formats") or DEFAULT_DATE_FORMATS)
-    for fmt in date_formats:
-        try:
-            _date_regex(fmt)
-        except ValueError as exc:
-            raise fail(f"dataset {name}: {exc}") from None
-    raw_columns = spec.get("columns")
-    if not isinstance(raw_columns, dict) or not raw_columns:
-        raise fail(f"dataset {name}: 'columns' must declare at least one column")
-    columns = tuple(_column(name, str(col), col_spec or {}, number_format, date_formats, fail)
-                    for col, col_spec in raw_columns.items())
+    date_formats = _date_formats(spec.get("date_formats") or DEFAULT_DATE_FORMATS, f"dataset {name}", fail)
+    columns = tuple(_column(name, col, col_spec or {}, number_format, date_formats, fail)
+                    for col, col_spec in spec["columns"].items())
     seen: dict[str, str] = {}
     for column in columns:
         for header_key in column.header_keys:
@@ -386,51 +428,45 @@ def _dataset(name: str, spec: Any, fail) -> DatasetContract:
     for key_column in key:
         if key_column not in names:
             raise fail(f"dataset {name}: key column {key_column!r} is not declared under 'columns'")
-    chunk_rows = spec.get("chunk_rows", DEFAULT_CHUNK_ROWS)
-    if not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise fail(f"dataset {name}: chunk_rows must be a positive integer")
+    header_row = spec.get("header_row", "auto")
+    delimiter = spec.get("delimiter", "auto")
     return DatasetContract(
-        name=name, files=tuple(files), columns=columns, key=key, encoding=encoding, delimiter=delimiter,
-        sheet=spec.get("sheet"), header_row=header_row, allow_empty=bool(spec.get("allow_empty", False)),
-        chunk_rows=chunk_rows, description=str(spec.get("description", "")),
+        name=name, files=tuple(files), columns=columns, key=key,
+        encoding=spec.get("encoding", "auto").replace("cp1252", "windows-1252"),
+        delimiter={"tab": "\t", "\\t": "\t"}.get(delimiter, delimiter),
+        sheet=spec.get("sheet"), header_row=None if header_row == "auto" else header_row,
+        allow_empty=spec.get("allow_empty", False), chunk_rows=spec.get("chunk_rows", DEFAULT_CHUNK_ROWS),
+        description=spec.get("description", ""),
     )
 
 
-def _column(dataset: str, name: str, spec: Any, number_format: str, date_formats: tuple[str, ...], fail) -> ColumnContract:
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise fail(f"dataset {dataset}: column name {name!r} must be snake_case (it becomes the record's JSON key)")
-    if not isinstance(spec, dict):
-        raise fail(f"dataset {dataset} column {name}: expected a mapping")
-    col_type = spec.get("type", "string")
-    if col_type not in COLUMN_TYPES:
-        raise fail(f"dataset {dataset} column {name}: type {col_type!r} not one of {list(COLUMN_TYPES)}")
+def _date_formats(formats: list[str] | tuple[str, ...], where: str, fail) -> tuple[str, ...]:
+    """The date formats, each checked to name a day, a month and a year."""
+    for fmt in formats:
+        try:
+            _date_regex(fmt)
+        except ValueError as exc:
+            raise fail(f"{where}: {exc}") from None
+    return tuple(formats)
+
+
+def _column(dataset: str, name: str, spec: dict, number_format: str, date_formats: tuple[str, ...],
+            fail) -> ColumnContract:
     pattern = spec.get("pattern")
     try:
         compiled = re.compile(pattern) if pattern else None
     except re.error as exc:
         raise fail(f"dataset {dataset} column {name}: invalid pattern ({exc})") from None
-    allowed = spec.get("allowed")
-    if allowed is not None and (not isinstance(allowed, list) or not allowed):
-        raise fail(f"dataset {dataset} column {name}: 'allowed' must be a non-empty list")
-    column_formats = tuple(spec.get("date_formats") or date_formats)
-    for fmt in column_formats:
-        try:
-            _date_regex(fmt)
-        except ValueError as exc:
-            raise fail(f"dataset {dataset} column {name}: {exc}") from None
-    col_number_format = spec.get("number_format", number_format)
-    if col_number_format not in NUMBER_FORMATS:
-        raise fail(f"dataset {dataset} column {name}: number_format {col_number_format!r} not one of {list(NUMBER_FORMATS)}")
+    column_formats = _date_formats(spec.get("date_formats") or date_formats, f"dataset {dataset} column {name}", fail)
     aliases = spec.get("aliases") or []
-    if isinstance(aliases, str):
-        aliases = [aliases]
+    allowed = spec.get("allowed")
     return ColumnContract(
-        name=name, header=str(spec.get("header", name)), aliases=tuple(str(a) for a in aliases), type=col_type,
-        required=bool(spec.get("required", False)),
+        name=name, header=spec.get("header", name), aliases=tuple([aliases] if isinstance(aliases, str) else aliases),
+        type=spec.get("type", "string"), required=spec.get("required", False),
         # Allowed values are compared after typing: a YAML list of strings for a string column.
         allowed=tuple(allowed) if allowed is not None else None,
-        pattern=compiled, number_format=col_number_format, date_formats=column_formats,
-        description=str(spec.get("description", "")),
+        pattern=compiled, number_format=spec.get("number_format", number_format), date_formats=column_formats,
+        description=spec.get("description", ""),
     )
 
 
@@ -843,6 +879,7 @@ class ContractConnector(DropzoneConnector):
 
 __all__ = [
     "CONTRACT_CONFIG_PROPERTIES",
+    "CONTRACT_SCHEMA",
     "ColumnContract",
     "ContractConnector",
     "ContractError",

@@ -47,6 +47,7 @@ from typing import Any
 from ggm_lakehouse import config as ggm_config
 from ggm_lakehouse.lake import table_namespace
 from ggm_lakehouse.secrets import MissingSecretError, get_connection
+from ggm_lakehouse.yaml_schema import DIALECT, validate
 
 #: Airflow connection of the Databricks workspace (shared with ``ggm_lakehouse.spark_target``).
 DATABRICKS_CONN_ID = "ggm_databricks"
@@ -64,53 +65,70 @@ _SCHEMA_PRIVILEGES = (
 CATALOG_PRIVILEGES = tuple(sorted({*_SCHEMA_PRIVILEGES, "BROWSE", "CREATE_SCHEMA", "USE_CATALOG"}))
 SCHEMA_PRIVILEGES = tuple(sorted(_SCHEMA_PRIVILEGES))
 
-_NAME = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[^\s/\\]+$"}
-_GROUP = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^\S(.*\S)?$"}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[^\s/\\]+$",
+         "patternErrorMessage": "must be a role name without spaces or slashes"}
+_GROUP = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^\S(.*\S)?$",
+          "patternErrorMessage": "must be a group name without leading or trailing spaces"}
 
 
-def _privilege_list(privileges: tuple[str, ...]) -> dict[str, Any]:
-    return {"type": "array", "items": {"enum": list(privileges)}, "uniqueItems": True}
+def _privilege_list(privileges: tuple[str, ...], title: str) -> dict[str, Any]:
+    return {"type": "array", "items": {"enum": list(privileges)}, "uniqueItems": True, "title": title}
 
 
-#: JSON schema of ``config/access.yaml``.
+#: JSON schema of ``config/access.yaml``; published as docs/schemas/access.schema.json.
 ACCESS_CONFIG_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$schema": DIALECT,
+    "title": "Access roles per lake layer",
+    "description": "Which group may use which layer: config/access.yaml, applied as Unity Catalog grants or as the "
+                   "group and mode of the layer folders (docs/access.md).",
     "type": "object",
     "additionalProperties": False,
     "required": ["roles"],
     "properties": {
-        "catalog": {"type": ["string", "null"], "pattern": r"^[A-Za-z0-9_\-]+$"},
-        "exclusive": {"type": "boolean"},
-        "retired_groups": {"type": "array", "items": _GROUP, "uniqueItems": True},
+        "catalog": {"type": ["string", "null"], "pattern": r"^[A-Za-z0-9_\-]+$", "title": "Unity Catalog catalog",
+                    "description": "null: GGM_TABLE_NAMESPACE (or --catalog).",
+                    "patternErrorMessage": "must be a catalog name (letters, digits, _ and -)"},
+        "exclusive": {"type": "boolean", "title": "Revoke the grants of every principal not named here"},
+        "retired_groups": {"type": "array", "items": _GROUP, "uniqueItems": True,
+                           "title": "Groups that once had a role: all their grants on the lake are revoked"},
         "roles": {
             "type": "object",
             "minProperties": 1,
-            "propertyNames": {"pattern": r"^[a-z][a-z0-9_\-]*$"},
+            "title": "The roles, by name",
+            "propertyNames": {"pattern": r"^[a-z][a-z0-9_\-]*$",
+                              "patternErrorMessage": "must be a lower-case role name (a-z, 0-9, _ and -)"},
             "additionalProperties": {
                 "oneOf": [
                     {
+                        "title": "a role held by a group (group, grants)",
                         "type": "object",
                         "additionalProperties": False,
                         "required": ["group", "grants"],
                         "properties": {
-                            "description": {"type": "string"},
-                            "group": _GROUP,
-                            "clear_data": {"type": "boolean"},
+                            "description": {"type": "string", "title": "Who holds the role and why"},
+                            "group": {**_GROUP, "title": "The group (principal) that holds the role"},
+                            "clear_data": {"type": "boolean", "title": "The role sees source data in clear",
+                                           "description": "Required (true) for a grant on bronze, and so quarantine."},
                             "grants": {
                                 "type": "object",
                                 "additionalProperties": False,
+                                "title": "Privileges per securable; quarantine always gets bronze's",
                                 "properties": {
-                                    "catalog": _privilege_list(CATALOG_PRIVILEGES),
-                                    **{layer: _privilege_list(SCHEMA_PRIVILEGES) for layer in GRANTED_LAYERS},
+                                    "catalog": _privilege_list(CATALOG_PRIVILEGES, "Privileges on the catalog"),
+                                    **{layer: _privilege_list(SCHEMA_PRIVILEGES, f"Privileges on the {layer} schema")
+                                       for layer in GRANTED_LAYERS},
                                 },
                             },
                         },
                     },
                     {
+                        "title": "the partners' role (recipients_from: shares)",
                         "type": "object",
                         "additionalProperties": False,
                         "required": ["recipients_from"],
-                        "properties": {"description": {"type": "string"}, "recipients_from": {"const": "shares"}},
+                        "properties": {"description": {"type": "string", "title": "Who holds the role and why"},
+                                       "recipients_from": {"const": "shares",
+                                                           "title": "Held by the recipients of config/shares.yaml"}},
                     },
                 ]
             },
@@ -118,10 +136,12 @@ ACCESS_CONFIG_SCHEMA: dict[str, Any] = {
         "local": {
             "type": "object",
             "additionalProperties": False,
+            "title": "The embedded default (layer folders instead of Unity Catalog)",
             "properties": {
                 "folder_roles": {
                     "type": "object",
                     "additionalProperties": False,
+                    "title": "The role whose group owns each layer folder",
                     "properties": {layer: _NAME for layer in GRANTED_LAYERS},
                 }
             },
@@ -195,15 +215,9 @@ def default_access_config_path() -> Path:
 
 def parse_access_config(data: object, source: Path | None = None) -> AccessConfig:
     """Validate the YAML document ``data`` (JSON schema, then cross-field rules) into an :class:`AccessConfig`."""
-    import jsonschema
-
     where = f"access config {source}" if source else "access config"
-    validator = jsonschema.Draft202012Validator(ACCESS_CONFIG_SCHEMA)
-    errors = sorted(validator.iter_errors(data if data is not None else {}), key=lambda e: list(e.absolute_path))
-    if errors:
-        details = "; ".join(f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors[:5])
-        raise AccessConfigError(f"{where} is invalid: {details}")
-    doc = dict(data)  # type: ignore[arg-type]
+    doc = data if data is not None else {}
+    validate(doc, ACCESS_CONFIG_SCHEMA, source=source, what="access config", error=AccessConfigError)
 
     roles: list[Role] = []
     groups_seen: dict[str, str] = {}

@@ -16,6 +16,7 @@
     ggm processing-log [--date YYYY-MM-DD] [--json]  verwerkingslog summary per processing activity
     ggm retention plan|apply [--as-of YYYY-MM-DD] [--json]  purge what is older than the bewaartermijnen
     ggm access plan|apply [--local]    access roles per layer: Unity Catalog grants or folder modes
+    ggm schemas export [--dir DIR] [--json]  the JSON schemas of the YAML declarations, for editors
     ggm airflow-init                   the embedded Airflow home and metadata DB
 
 Listings (``processing-log``, ``sharing audit``, ``sharing recipient list``, ``spark status``) print a
@@ -505,6 +506,56 @@ def cmd_sharing_unity_catalog(args: argparse.Namespace) -> int:
     return 1 if plan.conflicts else 0
 
 
+# --------------------------------------------------------------------------- schemas
+
+# The YAML declarations of a checkout, by the name their schema is published under (docs/schemas/<name>.schema.json).
+SCHEMA_FILES = {
+    "mapping": ("ggm_mappings/*.yaml",),
+    "gold-mart": ("gold_marts/*.yaml",),
+    "shares": ("config/shares.yaml",),
+    "sources": ("ggm_lakehouse/model/sources.yaml",),
+    "data-contract": ("config/contracts/*.yaml",),
+    "access": ("config/access.yaml",),
+    "verwerkingsactiviteiten": ("config/verwerkingsactiviteiten.yaml",),
+}
+
+
+def published_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON schema of every kind of YAML declaration, by its published name (the keys of SCHEMA_FILES)."""
+    from connectors.contracts import CONTRACT_SCHEMA
+    from ggm_lakehouse.access import ACCESS_CONFIG_SCHEMA
+    from ggm_lakehouse.model.mappings import MAPPING_SCHEMA
+    from ggm_lakehouse.model.mart_definitions import MART_SCHEMA
+    from ggm_lakehouse.model.shares_config import SHARES_CONFIG_SCHEMA
+    from ggm_lakehouse.model.sources import SOURCES_SCHEMA
+    from ggm_lakehouse.retention import REGISTER_SCHEMA
+
+    return {"mapping": MAPPING_SCHEMA, "gold-mart": MART_SCHEMA, "shares": SHARES_CONFIG_SCHEMA,
+            "sources": SOURCES_SCHEMA, "data-contract": CONTRACT_SCHEMA, "access": ACCESS_CONFIG_SCHEMA,
+            "verwerkingsactiviteiten": REGISTER_SCHEMA}
+
+
+def cmd_schemas_export(args: argparse.Namespace) -> int:
+    """``ggm schemas export``: write docs/schemas/<name>.schema.json and show which files each one describes."""
+    from pathlib import Path
+
+    from ggm_lakehouse.config import project_root
+    from ggm_lakehouse.yaml_schema import export
+
+    root = project_root().resolve()
+    directory = Path(args.dir).resolve() if args.dir else root / "docs" / "schemas"
+    schemas = published_schemas()
+    written = dict(zip(schemas, export(schemas, directory)))
+    if args.json:
+        # Paths relative to the checkout, as VS Code's yaml.schemas setting takes them from the workspace root.
+        _print_json({str(path.relative_to(root)) if path.is_relative_to(root) else str(path): list(SCHEMA_FILES[name])
+                     for name, path in written.items()})
+        return 0
+    _print_table(f"JSON schemas written to {directory}", ["Schema", "Describes"],
+                 [[path.name, ", ".join(SCHEMA_FILES[name])] for name, path in written.items()])
+    return 0
+
+
 # --------------------------------------------------------------------------- retention
 
 RETENTION_COLUMNS = ["Layer", "Table or folder", "Activity", "Term", "Cutoff", "Oldest"]
@@ -829,6 +880,33 @@ def _add_access(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--lake-root", default=None, metavar="DIR", help="with --local: lake root (default: GGM_LAKE_ROOT)")
 
 
+SCHEMAS_DESCRIPTION = """\
+Every YAML declaration the platform reads (silver mappings, gold marts, shares.yaml, sources.yaml, the
+drop-zone data contracts, access.yaml and the register of processing activities) is checked against a
+JSON Schema when it is loaded. export writes those schemas as files, so that an editor checks a
+declaration while it is typed and shows what each key means: in VS Code with the YAML extension, add
+the printed mapping to the setting yaml.schemas, or put a modeline at the top of a file:
+
+  # yaml-language-server: $schema=../docs/schemas/mapping.schema.json
+
+docs/architecture.md ("Schemas of the YAML declarations") has the details."""
+
+
+def _add_schemas(sub: argparse._SubParsersAction) -> None:
+    schemas = _group(sub, "schemas", help="JSON schemas of the YAML declarations, for editors",
+                     description=SCHEMAS_DESCRIPTION, examples=["ggm schemas export", "ggm schemas export --json"])
+    export = _command(schemas, "export", help="write docs/schemas/<name>.schema.json for every kind of YAML declaration",
+                      description="Write the JSON schema of every kind of YAML declaration and list which files of the "
+                                  "checkout each one describes (with --json: VS Code's yaml.schemas setting).\n\n"
+                                  + SCHEMAS_DESCRIPTION,
+                      examples=["ggm schemas export", "ggm schemas export --dir /tmp/schemas",
+                                "ggm schemas export --json    # paste into .vscode/settings.json as \"yaml.schemas\""],
+                      handler=cmd_schemas_export)
+    export.add_argument("--dir", default=None, metavar="DIR", help="folder to write to (default: docs/schemas)")
+    export.add_argument("--json", action="store_true",
+                        help="print {schema file: [files it describes]} (the yaml.schemas setting) instead of a table")
+
+
 def _add_lineage_logs_airflow(sub: argparse._SubParsersAction) -> None:
     lineage = _command(sub, "lineage", help="upstream and downstream of a table, from source endpoint to partner",
                        description="Show where a table's data comes from (source endpoints, landing, bronze, silver) "
@@ -905,6 +983,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_access(sub)
     _add_lineage_logs_airflow(sub)
     _add_retention(sub)
+    _add_schemas(sub)
     return parser
 
 

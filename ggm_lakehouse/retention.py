@@ -48,6 +48,7 @@ from ggm_lakehouse.lake import LakeTable, retry_on_write_conflict, sql_date, sql
 from ggm_lakehouse.model.mappings import load_all, source_system_of
 from ggm_lakehouse.model.sources import SOURCES
 from ggm_lakehouse.processing_log import activity_for, load_register, processing_operation, register_path
+from ggm_lakehouse.yaml_schema import DIALECT, validate
 
 log = logging.getLogger(__name__)
 
@@ -65,27 +66,50 @@ _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
-REGISTER_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
+_TERM = {"type": "string", "pattern": DURATION_PATTERN,
+         "patternErrorMessage": "must be an ISO 8601 duration in years, months, weeks or days (P90D, P6M, P1Y)"}
+_TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}}
+#: JSON schema of the register of processing activities (``config/verwerkingsactiviteiten.yaml``), as this
+#: module and the processing log read it; published as docs/schemas/verwerkingsactiviteiten.schema.json.
+REGISTER_SCHEMA: dict = {
+    "$schema": DIALECT,
+    "title": "Register of processing activities (AVG art. 30)",
+    "description": "The activities the platform carries out, their purpose, legal basis and bewaartermijnen: "
+                   "config/verwerkingsactiviteiten.yaml (docs/retention.md).",
     "type": "object",
-    "required": ["activiteiten"],
+    "additionalProperties": False,
+    "required": ["register_uri", "activiteiten"],
     "properties": {
-        "bewaartermijn_minimum": {"type": "string", "pattern": DURATION_PATTERN},
-        "activiteiten": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["id"],
-                "properties": {
-                    "id": {"type": "string", "minLength": 1},
-                    "bewaartermijnen": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {layer: {"type": "string", "pattern": DURATION_PATTERN} for layer in LAYERS},
-                    },
+        "bewaartermijn_minimum": {**_TERM, "title": "Shortest term accepted",
+                                  "description": f"Default {DEFAULT_MINIMUM}; {MINIMUM_ENV} overrides it."},
+        "organisatie": {"type": "string", "title": "The municipality"},
+        "verwerkingsverantwoordelijke": {"type": "string", "title": "Controller (verwerkingsverantwoordelijke)"},
+        "register_uri": {"type": "string", "minLength": 1, "title": "Base URI of the register",
+                         "description": "An activity's URI is <register_uri>:<id>."},
+        "activiteiten": {"type": "array", "title": "Processing activities", "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["id", "naam", "doel", "grondslag", "bewaartermijn"],
+            "properties": {
+                "id": {"type": "string", "minLength": 1, "title": "Id, equal to the FG's register"},
+                "naam": {"type": "string", "minLength": 1, "title": "Name"},
+                "doel": {"type": "string", "minLength": 1, "title": "Purpose"},
+                "grondslag": {"type": "string", "minLength": 1, "title": "Legal basis"},
+                "bewaartermijn": {"type": "string", "minLength": 1, "title": "The term in words, as the FG approved it"},
+                "bewaartermijnen": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "title": "The terms enforced, per layer",
+                    "description": "ISO 8601 durations counted back from the day of the run; a layer without a term "
+                                   "is not purged; gold is never purged.",
+                    "properties": {layer: _TERM for layer in LAYERS},
                 },
+                "betrokkenen": {**_TEXTS, "title": "Categories of data subjects"},
+                "categorieen_persoonsgegevens": {**_TEXTS, "title": "Categories of personal data"},
+                "systemen": {**_TEXTS, "title": "Systems involved"},
+                "operaties": {**_TEXTS, "title": "Pipeline operations (task or stage names) under this activity"},
             },
-        },
+        }},
     },
 }
 
@@ -150,17 +174,6 @@ class RetentionPolicy:
                 f"{self.source}, or lower bewaartermijn_minimum (or {MINIMUM_ENV}) deliberately.")
 
 
-def _validate(doc: object, path: Path) -> None:
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(REGISTER_SCHEMA)
-    errors = sorted(validator.iter_errors(doc if doc is not None else {}), key=lambda e: list(e.absolute_path))
-    if errors:
-        details = "; ".join(f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors[:5])
-        raise RetentionError(f"{path}: invalid bewaartermijnen ({details}); a term is an ISO 8601 duration (P90D, "
-                             f"P6M, P1Y) for one of the layers {', '.join(LAYERS)} (gold is never purged)")
-
-
 def load_policy(path: Path | str | None = None) -> RetentionPolicy:
     """The validated terms of the register (``GGM_VERWERKINGSACTIVITEITEN`` or ``config/verwerkingsactiviteiten.yaml``)."""
     path = Path(path or register_path())
@@ -168,7 +181,7 @@ def load_policy(path: Path | str | None = None) -> RetentionPolicy:
         doc = parse_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RetentionError(f"register of processing activities not found at {path}") from None
-    _validate(doc, path)
+    validate(doc, REGISTER_SCHEMA, source=path, what="register of processing activities", error=RetentionError)
     terms = {entry["id"]: {layer: Duration.parse(text) for layer, text in (entry.get("bewaartermijnen") or {}).items()}
              for entry in doc["activiteiten"]}
     minimum = Duration.parse(os.environ.get(MINIMUM_ENV) or doc.get("bewaartermijn_minimum") or DEFAULT_MINIMUM)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -316,8 +317,9 @@ def test_dataset_for_matches_file_patterns_case_insensitively(toy):
 
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.pop("source"), "'source'"),
-    (lambda d: d["datasets"]["meldingen"].update(files=[]), "'files'"),
-    (lambda d: d["datasets"]["meldingen"]["columns"]["datum"].update(type="datetime"), "type 'datetime'"),
+    (lambda d: d["datasets"]["meldingen"].update(files=[]), "datasets.meldingen.files: must list at least one item"),
+    (lambda d: d["datasets"]["meldingen"]["columns"]["datum"].update(type="datetime"),
+     "columns.datum.type: must be string, integer, decimal, date or boolean (found 'datetime')"),
     (lambda d: d["datasets"]["meldingen"].update(key=["onbekend"]), "key column 'onbekend'"),
     (lambda d: d["datasets"]["meldingen"].update(encoding="latin-2"), "encoding"),
     (lambda d: d["datasets"]["meldingen"].update(delimiter="|"), "delimiter"),
@@ -332,7 +334,7 @@ def test_invalid_contracts_are_refused_with_the_problem_named(tmp_path, change, 
     change(doc)
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    with pytest.raises(ContractError, match=message.replace("(", r"\(").replace("[", r"\[")) as caught:
+    with pytest.raises(ContractError, match=re.escape(message)) as caught:
         DataContract.from_file(path)
     assert str(caught.value).startswith("toy.yaml: ")
 

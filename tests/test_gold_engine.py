@@ -370,7 +370,7 @@ def test_status_records_silver_versions_and_reruns_leave_gold_alone(spark, built
     ({"gebied": "provincie"}, "gebied"),
     ({"personen": "bedrag"}, "count"),
     ({"per_1000_inwoners": ["onbekende_maat"]}, "per_1000_inwoners"),
-    ({"extra": 1}, "unknown keys"),
+    ({"extra": 1}, "extra: unknown key 'extra'"),
     ({"gebied": "wijk", "gebiedskolommen": ["wijknaam", "buurtnaam"]}, "gebiedskolommen"),
 ])
 def test_definition_errors_name_the_file_and_the_key(tmp_path, change, message):

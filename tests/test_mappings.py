@@ -60,13 +60,15 @@ def test_bsn_columns_are_pseudonymised():
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("target: wijk\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {WIJKCODE: a}\n", "upper-case GGM table"),
+        ("target: wijk\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {WIJKCODE: a}\n",
+         "target: must be an upper-case GGM table name"),
         ("target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [b]\ncolumns: {WIJKCODE: a}\n", "business_key field 'b'"),
-        ("target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {WijkCode: a}\n", "not an upper-case GGM column"),
+        ("target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {WijkCode: a}\n",
+         "columns.WijkCode: the name must be an upper-case GGM column name"),
         (
             "target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {WIJKCODE: a}\n"
             "quality: [{rule: shiny, field: a}]\n",
-            "quality rule 'shiny'",
+            "quality[0].rule: must be date, elfproef, in_set, not_null, pattern or reference (found 'shiny')",
         ),
         ("target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {DWH_BRONSYSTEEM: a}\n", "DWH_"),
         (
@@ -82,7 +84,7 @@ def test_bsn_columns_are_pseudonymised():
         (
             "target: WIJK\nsource: x\nfields: {a: $.a}\nbusiness_key: [a]\ncolumns: {WIJKCODE: a}\n"
             "on_missing_batch: ignore\n",
-            "on_missing_batch must be fail or keep",
+            "on_missing_batch: must be fail or keep (found 'ignore')",
         ),
     ],
 )

@@ -17,5 +17,8 @@ def test_a_source_with_a_missing_or_unknown_field_fails_on_loading(tmp_path):
     declaration = tmp_path / "sources.yaml"
     declaration.write_text("brp:\n  owner: team-x\n  schedule: '0 2 * * *'\n  pool: p\n  descriptoin: typo\n",
                            encoding="utf-8")
-    with pytest.raises(ValueError, match="'brp' must declare exactly"):
+    with pytest.raises(ValueError) as error:
         load_sources(declaration)
+    assert str(declaration) in str(error.value)
+    assert "brp.descriptoin: unknown key 'descriptoin'" in str(error.value)
+    assert "brp: required key 'description' is missing" in str(error.value)

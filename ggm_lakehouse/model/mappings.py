@@ -33,15 +33,131 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
-import yaml
-
-from ggm_lakehouse.config import parse_yaml, project_root
+from ggm_lakehouse.config import project_root
+from ggm_lakehouse.yaml_schema import DIALECT, load_yaml_document
 
 SPARK_TYPES = {"string", "int", "bigint", "date", "timestamp", "boolean", "double", "decimal(18,2)"}
 RULES = {"not_null", "elfproef", "pattern", "date", "in_set", "reference"}
-_GGM_NAME = re.compile(r"^[A-Z0-9_]+$")
+# What each quality rule needs besides the field or column it looks at.
+RULE_PARAMETERS = {"pattern": "pattern", "in_set": "values", "reference": "table"}
+_GGM_NAME = r"^[A-Z0-9_]+$"
+_GGM_TABLE = {"type": "string", "pattern": _GGM_NAME,
+              "patternErrorMessage": "must be an upper-case GGM table name (A-Z, 0-9 and _), e.g. NATUURLIJKPERSOON"}
+_TEXT = {"type": "string"}
+_NAMES = {"type": "array", "items": {"type": "string", "minLength": 1}}
+_JSON_PATHS = {
+    "type": "object", "minProperties": 1,
+    "additionalProperties": {"type": "string", "pattern": r"^\$",
+                             "patternErrorMessage": "must be a JSON path into the record, starting with $ "
+                                                    "(e.g. $.naam.voornamen)"},
+}
+_COLUMN = {
+    "title": "GGM column",
+    "description": "An expression over the fields (text), a computed column (expr, type) or the surrogate key of "
+                   "another GGM table (key, of).",
+    "oneOf": [
+        {"title": "a Spark SQL expression over the fields (type string)", "type": "string", "minLength": 1},
+        {"title": "a computed column (expr, type)", "type": "object", "additionalProperties": False,
+         "required": ["expr"],
+         "properties": {
+             "expr": {"type": "string", "minLength": 1, "title": "Spark SQL expression over the fields"},
+             "type": {"enum": sorted(SPARK_TYPES), "title": "Spark type", "description": "Default: string."},
+             "pseudonymise": {"type": "boolean", "title": "Replace a BSN by its keyed pseudonym",
+                              "description": "The field it reads must be listed under pseudonymised_fields."},
+             "sensitivity": {**_TEXT, "title": "Sensitivity label in the catalog",
+                             "description": "Default: bsn-derived for a pseudonymised column, else none."},
+             "description": {**_TEXT, "title": "What the column holds (the catalog shows it)"},
+         }},
+        {"title": "the surrogate key of another GGM table (key, of)", "type": "object", "additionalProperties": False,
+         "required": ["key", "of"],
+         "properties": {
+             "key": {**_GGM_TABLE, "title": "GGM table whose surrogate key the column holds"},
+             "of": {"title": "The fields (or expressions) that identify the referenced object",
+                    "oneOf": [{"type": "string", "minLength": 1}, {**_NAMES, "minItems": 1}]},
+             "description": {**_TEXT, "title": "What the column holds (the catalog shows it)"},
+         }},
+    ],
+}
+_QUALITY_RULE = {
+    "type": "object", "additionalProperties": False, "required": ["rule"],
+    "properties": {
+        "rule": {"enum": sorted(RULES), "title": "Rule",
+                 "description": "not_null, elfproef (a valid BSN), pattern (regex), date, in_set (values) or "
+                                "reference (a key that exists in another GGM table)."},
+        "field": {"type": "string", "minLength": 1, "title": "The field the rule looks at"},
+        "column": {"type": "string", "minLength": 1, "title": "The mapped column the rule looks at"},
+        "pattern": {"type": "string", "title": "Regular expression the value must match (pattern rule)"},
+        "values": {"type": "array", "minItems": 1, "title": "The allowed values (in_set rule)"},
+        "table": {**_GGM_TABLE, "title": "GGM table the key must exist in (reference rule)"},
+        "description": {**_TEXT, "title": "Why the rule exists (the catalog shows it)"},
+    },
+    "anyOf": [{"required": ["field"]}, {"required": ["column"]}],
+    "allOf": [{"if": {"required": ["rule"], "properties": {"rule": {"const": rule}}}, "then": {"required": [needs]}}
+              for rule, needs in RULE_PARAMETERS.items()],
+}
+_LOOKUP = {
+    "type": "object", "additionalProperties": False, "required": ["source", "fields", "match"],
+    "properties": {
+        "source": {"type": "string", "minLength": 1, "title": "Bronze table joined"},
+        "fields": {**_JSON_PATHS, "title": "Named values taken from each record of the joined table"},
+        # "match", not "on": YAML 1.1 reads a bare `on` key as the boolean true.
+        "match": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string", "minLength": 1},
+                  "title": "Join condition: lookup field -> field of the mapping"},
+    },
+}
+#: JSON schema of a mapping file (``ggm_mappings/<target>.yaml``); published as docs/schemas/mapping.schema.json.
+MAPPING_SCHEMA: dict[str, Any] = {
+    "$schema": DIALECT,
+    "title": "GGM silver mapping",
+    "description": "One GGM target table conformed from bronze: ggm_mappings/<target in lower case>.yaml "
+                   "(ggm_lakehouse/model/mappings.py explains every key).",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["target", "source", "fields", "business_key", "columns"],
+    "properties": {
+        "target": {**_GGM_TABLE, "title": "GGM table",
+                   "description": "The GGM v2.5.1 table name, exactly as the GGM spells it; the file is named after it "
+                                  "in lower case."},
+        "description": {**_TEXT, "title": "What the table holds"},
+        "owner": {**_TEXT, "title": "Team that answers for the mapping"},
+        "bronsysteem": {"type": "string", "minLength": 1, "title": "Value of DWH_BRONSYSTEEM",
+                        "description": "Default: the source table(s), comma-separated."},
+        "source": {"title": "Bronze table(s)",
+                   "description": "The bronze table read, or a list of bronze tables with the same record shape read "
+                                  "together (a union); the first one names the mapping's connector.",
+                   "oneOf": [{"title": "a bronze table name", "type": "string", "minLength": 1},
+                             {"title": "a list of bronze table names", **_NAMES, "minItems": 1, "uniqueItems": True}]},
+        "load": {"enum": ["snapshot", "incremental"], "title": "Load",
+                 "description": "snapshot: objects missing from the batch are closed; incremental: they stay. "
+                                "Default: snapshot."},
+        "on_missing_batch": {"enum": ["fail", "keep"], "title": "A day without a batch",
+                             "description": "fail (default) stops; keep means unchanged (a source that publishes "
+                                            "rarely)."},
+        "ggm": {"type": "boolean", "title": "A GGM v2.5.1 table",
+                "description": "false marks a reference table of the lakehouse that is not a GGM table."},
+        "key_table": {**_GGM_TABLE, "title": "GGM table whose key space the surrogate key is hashed in",
+                      "description": "Default: the target. A generalisation filled from the same records as one of "
+                                     "its specialisations names the specialisation."},
+        "surrogate_key": {"type": "string", "pattern": _GGM_NAME, "title": "Name of the generated key column",
+                          "description": "Default: <target>_ID."},
+        "fields": {**_JSON_PATHS, "title": "Fields", "description": "Named values taken from each source record "
+                                                                   "with a JSON path ($.naam.voornamen)."},
+        "lookups": {"type": ["object", "null"], "additionalProperties": _LOOKUP, "title": "Lookups",
+                    "description": "Other bronze tables joined on named fields (source, fields, match)."},
+        "business_key": {**_NAMES, "minItems": 1, "title": "Business key",
+                         "description": "The fields that identify one real-world object."},
+        "pseudonymised_fields": {**_NAMES, "type": ["array", "null"], "title": "Fields holding a BSN",
+                                 "description": "Quality rules see the clear value; every key and column built on "
+                                                "them uses the keyed pseudonym."},
+        "columns": {"type": "object", "minProperties": 1, "title": "GGM columns", "additionalProperties": _COLUMN,
+                    "propertyNames": {"pattern": _GGM_NAME, "patternErrorMessage": "must be an upper-case GGM column "
+                                                                                   "name (A-Z, 0-9 and _)"}},
+        "quality": {"type": ["array", "null"], "items": _QUALITY_RULE, "title": "Data-quality rules",
+                    "description": "Rows that fail any rule go to quarantine."},
+    },
+}
 
 
 class MappingError(ValueError):
@@ -145,119 +261,62 @@ def _fail(path: Path, message: str) -> MappingError:
     return MappingError(f"{path.name}: {message}")
 
 
-def _column(path: Path, name: str, spec: object) -> ColumnSpec:
-    if not _GGM_NAME.match(name):
-        raise _fail(path, f"column {name!r} is not an upper-case GGM column name")
+def _column(name: str, spec: str | dict) -> ColumnSpec:
+    """A column as MAPPING_SCHEMA allows it: an expression, a computed column or another table's key."""
     if isinstance(spec, str):
         return ColumnSpec(name=name, expr=spec, type="string")
-    if not isinstance(spec, dict):
-        raise _fail(path, f"column {name}: expected an expression or a mapping, got {type(spec).__name__}")
     if "key" in spec:
-        of = spec.get("of")
-        if not of:
-            raise _fail(path, f"column {name}: 'key' needs 'of' (the fields that identify the referenced object)")
-        return ColumnSpec(
-            name=name,
-            expr=None,
-            type="bigint",
-            key_of=str(spec["key"]),
-            key_fields=tuple([of] if isinstance(of, str) else of),
-            description=spec.get("description", ""),
-        )
-    expr = spec.get("expr")
-    if not expr:
-        raise _fail(path, f"column {name}: 'expr' is required")
-    col_type = spec.get("type", "string")
-    if col_type not in SPARK_TYPES:
-        raise _fail(path, f"column {name}: type {col_type!r} not one of {sorted(SPARK_TYPES)}")
+        of = spec["of"]
+        return ColumnSpec(name=name, expr=None, type="bigint", key_of=spec["key"],
+                          key_fields=tuple([of] if isinstance(of, str) else of), description=spec.get("description", ""))
     return ColumnSpec(
         name=name,
-        expr=str(expr),
-        type=col_type,
-        pseudonymise=bool(spec.get("pseudonymise", False)),
+        expr=spec["expr"],
+        type=spec.get("type", "string"),
+        pseudonymise=spec.get("pseudonymise", False),
         description=spec.get("description", ""),
         sensitivity=spec.get("sensitivity", "bsn-derived" if spec.get("pseudonymise") else ""),
     )
 
 
-def _sources(path: Path, raw: object) -> tuple[str, tuple[str, ...]]:
-    """``(source, union_sources)`` of a ``source:`` entry that names one bronze table or a list of them."""
-    if isinstance(raw, str) and raw:
-        return raw, ()
-    if not isinstance(raw, list) or not raw or not all(isinstance(t, str) and t for t in raw):
-        raise _fail(path, "source must be a bronze table name or a non-empty list of them")
-    if len(set(raw)) != len(raw):
-        raise _fail(path, f"source lists a bronze table twice: {raw}")
-    return raw[0], (tuple(raw) if len(raw) > 1 else ())
-
-
 def load_mapping(path: Path) -> Mapping:
-    """Parse and validate one mapping file."""
-    doc = _read_mapping_document(path)
-    target = str(doc["target"])
-    source, union_sources = _sources(path, doc["source"])
-    if not _GGM_NAME.match(target):
-        raise _fail(path, f"target {target!r} is not an upper-case GGM table name")
+    """Parse and validate one mapping file: its structure by MAPPING_SCHEMA, then how its parts refer to each other."""
+    doc = load_yaml_document(path, MAPPING_SCHEMA, source=path.name, error=MappingError)
+    target = doc["target"]
+    source = doc["source"] if isinstance(doc["source"], str) else doc["source"][0]
+    union_sources = tuple(doc["source"]) if isinstance(doc["source"], list) and len(doc["source"]) > 1 else ()
     if path.stem != target.lower():
         raise _fail(path, f"file name must be the lower-cased target ({target.lower()}.yaml)")
-    fields = {str(k): str(v) for k, v in doc["fields"].items()}
+    fields = dict(doc["fields"])
     business_key = tuple(doc["business_key"])
     for key_field in business_key:
         if key_field not in fields:
             raise _fail(path, f"business_key field {key_field!r} is not declared under 'fields'")
-    columns = tuple(_column(path, name, spec) for name, spec in doc["columns"].items())
+    columns = tuple(_column(name, spec) for name, spec in doc["columns"].items())
     surrogate = _check_generated_columns(path, doc, target, fields, columns)
-    lookups = _lookups(path, doc, fields)
     rules = _quality_rules(path, doc, fields, [c.name for c in columns])
-    pseudonymised_fields = _pseudonymised_fields(path, doc, fields, columns)
-    load = doc.get("load", "snapshot")
-    if load not in {"snapshot", "incremental"}:
-        raise _fail(path, f"load must be snapshot or incremental, got {load!r}")
-    on_missing_batch = doc.get("on_missing_batch", "fail")
-    if on_missing_batch not in {"fail", "keep"}:
-        raise _fail(path, f"on_missing_batch must be fail or keep, got {on_missing_batch!r}")
-    ggm = doc.get("ggm", True)
-    if not isinstance(ggm, bool):
-        raise _fail(path, "ggm must be true (a GGM v2.5.1 table) or false (a reference table of the lakehouse)")
-    key_table = str(doc.get("key_table", ""))
-    if key_table and not _GGM_NAME.match(key_table):
-        raise _fail(path, f"key_table {key_table!r} is not an upper-case GGM table name")
     depends = {r.params["table"] for r in rules if r.rule == "reference" and r.params["table"] != target}
     return Mapping(
         path=path,
         target=target,
-        bronsysteem=str(doc.get("bronsysteem", ",".join(union_sources or (source,)))),
+        bronsysteem=doc.get("bronsysteem", ",".join(union_sources or (source,))),
         source=source,
         union_sources=union_sources,
-        ggm=ggm,
-        on_missing_batch=on_missing_batch,
+        ggm=doc.get("ggm", True),
+        on_missing_batch=doc.get("on_missing_batch", "fail"),
         fields=fields,
         business_key=business_key,
         columns=columns,
         quality=tuple(rules),
-        lookups=tuple(lookups),
-        load=load,
-        description=str(doc.get("description", "")),
-        owner=str(doc.get("owner", "")),
+        lookups=tuple(_lookups(path, doc, fields)),
+        load=doc.get("load", "snapshot"),
+        description=doc.get("description", ""),
+        owner=doc.get("owner", ""),
         depends_on=tuple(sorted(depends)),
         surrogate_key_column=surrogate,
-        pseudonymised_fields=pseudonymised_fields,
-        key_table_name=key_table,
+        pseudonymised_fields=_pseudonymised_fields(path, doc, fields, columns),
+        key_table_name=doc.get("key_table", ""),
     )
-
-
-def _read_mapping_document(path: Path) -> dict:
-    """The mapping file as a dict that has every required top-level key."""
-    try:
-        doc = parse_yaml(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise _fail(path, f"not valid YAML ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise _fail(path, "expected a mapping at the top level")
-    for required in ("target", "source", "fields", "business_key", "columns"):
-        if required not in doc:
-            raise _fail(path, f"'{required}' is required")
-    return doc
 
 
 def _check_generated_columns(path: Path, doc: dict, target: str, fields: dict[str, str],
@@ -272,7 +331,7 @@ def _check_generated_columns(path: Path, doc: dict, target: str, fields: dict[st
             raise _fail(path, f"column {column.name} differs from field {field_name!r} only in case but is computed "
                               f"from {column.expr!r}; rename the field (Spark names are case-insensitive)")
     names = [c.name for c in columns]
-    surrogate = str(doc.get("surrogate_key", f"{target}_ID"))
+    surrogate = doc.get("surrogate_key", f"{target}_ID")
     if surrogate in names:
         raise _fail(path, f"{surrogate} is the generated surrogate key; do not map it")
     if any(n.startswith("DWH_") for n in names):
@@ -284,9 +343,6 @@ def _lookups(path: Path, doc: dict, fields: dict[str, str]) -> list[Lookup]:
     """The mapping's ``lookups``: joins to another bronze table on declared fields."""
     lookups = []
     for name, spec in (doc.get("lookups") or {}).items():
-        # "match", not "on": YAML 1.1 reads a bare `on` key as the boolean true.
-        if not {"source", "fields", "match"} <= set(spec):
-            raise _fail(path, f"lookup {name!r} needs source, fields and match")
         for main_field in spec["match"].values():
             if main_field not in fields:
                 raise _fail(path, f"lookup {name!r} joins on unknown field {main_field!r}")
@@ -298,20 +354,14 @@ def _quality_rules(path: Path, doc: dict, fields: dict[str, str], names: list[st
     """The mapping's ``quality`` rules, each on a declared field or mapped column."""
     rules = []
     for raw in doc.get("quality") or []:
-        rule = raw.get("rule")
-        if rule not in RULES:
-            raise _fail(path, f"quality rule {rule!r} not one of {sorted(RULES)}")
-        target_name = raw.get("field") or raw.get("column")
-        if not target_name:
-            raise _fail(path, f"quality rule {rule!r} needs 'field' or 'column'")
+        rule = raw["rule"]
+        target_name = raw.get("field") or raw["column"]
         if target_name not in fields and target_name not in names:
             raise _fail(path, f"quality rule {rule!r} looks at unknown field/column {target_name!r}")
         params = {k: v for k, v in raw.items() if k not in {"rule", "field", "column", "description"}}
-        if rule == "reference" and "table" not in params:
-            raise _fail(path, "reference rule needs 'table'")
         if rule == "pattern":
             try:
-                re.compile(params.get("pattern", ""))
+                re.compile(params["pattern"])
             except re.error as exc:
                 raise _fail(path, f"pattern rule on {target_name}: invalid regex ({exc})") from exc
         rules.append(QualityRule(rule, target_name, params, raw.get("description", "")))

@@ -22,10 +22,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-from ggm_lakehouse.config import parse_yaml, project_root
+from ggm_lakehouse.config import project_root
+from ggm_lakehouse.yaml_schema import DIALECT, parse_yaml_document
 
 DOMAINS = ("demografie", "sociaal_domein", "financien", "veiligheid", "subsidies", "bedrijfsvoering", "schuldhulp")
 AGGREGATES = {
@@ -53,10 +53,58 @@ AREA_NAME_COLUMNS = {"wijknaam": "wijk", "buurtcode": "buurt", "buurtnaam": "buu
 STATUS_TABLE = "mart_status"
 RESERVED_COLUMNS = {"peildatum", "gebiedsniveau", "gebiedscode", "gebiedsnaam", "wijkcode", "buurtcode", "inwoners",
                     "huishoudens", "onderdrukt", "onderdrukking", *AREA_NAME_COLUMNS}
-_DEFINITION_KEYS = {"mart", "domein", "titel", "beschrijving", "eigenaar", "bronnen", "eenheden", "gebied",
-                    "gebiedskolommen", "dimensies", "maten", "personen", "per_1000_inwoners"}
-_REQUIRED_KEYS = ("mart", "domein", "titel", "beschrijving", "bronnen", "eenheden", "maten")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_COLUMN_NAME = {"type": "string", "pattern": r"^[a-z][a-z0-9_]*$",
+                "patternErrorMessage": "must be a snake_case column name (a-z, 0-9 and _)"}
+_TEXT = {"type": "string", "minLength": 1}
+_NAMES = {"type": "array", "minItems": 1, "items": _COLUMN_NAME}
+#: JSON schema of a definition file (``gold_marts/<mart>.yaml``); published as docs/schemas/gold-mart.schema.json.
+MART_SCHEMA: dict[str, Any] = {
+    "$schema": DIALECT,
+    "title": "Gold mart definition",
+    "description": "One reviewed gold mart: gold_marts/<mart>.yaml (docs/gold-marts.md explains every key).",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["mart", "domein", "titel", "beschrijving", "bronnen", "eenheden", "maten"],
+    "properties": {
+        # mart and domein become table, DAG and file names: no path tricks, no free text.
+        "mart": {**_COLUMN_NAME, "not": {"const": STATUS_TABLE}, "title": "Mart name",
+                 "description": "The gold table's name; the file is named after it.",
+                 "patternErrorMessage": "must be a snake_case name (a-z, 0-9 and _)"},
+        "domein": {"enum": list(DOMAINS), "title": "Domain", "description": "The gold DAG that builds the mart and "
+                                                                           "its dashboard page."},
+        "titel": {**_TEXT, "title": "Title readers see"},
+        "beschrijving": {**_TEXT, "title": "Description readers see"},
+        "eigenaar": {"type": ["string", "null"], "title": "Team that answers for the mart"},
+        "bronnen": {"type": "array", "minItems": 1, "items": _TEXT, "title": "Silver tables read",
+                    "description": "GGM silver tables and the engine's helper views (INWONERS, PEILDATUM)."},
+        "eenheden": {**_TEXT, "title": "Units", "description": "One Spark SQL query returning one row per counted unit."},
+        "gebied": {"enum": ["buurt", "wijk", "none", "geen", None], "title": "Area level",
+                   "description": "buurt or wijk: cells per area with totals up to the gemeente; none: no areas."},
+        "gebiedskolommen": {"type": "array", "uniqueItems": True, "items": {"enum": list(AREA_NAME_COLUMNS)},
+                            "title": "Area codes and names published as columns of their own",
+                            "description": "Next to gebiedscode/gebiedsnaam; each needs a gebied at least as fine."},
+        "dimensies": {"type": ["array", "null"], "title": "Cell dimensions", "items": {
+            "type": "object", "additionalProperties": False, "required": ["kolom"],
+            "properties": {"kolom": {**_COLUMN_NAME, "title": "Unit column the cells are split by"},
+                           "totaal": {"type": "boolean", "title": "Publish a 'Totaal' row across its values",
+                                      "description": "Default: true."}}}},
+        "maten": {"type": "array", "minItems": 1, "title": "Measures", "items": {
+            "type": "object", "additionalProperties": False, "required": ["kolom", "functie"],
+            "properties": {"kolom": {**_COLUMN_NAME, "title": "Published column"},
+                           "functie": {"enum": sorted(AGGREGATES), "title": "Aggregate"},
+                           "van": {"type": "string", "minLength": 1, "title": "Unit column aggregated",
+                                   "description": "Required except for count."}},
+            "if": {"required": ["functie"], "properties": {"functie": {"not": {"const": "count"}}}},
+            "then": {"required": ["van"]}}},
+        "personen": {"title": "Person counts that decide suppression",
+                     "description": "One count (count or count_distinct measure), or a list whose first count hides "
+                                    "a cell and whose further counts are hidden on their own.",
+                     "oneOf": [{"title": "a measure name", **_COLUMN_NAME}, {"title": "a list of measure names", **_NAMES},
+                               {"title": "empty", "type": "null"}]},
+        "per_1000_inwoners": {"type": ["array", "null"], "items": _COLUMN_NAME,
+                              "title": "Measures also published per 1,000 inwoners (needs a gebied)"},
+    },
+}
 
 
 class GoldError(RuntimeError):
@@ -129,28 +177,11 @@ def _definition_error(path, message: str) -> GoldError:
 
 
 def _read_raw(path: Path) -> tuple[str, dict]:
-    """The file's text and its top-level mapping, with the keys every definition needs."""
+    """The file's text and its document, which MART_SCHEMA has checked; the file must be named after the mart."""
     text = path.read_text(encoding="utf-8")
-    try:
-        raw = parse_yaml(text)
-    except yaml.YAMLError as error:
-        raise _definition_error(path, f"not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise _definition_error(path, "expected a mapping at the top level")
-    unknown = set(raw) - _DEFINITION_KEYS
-    if unknown:
-        raise _definition_error(path, f"unknown keys {sorted(unknown)}; allowed: {sorted(_DEFINITION_KEYS)}")
-    for key in _REQUIRED_KEYS:
-        if not raw.get(key):
-            raise _definition_error(path, f"'{key}' is required")
-    # mart and domein become table, DAG and file names: no path tricks, no free text.
-    mart = raw["mart"]
-    if not isinstance(mart, str) or not _NAME.match(mart) or mart == STATUS_TABLE:
-        raise _definition_error(path, f"mart name {mart!r} must be snake_case and not {STATUS_TABLE!r}")
-    if path.stem != mart:
-        raise _definition_error(path, f"file name must be {mart}.yaml")
-    if not isinstance(raw["domein"], str) or raw["domein"] not in DOMAINS:
-        raise _definition_error(path, f"domein {raw['domein']!r} is not one of {list(DOMAINS)}")
+    raw = parse_yaml_document(text, MART_SCHEMA, source=path, what="gold mart definition", error=GoldError)
+    if path.stem != raw["mart"]:
+        raise _definition_error(path, f"file name must be {raw['mart']}.yaml")
     return text, raw
 
 
@@ -158,11 +189,7 @@ def _area(path: Path, raw: dict) -> tuple[str | None, tuple[str, ...]]:
     """``gebied`` (None for none) and the ``gebiedskolommen`` it allows, in their published order."""
     gebied = raw.get("gebied")
     gebied = None if gebied in (None, "none", "geen") else gebied
-    if gebied not in (None, "buurt", "wijk"):
-        raise _definition_error(path, f"gebied must be buurt, wijk or none, not {gebied!r}")
     wanted = raw.get("gebiedskolommen") or []
-    if not isinstance(wanted, list) or set(wanted) - set(AREA_NAME_COLUMNS):
-        raise _definition_error(path, f"gebiedskolommen must be a list of {list(AREA_NAME_COLUMNS)}, not {wanted!r}")
     finest = {None: -1, "wijk": 1, "buurt": 2}[gebied]
     too_fine = [c for c in wanted if AREA_LEVELS.index(AREA_NAME_COLUMNS[c]) > finest]
     if too_fine:
@@ -170,26 +197,12 @@ def _area(path: Path, raw: dict) -> tuple[str | None, tuple[str, ...]]:
     return gebied, tuple(c for c in AREA_NAME_COLUMNS if c in wanted)
 
 
-def _dimensions(path: Path, raw: dict) -> tuple[Dimension, ...]:
-    dimensies = []
-    for item in raw.get("dimensies") or []:
-        if not isinstance(item, dict) or not item.get("kolom") or set(item) - {"kolom", "totaal"}:
-            raise _definition_error(path, f"dimensie {item!r} needs 'kolom' and optionally 'totaal'")
-        dimensies.append(Dimension(str(item["kolom"]), bool(item.get("totaal", True))))
-    return tuple(dimensies)
+def _dimensions(raw: dict) -> tuple[Dimension, ...]:
+    return tuple(Dimension(item["kolom"], item.get("totaal", True)) for item in raw.get("dimensies") or [])
 
 
-def _measures(path: Path, raw: dict) -> tuple[Measure, ...]:
-    maten = []
-    for item in raw["maten"]:
-        if not isinstance(item, dict) or set(item) - {"kolom", "functie", "van"} or not item.get("kolom"):
-            raise _definition_error(path, f"maat {item!r} needs 'kolom', 'functie' and (except for count) 'van'")
-        if item.get("functie") not in AGGREGATES:
-            raise _definition_error(path, f"maat {item['kolom']}: functie must be one of {sorted(AGGREGATES)}")
-        if item["functie"] != "count" and not item.get("van"):
-            raise _definition_error(path, f"maat {item['kolom']}: 'van' names the unit column to aggregate")
-        maten.append(Measure(str(item["kolom"]), item["functie"], item.get("van")))
-    return tuple(maten)
+def _measures(raw: dict) -> tuple[Measure, ...]:
+    return tuple(Measure(item["kolom"], item["functie"], item.get("van")) for item in raw["maten"])
 
 
 def _person_counts(path: Path, raw: dict, maten: tuple[Measure, ...]) -> list[str]:
@@ -222,7 +235,7 @@ def load_mart_definition(path) -> MartDefinition:
     path = Path(path)
     text, raw = _read_raw(path)
     gebied, gebiedskolommen = _area(path, raw)
-    dimensies, maten = _dimensions(path, raw), _measures(path, raw)
+    dimensies, maten = _dimensions(raw), _measures(raw)
     per_1000 = tuple(raw.get("per_1000_inwoners") or ())
     _check_columns(path, dimensies, maten, gebied, per_1000)
     personen = _person_counts(path, raw, maten)

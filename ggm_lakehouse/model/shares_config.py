@@ -45,12 +45,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import yaml
 
 from ggm_lakehouse import config as ggm_config
+from ggm_lakehouse.yaml_schema import DIALECT, validate
 
 #: Lifetime of a signed file URL when ``server.url_ttl_seconds`` is not configured;
 #: the same default as the reference server's ``preSignedUrlTimeoutSeconds``.
@@ -320,252 +321,261 @@ class SharesConfig:
         return [s for s in self.shares if recipient.may_read(s.name)]
 
 
-def _require_list(value: object, where: str) -> list:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise SharesConfigError(f"{where} must be a list")
-    return value
+# The naming rules of validate_name as patterns, so that an editor checks them while the file is typed.
+_CONTROL = r"\u0000-\u001f\u007f"
+_SHARING_NAME = {"type": "string", "minLength": 1, "maxLength": 255,
+                 "pattern": rf"^(?!.*\.\.)(?!\.$)[^ /\\{_CONTROL}]+$",
+                 "patternErrorMessage": "must be a Delta Sharing name: no space, slash, backslash or control "
+                                        "character, and no '..'"}
+_DOTLESS_NAME = {**_SHARING_NAME, "pattern": rf"^[^ ./\\{_CONTROL}]+$",
+                 "patternErrorMessage": "must be a Delta Sharing schema or table name: no '.', space, slash, "
+                                        "backslash or control character"}
+_NO_SPACES = {"type": "string", "pattern": r"^\S+$", "patternErrorMessage": "must be a non-empty text without spaces"}
+_COLUMNS = {"type": ["array", "null"], "items": {"type": "string", "pattern": r"\S",
+                                                  "patternErrorMessage": "must be a column name, not blank"}}
+_ROW_FILTER = {
+    "type": ["array", "null"],
+    "title": "Row filter: only rows matching every condition are shared",
+    "description": "Structured, never SQL: {column: C, equals: V | in: [..] | not_in: [..] | not_null: true}.",
+    "items": {
+        "type": "object", "additionalProperties": False, "required": ["column"],
+        "properties": {"column": {"type": "string", "minLength": 1, "title": "Column compared"},
+                       "equals": {"title": "The value the column must equal"},
+                       "in": {"type": "array", "title": "The values the column must be one of"},
+                       "not_in": {"type": "array", "title": "The values the column must not be"},
+                       "not_null": {"const": True, "title": "The column must have a value"}},
+        "oneOf": [{"required": [op]} for op in ROW_FILTER_OPS],
+    },
+}
+_PROJECTION = {
+    "columns": {**_COLUMNS, "title": "Columns shared (omit: every column of the gold table)"},
+    "pseudonym_columns": {**_COLUMNS, "title": "Person pseudonyms, re-keyed per recipient"},
+    "row_filter": _ROW_FILTER,
+}
+_TABLE = {
+    "type": "object", "additionalProperties": False, "required": ["name", "location"],
+    "properties": {
+        "name": _DOTLESS_NAME,
+        "location": {"type": "string", "minLength": 1, "title": "Delta table, relative to the lake root (no '..')"},
+        "history_shared": {"type": "boolean", "title": "Allow version and timestamp queries"},
+        "comment": {"type": ["string", "null"]},
+        "catalog_name": {**_NO_SPACES, "title": "Unity Catalog name <catalog>.<schema>.<table>",
+                         "description": "Default: derived from location and the catalog."},
+        **_PROJECTION,
+    },
+}
+_SHARE = {
+    "type": "object", "additionalProperties": False, "required": ["name"],
+    "properties": {
+        "name": _SHARING_NAME,
+        "comment": {"type": ["string", "null"]},
+        "display_name": {"type": ["string", "null"]},
+        "schemas": {"type": ["array", "null"], "items": {
+            "type": "object", "additionalProperties": False, "required": ["name"],
+            "properties": {"name": _DOTLESS_NAME, "tables": {"type": ["array", "null"], "items": _TABLE}}}},
+    },
+}
+_RECIPIENT = {
+    "type": "object", "additionalProperties": False, "required": ["name"],
+    "properties": {
+        "name": _SHARING_NAME,
+        "comment": {"type": ["string", "null"]},
+        "shares": {"type": ["array", "null"], "items": {"type": "string"}, "title": "Shares the recipient may read"},
+        "token_lifetime_days": {"type": "integer", "minimum": 1, "title": "Default lifetime of a token, in days"},
+        "token_lifetime": {"type": ["string", "integer"], "title": "Default lifetime of a token: 30m, 12h, 7d",
+                           "description": "Wins over token_lifetime_days; between 1 minute and 3650 days."},
+        "sharing_identifier": {**_NO_SPACES, "title": "Databricks-to-Databricks sharing identifier",
+                               "description": "<cloud>:<region>:<metastore uuid> (Unity Catalog only)."},
+        "tables": {"type": ["object", "null"], "title": "The recipient's own narrowing, per share.schema.table",
+                   "additionalProperties": {"type": ["object", "null"], "additionalProperties": False,
+                                            "properties": _PROJECTION}},
+    },
+}
+_SERVER = {
+    "type": ["object", "null"], "additionalProperties": False,
+    "properties": {
+        "url_ttl_seconds": {"type": "integer", "minimum": 60, "maximum": 7 * 24 * 3600,
+                            "title": "Lifetime of a signed file URL, in seconds"},
+        "serve_from": {"enum": ["projections", "source"], "title": "What recipients read",
+                       "description": "projections: each recipient's own copy (default); source: the gold tables, "
+                                      "for one trusted recipient without projections only."},
+        "rate_limit": {"type": ["object", "null"], "additionalProperties": False, "title": "Token bucket per recipient",
+                       "properties": {"requests_per_second": {"type": "number", "exclusiveMinimum": 0,
+                                                              "maximum": 100_000},
+                                      "burst": {"type": "integer", "minimum": 1, "maximum": 1_000_000}}},
+        "public_endpoint": {"type": "string", "title": "Base of every URL handed out",
+                            "description": "An http(s) URL such as https://data.example.nl/delta-sharing."},
+        "trusted_proxies": {"type": ["array", "null"], "items": {"type": "string"},
+                            "title": "Peers whose X-Forwarded-For/-Proto are believed (IPs or CIDRs)"},
+        "shutdown_timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 3600,
+                                     "title": "Seconds running requests get on shutdown"},
+    },
+}
+#: JSON schema of the shares configuration (``config/shares.yaml``); published as docs/schemas/shares.schema.json.
+SHARES_CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": DIALECT,
+    "title": "Delta Sharing configuration",
+    "description": "Which gold tables are shared, and with which recipients: config/shares.yaml (docs/sharing.md).",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "server": {**_SERVER, "title": "Settings of the sharing server"},
+        "shares": {"type": ["array", "null"], "items": _SHARE, "title": "Shares → schemas → tables"},
+        "recipients": {"type": ["array", "null"], "items": _RECIPIENT, "title": "Recipients reviewed by the operator"},
+    },
+}
 
 
-def _require_mapping(value: object, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise SharesConfigError(f"{where} must be a mapping")
-    return value
-
-
-def _validated(name: object, kind: str, where: str) -> str:
-    try:
-        return validate_name(name, kind)
-    except InvalidNameError as exc:
-        raise SharesConfigError(f"{where}: {exc}") from None
-
-
-def _relative_location(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise SharesConfigError(f"{where}: 'location' must be a path relative to the lake root")
+def _relative_location(value: str, where: str) -> str:
     posix = PurePosixPath(value.strip().replace("\\", "/"))
     if posix.is_absolute() or ".." in posix.parts or str(posix) in ("", "."):
         raise SharesConfigError(f"{where}: location {value!r} must be relative to the lake root without '..'")
     return str(posix)
 
 
-def _optional_text(value: object, where: str) -> str | None:
+def _column_list(value: list[str] | None, where: str) -> tuple[str, ...] | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or any(ch.isspace() for ch in value.strip()):
-        raise SharesConfigError(f"{where} must be a non-empty string without spaces")
-    return value.strip()
-
-
-def _column_list(value: object, where: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(c, str) and c.strip() for c in value):
-        raise SharesConfigError(f"{where} must be a list of column names")
     if len({c.lower() for c in value}) != len(value):
         raise SharesConfigError(f"{where} names a column twice")
     return tuple(value)
 
 
-def _row_filter(value: object, where: str) -> tuple[RowCondition, ...]:
+def _row_filter(value: list[dict] | None) -> tuple[RowCondition, ...]:
     conditions = []
-    for i, raw in enumerate(_require_list(value, where)):
-        cwhere = f"{where}[{i}]"
-        raw = _require_mapping(raw, cwhere)
-        column = raw.get("column")
-        if not isinstance(column, str) or not column:
-            raise SharesConfigError(f"{cwhere}: 'column' is required")
-        ops = [op for op in ROW_FILTER_OPS if op in raw]
-        if len(ops) != 1 or set(raw) - {"column", *ROW_FILTER_OPS}:
-            raise SharesConfigError(f"{cwhere}: exactly one of {', '.join(ROW_FILTER_OPS)} next to 'column'")
-        op = ops[0]
-        operand = raw[op]
-        if op in ("in", "not_in") and not isinstance(operand, list):
-            raise SharesConfigError(f"{cwhere}: '{op}' needs a list of values")
-        if op == "not_null" and operand is not True:
-            raise SharesConfigError(f"{cwhere}: 'not_null' must be true")
-        if op in ("in", "not_in"):
-            operand = tuple(operand)
-        conditions.append(RowCondition(column=column, op=op, value=operand))
+    for raw in value or []:
+        op = next(op for op in ROW_FILTER_OPS if op in raw)  # the schema allows exactly one
+        operand = tuple(raw[op]) if op in ("in", "not_in") else raw[op]
+        conditions.append(RowCondition(column=raw["column"], op=op, value=operand))
     return tuple(conditions)
 
 
-def _rate_limit(raw: object) -> RateLimit:
-    if raw is None:
-        return RateLimit()
-    raw = _require_mapping(raw, "server.rate_limit")
-    rps = raw.get("requests_per_second", RateLimit.requests_per_second)
-    burst = raw.get("burst", RateLimit.burst)
-    if isinstance(rps, bool) or not isinstance(rps, (int, float)) or not 0 < rps <= 100_000:
-        raise SharesConfigError("server.rate_limit.requests_per_second must be a positive number")
-    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= 1_000_000:
-        raise SharesConfigError("server.rate_limit.burst must be a positive integer")
-    return RateLimit(requests_per_second=float(rps), burst=burst)
-
-
-def _public_endpoint(value: object) -> str | None:
+def _public_endpoint(value: str | None) -> str | None:
     if value is None:
         return None
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise SharesConfigError("server.public_endpoint must be an http(s) URL such as https://data.example.nl/delta-sharing")
     return value.rstrip("/")
 
 
-def _trusted_proxies(value: object) -> tuple[str, ...]:
-    entries = _require_list(value, "server.trusted_proxies")
+def _trusted_proxies(entries: list[str]) -> tuple[str, ...]:
     for entry in entries:
         try:
             ipaddress.ip_network(entry, strict=False)
-        except (TypeError, ValueError):
+        except ValueError:
             raise SharesConfigError(f"server.trusted_proxies: {entry!r} is not an IP address or network") from None
     return tuple(entries)
 
 
 def _server_section(doc: dict) -> dict:
     """The keyword arguments of :class:`SharesConfig` that come from ``server:``."""
-    server = _require_mapping(doc.get("server") or {}, "server")
-    url_ttl = server.get("url_ttl_seconds", DEFAULT_URL_TTL_SECONDS)
-    if not isinstance(url_ttl, int) or isinstance(url_ttl, bool) or not 60 <= url_ttl <= 7 * 24 * 3600:
-        raise SharesConfigError("server.url_ttl_seconds must be an integer between 60 and 604800")
-    serve_from = server.get("serve_from", "projections")
-    if serve_from not in ("projections", "source"):
-        raise SharesConfigError("server.serve_from must be 'projections' or 'source'")
-    shutdown = server.get("shutdown_timeout_seconds", DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)
-    if not isinstance(shutdown, int) or isinstance(shutdown, bool) or not 1 <= shutdown <= 3600:
-        raise SharesConfigError("server.shutdown_timeout_seconds must be an integer between 1 and 3600")
+    server = doc.get("server") or {}
+    rate_limit = server.get("rate_limit") or {}
+    rps = rate_limit.get("requests_per_second", RateLimit.requests_per_second)
     return {
-        "url_ttl_seconds": url_ttl,
-        "rate_limit": _rate_limit(server.get("rate_limit")),
-        "serve_from": serve_from,
+        "url_ttl_seconds": server.get("url_ttl_seconds", DEFAULT_URL_TTL_SECONDS),
+        "rate_limit": RateLimit(requests_per_second=float(rps), burst=rate_limit.get("burst", RateLimit.burst)),
+        "serve_from": server.get("serve_from", "projections"),
         "public_endpoint": _public_endpoint(server.get("public_endpoint")),
-        "trusted_proxies": _trusted_proxies(server.get("trusted_proxies")),
-        "shutdown_timeout_seconds": shutdown,
+        "trusted_proxies": _trusted_proxies(server.get("trusted_proxies") or []),
+        "shutdown_timeout_seconds": server.get("shutdown_timeout_seconds", DEFAULT_SHUTDOWN_TIMEOUT_SECONDS),
     }
 
 
+def _refuse_duplicates(names: list[str], where: str, kind: str, fold: Callable[[str], str] = str.lower) -> None:
+    """Refuse a name given twice; share, schema and table names are looked up case-insensitively, so ``fold``."""
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if fold(name) in seen:
+            raise SharesConfigError(f"{where}[{i}]: duplicate {kind} {name!r}")
+        seen.add(fold(name))
+
+
 def parse_shares_config(data: object, source: Path | None = None) -> SharesConfig:
-    """Validate the YAML document ``data`` and build a :class:`SharesConfig`."""
-    doc = _require_mapping(data if data is not None else {}, "shares config")
-    server_settings = _server_section(doc)
+    """Validate the YAML document ``data`` (SHARES_CONFIG_SCHEMA, then cross references) into a :class:`SharesConfig`."""
+    doc = data if data is not None else {}
+    validate(doc, SHARES_CONFIG_SCHEMA, source=source, what="shares config", error=SharesConfigError)
     tables_by_name: dict[str, SharedTable] = {}
+    shares = [_share(raw, f"shares[{i}]", tables_by_name) for i, raw in enumerate(doc.get("shares") or [])]
+    _refuse_duplicates([s.name for s in shares], "shares", "share name")
+    recipients = _parse_recipients(doc, {s.name.lower() for s in shares}, tables_by_name)
+    return SharesConfig(shares=tuple(shares), recipients=tuple(recipients), source=source, **_server_section(doc))
 
-    shares: list[Share] = []
-    seen_shares: set[str] = set()
-    for i, raw_share in enumerate(_require_list(doc.get("shares"), "shares")):
-        where = f"shares[{i}]"
-        raw_share = _require_mapping(raw_share, where)
-        share_name = _validated(raw_share.get("name"), "share", where)
-        if share_name.lower() in seen_shares:
-            raise SharesConfigError(f"{where}: duplicate share name {share_name!r}")
-        seen_shares.add(share_name.lower())
-        schemas: list[SharedSchema] = []
-        seen_schemas: set[str] = set()
-        for j, raw_schema in enumerate(_require_list(raw_share.get("schemas"), f"{where}.schemas")):
-            swhere = f"{where}.schemas[{j}]"
-            raw_schema = _require_mapping(raw_schema, swhere)
-            schema_name = _validated(raw_schema.get("name"), "schema", swhere)
-            if schema_name.lower() in seen_schemas:
-                raise SharesConfigError(f"{swhere}: duplicate schema name {schema_name!r}")
-            seen_schemas.add(schema_name.lower())
-            tables: list[SharedTable] = []
-            seen_tables: set[str] = set()
-            for k, raw_table in enumerate(_require_list(raw_schema.get("tables"), f"{swhere}.tables")):
-                twhere = f"{swhere}.tables[{k}]"
-                raw_table = _require_mapping(raw_table, twhere)
-                table_name = _validated(raw_table.get("name"), "table", twhere)
-                if table_name.lower() in seen_tables:
-                    raise SharesConfigError(f"{twhere}: duplicate table name {table_name!r}")
-                seen_tables.add(table_name.lower())
-                history_shared = raw_table.get("history_shared", False)
-                if not isinstance(history_shared, bool):
-                    raise SharesConfigError(f"{twhere}: history_shared must be true or false")
-                table = SharedTable(
-                    share=share_name,
-                    schema=schema_name,
-                    name=table_name,
-                    location=_relative_location(raw_table.get("location"), twhere),
-                    history_shared=history_shared,
-                    comment=raw_table.get("comment"),
-                    catalog_name=_optional_text(raw_table.get("catalog_name"), f"{twhere}.catalog_name"),
-                    columns=_column_list(raw_table.get("columns"), f"{twhere}.columns"),
-                    pseudonym_columns=_column_list(raw_table.get("pseudonym_columns"), f"{twhere}.pseudonym_columns") or (),
-                    row_filter=_row_filter(raw_table.get("row_filter"), f"{twhere}.row_filter"),
-                )
-                tables.append(table)
-                tables_by_name[table.qualified_name.lower()] = table
-            schemas.append(SharedSchema(share=share_name, name=schema_name, tables=tuple(tables)))
-        shares.append(
-            Share(
-                name=share_name,
-                schemas=tuple(schemas),
-                comment=raw_share.get("comment"),
-                display_name=raw_share.get("display_name"),
-            )
-        )
 
-    recipients = _parse_recipients(doc, seen_shares, tables_by_name)
-    return SharesConfig(shares=tuple(shares), recipients=tuple(recipients), source=source, **server_settings)
+def _share(raw: dict, where: str, tables_by_name: dict[str, SharedTable]) -> Share:
+    """One entry of ``shares:``; its tables are added to ``tables_by_name`` (by lower-cased qualified name)."""
+    schemas = []
+    for j, raw_schema in enumerate(raw.get("schemas") or []):
+        swhere = f"{where}.schemas[{j}]"
+        tables = [_table(raw["name"], raw_schema["name"], t, f"{swhere}.tables[{k}]")
+                  for k, t in enumerate(raw_schema.get("tables") or [])]
+        _refuse_duplicates([t.name for t in tables], f"{swhere}.tables", "table name")
+        tables_by_name.update((t.qualified_name.lower(), t) for t in tables)
+        schemas.append(SharedSchema(share=raw["name"], name=raw_schema["name"], tables=tuple(tables)))
+    _refuse_duplicates([s.name for s in schemas], f"{where}.schemas", "schema name")
+    return Share(name=raw["name"], schemas=tuple(schemas), comment=raw.get("comment"), display_name=raw.get("display_name"))
+
+
+def _table(share: str, schema: str, raw: dict, where: str) -> SharedTable:
+    return SharedTable(
+        share=share,
+        schema=schema,
+        name=raw["name"],
+        location=_relative_location(raw["location"], where),
+        history_shared=raw.get("history_shared", False),
+        comment=raw.get("comment"),
+        catalog_name=raw.get("catalog_name"),
+        columns=_column_list(raw.get("columns"), f"{where}.columns"),
+        pseudonym_columns=_column_list(raw.get("pseudonym_columns"), f"{where}.pseudonym_columns") or (),
+        row_filter=_row_filter(raw.get("row_filter")),
+    )
 
 
 def _parse_recipients(doc: dict, seen_shares: set[str], tables_by_name: dict[str, SharedTable]) -> list[Recipient]:
-    """``recipients:`` of the document, validated against the shares declared before it."""
+    """``recipients:`` of the document, checked against the shares declared before it."""
+    raw_recipients = doc.get("recipients") or []
+    # Recipient names are looked up exactly (they name token holders), so only an exact repeat is a duplicate.
+    _refuse_duplicates([r["name"] for r in raw_recipients], "recipients", "recipient", fold=str)
     recipients: list[Recipient] = []
-    seen_recipients: set[str] = set()
-    for i, raw_recipient in enumerate(_require_list(doc.get("recipients"), "recipients")):
+    for i, raw in enumerate(raw_recipients):
         where = f"recipients[{i}]"
-        raw_recipient = _require_mapping(raw_recipient, where)
-        name = _validated(raw_recipient.get("name"), "recipient", where)
-        if name in seen_recipients:
-            raise SharesConfigError(f"{where}: duplicate recipient {name!r}")
-        seen_recipients.add(name)
         entitled = []
-        for share_name in _require_list(raw_recipient.get("shares"), f"{where}.shares"):
-            if not isinstance(share_name, str) or share_name.lower() not in seen_shares:
+        for share_name in raw.get("shares") or []:
+            if share_name.lower() not in seen_shares:
                 raise SharesConfigError(f"{where}: unknown share {share_name!r}")
             entitled.append(share_name.lower())
-        lifetime = raw_recipient.get("token_lifetime_days")
-        if lifetime is not None and (not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime < 1):
-            raise SharesConfigError(f"{where}: token_lifetime_days must be a positive integer")
-        fine_lifetime = raw_recipient.get("token_lifetime")
+        fine_lifetime = raw.get("token_lifetime")
         if fine_lifetime is not None:
             try:
                 parse_lifetime(str(fine_lifetime))
             except ValueError as exc:
                 raise SharesConfigError(f"{where}: {exc}") from None
-        recipients.append(
-            Recipient(
-                name=name,
-                shares=tuple(entitled),
-                token_lifetime_days=lifetime,
-                comment=raw_recipient.get("comment"),
-                sharing_identifier=_optional_text(raw_recipient.get("sharing_identifier"), f"{where}.sharing_identifier"),
-                tables=_table_grants(raw_recipient.get("tables"), f"{where}.tables", tables_by_name, entitled),
-                token_lifetime=None if fine_lifetime is None else str(fine_lifetime),
-            )
-        )
+        recipients.append(Recipient(
+            name=raw["name"],
+            shares=tuple(entitled),
+            token_lifetime_days=raw.get("token_lifetime_days"),
+            comment=raw.get("comment"),
+            sharing_identifier=raw.get("sharing_identifier"),
+            tables=_table_grants(raw.get("tables"), f"{where}.tables", tables_by_name, entitled),
+            token_lifetime=None if fine_lifetime is None else str(fine_lifetime),
+        ))
     return recipients
 
 
 def _table_grants(
-    raw: object, where: str, tables_by_name: dict[str, SharedTable], entitled: list[str]
+    raw: dict | None, where: str, tables_by_name: dict[str, SharedTable], entitled: list[str]
 ) -> tuple[tuple[str, TableGrant], ...]:
     """``recipients[].tables``: ``{"share.schema.table": {columns, pseudonym_columns, row_filter}}``."""
-    if raw is None:
-        return ()
     grants = []
-    for qualified, body in _require_mapping(raw, where).items():
+    for qualified, body in (raw or {}).items():
         gwhere = f"{where}[{qualified!r}]"
         table = tables_by_name.get(str(qualified).lower())
         if table is None:
             raise SharesConfigError(f"{gwhere}: no shared table of that name (use share.schema.table)")
         if table.share.lower() not in entitled:
             raise SharesConfigError(f"{gwhere}: the recipient is not entitled to share {table.share!r}")
-        body = _require_mapping(body or {}, gwhere)
-        unknown = set(body) - {"columns", "pseudonym_columns", "row_filter"}
-        if unknown:
-            raise SharesConfigError(f"{gwhere}: unknown keys {sorted(unknown)}")
+        body = body or {}
         columns = _column_list(body.get("columns"), f"{gwhere}.columns")
         if columns is not None and table.columns is not None:
             allowed = {c.lower() for c in table.columns}
@@ -573,16 +583,10 @@ def _table_grants(
             if extra:
                 # A recipient entry narrows the share's columns; it can never widen them.
                 raise SharesConfigError(f"{gwhere}: columns {extra} are not among the table's shared columns")
-        grants.append(
-            (
-                table.qualified_name.lower(),
-                TableGrant(
-                    columns=columns,
-                    pseudonym_columns=_column_list(body.get("pseudonym_columns"), f"{gwhere}.pseudonym_columns") or (),
-                    row_filter=_row_filter(body.get("row_filter"), f"{gwhere}.row_filter"),
-                ),
-            )
-        )
+        grant = TableGrant(columns=columns,
+                           pseudonym_columns=_column_list(body.get("pseudonym_columns"), f"{gwhere}.pseudonym_columns") or (),
+                           row_filter=_row_filter(body.get("row_filter")))
+        grants.append((table.qualified_name.lower(), grant))
     return tuple(grants)
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import yaml
+from ggm_lakehouse.yaml_schema import DIALECT, load_yaml_document
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,30 @@ class SourceSpec:
 
 #: The declaration file, beside this module so that it ships in the wheel (package data).
 SOURCES_FILE = Path(__file__).with_name("sources.yaml")
-_DECLARED_FIELDS = frozenset({"owner", "schedule", "pool", "description"})
+#: JSON schema of ``sources.yaml``; published as docs/schemas/sources.schema.json.
+SOURCES_SCHEMA: dict[str, Any] = {
+    "$schema": DIALECT,
+    "title": "Sources of the platform",
+    "description": "One entry per source (the connector's name): who owns it, when its DAG runs and in which pool. "
+                   "Its Airflow connection is always ggm_<source>.",
+    "type": "object",
+    "minProperties": 1,
+    "propertyNames": {"pattern": r"^[a-z][a-z0-9_]*$",
+                      "patternErrorMessage": "must be a connector name in lower case (a-z, 0-9 and _)"},
+    "additionalProperties": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["owner", "schedule", "pool", "description"],
+        "properties": {
+            "owner": {"type": "string", "minLength": 1, "title": "Team paged for the source"},
+            "schedule": {"type": "string", "pattern": r"^\S+( +\S+){4}$", "title": "When the ingest DAG runs",
+                         "description": "A cron expression in UTC: minute hour day-of-month month day-of-week.",
+                         "patternErrorMessage": "must be a cron expression of five fields in UTC, e.g. '0 2 * * *'"},
+            "pool": {"type": "string", "minLength": 1, "title": "Airflow pool bounding concurrency against the source"},
+            "description": {"type": "string", "minLength": 1, "title": "What the source delivers"},
+        },
+    },
+}
 
 
 def load_sources(path: Path = SOURCES_FILE) -> dict[str, SourceSpec]:
@@ -40,14 +64,8 @@ def load_sources(path: Path = SOURCES_FILE) -> dict[str, SourceSpec]:
     Every source's Airflow connection is ``ggm_<name>``, so the file does not repeat it. A
     missing or unknown field fails here, at import, rather than as a DAG without a schedule.
     """
-    declared = yaml.safe_load(path.read_text(encoding="utf-8"))
-    sources: dict[str, SourceSpec] = {}
-    for name, fields in declared.items():
-        if not isinstance(fields, dict) or set(fields) != _DECLARED_FIELDS:
-            found = sorted(fields) if isinstance(fields, dict) else fields
-            raise ValueError(f"{path}: source {name!r} must declare exactly {sorted(_DECLARED_FIELDS)}, found {found}")
-        sources[name] = SourceSpec(name=name, conn_id=f"ggm_{name}", **fields)
-    return sources
+    declared = load_yaml_document(path, SOURCES_SCHEMA, what="sources declaration")
+    return {name: SourceSpec(name=name, conn_id=f"ggm_{name}", **fields) for name, fields in declared.items()}
 
 
 SOURCES: dict[str, SourceSpec] = load_sources()
