@@ -98,6 +98,45 @@ def session_conf() -> dict[str, str]:
     }
 
 
+def small_data_conf(master: str) -> dict[str, str]:
+    """Settings for a municipality's day on one machine (``GGM_SPARK_SMALL_DATA``: ``auto``, ``on``, ``off``).
+
+    The Connect server, a local session and a spark-submit driver on a local master all get them
+    (:func:`apply_small_data_conf`). A municipal day is over a thousand small queries; on a local
+    master Spark spends more CPU planning and compiling for each of them than running it. ``auto`` (the default) turns these
+    on for a ``local`` master and leaves a cluster, where the data is big, as Spark sets it:
+
+    - expressions are interpreted, not compiled to generated code (a quarter less server CPU per
+      silver stage, ``docs/benchmarks.md``);
+    - adaptive query execution is off: it re-plans every query after each shuffle, which pays off
+      on skewed or mis-estimated big joins and costs a third of the server's CPU on a small day;
+    - the JVM collects garbage with the throughput collector: G1's concurrent threads compete with
+      the queries for two cores.
+    """
+    setting = os.environ.get("GGM_SPARK_SMALL_DATA", "auto").lower()
+    if setting == "off" or (setting == "auto" and not master.startswith("local")):
+        return {}
+    return {
+        "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+        "spark.sql.codegen.wholeStage": "false",
+        "spark.sql.adaptive.enabled": "false",
+        "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
+    }
+
+
+def apply_small_data_conf(spark) -> None:
+    """Give a classic session (a local one, a spark-submit driver) the small-data settings of its master.
+
+    Under spark-submit the master is only known once the session exists; the SQL settings are
+    runtime settings, so they are set on the session then. The JVM's collector was chosen at its
+    start and stays as it is.
+    """
+    master = spark.conf.get("spark.master", "")
+    for key, value in small_data_conf(master).items():
+        if key.startswith("spark.sql."):
+            spark.conf.set(key, value)
+
+
 def _base_builder(app_name: str, master: str | None):
     from pyspark.sql import SparkSession
 
@@ -264,7 +303,9 @@ def get_spark(app_name: str = "ggm-lakehouse", master: str | None = None):
         # First use without `make`: resolve into the project cache so the next run is offline.
         builder = builder.config("spark.jars.packages", ",".join(packages))
         builder = builder.config("spark.jars.ivy", str(ivy_cache_dir()))
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    apply_small_data_conf(session)
+    return session
 
 
 def fetch_jars() -> list[Path]:

@@ -148,7 +148,7 @@ def status() -> dict:
 def server_conf(port: int) -> dict[str, str]:
     """Every setting of the server: the project's Spark settings, lineage, the binding and the token."""
     from ggm_lakehouse.openlineage import spark_openlineage_conf
-    from ggm_lakehouse.spark import session_conf
+    from ggm_lakehouse.spark import session_conf, small_data_conf
 
     master = os.environ.get("GGM_SPARK_MASTER", "local[2]")
     conf = {key: value for key, value in session_conf().items() if key != "spark.driver.memory"}
@@ -168,31 +168,6 @@ def server_conf(port: int) -> dict[str, str]:
         "spark.log.level": os.environ.get("GGM_SPARK_LOG_LEVEL", "WARN"),
     })
     return conf
-
-
-def small_data_conf(master: str) -> dict[str, str]:
-    """Settings for a municipality's day on one machine (``GGM_SPARK_SMALL_DATA``: ``auto``, ``on``, ``off``).
-
-    A municipal day is over a thousand small queries; on a local server Spark spends more CPU
-    planning and compiling for each of them than running it. ``auto`` (the default) turns these
-    on for a ``local`` master and leaves a cluster, where the data is big, as Spark sets it:
-
-    - expressions are interpreted, not compiled to generated code (a quarter less server CPU per
-      silver stage, ``docs/benchmarks.md``);
-    - adaptive query execution is off: it re-plans every query after each shuffle, which pays off
-      on skewed or mis-estimated big joins and costs a third of the server's CPU on a small day;
-    - the JVM collects garbage with the throughput collector: G1's concurrent threads compete with
-      the queries for two cores.
-    """
-    setting = os.environ.get("GGM_SPARK_SMALL_DATA", "auto").lower()
-    if setting == "off" or (setting == "auto" and not master.startswith("local")):
-        return {}
-    return {
-        "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-        "spark.sql.codegen.wholeStage": "false",
-        "spark.sql.adaptive.enabled": "false",
-        "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
-    }
 
 
 def _properties_text(conf: dict[str, str]) -> str:

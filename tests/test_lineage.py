@@ -145,6 +145,12 @@ from ggm_lakehouse.lake import LakeTable
 from ggm_lakehouse.spark import get_spark
 
 spark = get_spark("ggm-probe-app")
+# The driver spark-submit started on a local master runs with the same small-data settings as the server.
+import json, os
+settings = {key: spark.conf.get(key) for key in ("spark.master", "spark.sql.codegen.factoryMode", "spark.sql.adaptive.enabled")}
+os.makedirs(os.environ["GGM_DATA_ROOT"], exist_ok=True)
+with open(os.path.join(os.environ["GGM_DATA_ROOT"], "probe_settings.json"), "w") as out:
+    json.dump(settings, out)
 silver = LakeTable("silver", "NATUURLIJKPERSOON")
 silver.save(spark, spark.range(12).selectExpr("id AS NATUURLIJKPERSOON_ID").write.format("delta").mode("overwrite"))
 gold = LakeTable("gold", "inwoners_per_buurt")
@@ -238,6 +244,13 @@ def observed(tmp_path_factory):
     assert result["state"] == "success", completed.stdout[-4000:]
     events = lineage.read_openlineage_events(data / "lineage")
     return {"data": data, "events": events, "airflow_env": env, "run_id": result["run_id"]}
+
+
+def test_a_spark_submit_driver_on_a_local_master_gets_the_small_data_settings(observed):
+    settings = json.loads((observed["data"] / "probe_settings.json").read_text(encoding="utf-8"))
+    assert settings["spark.master"].startswith("local")
+    assert settings["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"
+    assert settings["spark.sql.adaptive.enabled"] == "false"
 
 
 def test_airflow_provider_configuration_comes_from_the_ggm_settings(observed):

@@ -180,7 +180,8 @@ def test_the_app_name_travels_as_the_user_agent_without_touching_the_url_otherwi
 
 
 def test_a_local_server_tunes_for_small_queries_and_a_cluster_keeps_sparks_defaults(monkeypatch):
-    from ggm_lakehouse.spark_connect import server_conf, small_data_conf
+    from ggm_lakehouse.spark import small_data_conf
+    from ggm_lakehouse.spark_connect import server_conf
 
     monkeypatch.delenv("GGM_SPARK_SMALL_DATA", raising=False)
     assert small_data_conf("local[2]") == {"spark.sql.codegen.factoryMode": "NO_CODEGEN",
