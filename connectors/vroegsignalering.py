@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import date
+from functools import partial
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
@@ -58,6 +59,7 @@ from connectors.dropzone import (
 )
 from connectors.errors import SourceConfigError
 from ggm_lakehouse.bsn import is_valid_bsn
+from ggm_lakehouse.yaml_schema import DIALECT, load_yaml_document
 
 log = logging.getLogger(__name__)
 
@@ -68,55 +70,55 @@ CSV_PATTERN = "vroegsignalen_*.csv"
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 CSV_RECEIPT_TIME = "T06:00:00Z"  # partner files are collected early in the morning
 
-# The export's own vocabulary and the GGM v2.5.1 enumeration each value conforms to
-# (ENUM tables of the Vroegsignalering diagrams; ids as the GGM DDL inserts them). The silver
-# mappings carry the same tables as CASE expressions; gold marts decode the ids with these.
-SIGNAALPARTNER_TYPES: dict[str, tuple[int, str]] = {
-    "woningcorporatie": (7, "HUUR"),
-    "energieleverancier": (6, "ENERGIE"),
-    "drinkwaterbedrijf": (10, "WATER"),
-    "zorgverzekeraar": (11, "ZORG"),
-    "hypotheekverstrekker": (8, "HYPOTHEEK"),
-    "overig": (9, "OVERIGE"),
+#: The export's own vocabulary and the GGM v2.5.1 enumeration each value conforms to (ENUM tables of
+#: the Vroegsignalering diagrams), as data beside this module (package data) for review.
+CODELISTS_FILE = Path(__file__).with_name("vroegsignalering_codelists.yaml")
+_GGM_CODE = {
+    "type": "array", "minItems": 2, "maxItems": 2,
+    "prefixItems": [{"type": "integer", "minimum": 1, "title": "GGM id (as the GGM DDL inserts it)"},
+                    {"type": "string", "pattern": "^[A-Z_][A-Z0-9_]*$", "title": "GGM value"}],
+    "title": "[GGM id, GGM value]",
 }
-SIGNAAL_STATUSSEN: dict[str, tuple[int, str] | None] = {
-    # Picked up: GGM expresses it by OPGEPAKTIN_VROEGSIGNAALZAAK_ID, ENUMSIGNAALSTATUS has no value for it.
-    "opgepakt": None,
-    "nog_niet_opgepakt": (5, "NOG_NIET_OPGEPAKT"),
-    "niet_opgepakt_andere_reden": (2, "NIET_OPGEPAKT_ANDERE_REDEN"),
-    "niet_opgepakt_herhaalde_melding": (3, "NIET_OPGEPAKT_HERHAALDE_MELDING"),
-    "niet_opgepakt_onterecht_signaal": (4, "NIET_OPGEPAKT_ONTERECHT_SIGNAAL"),
-    "inwoner_is_overleden": (1, "INWONER_IS_OVERLEDEN"),
-    "persoon_is_geen_inwoner_meer": (6, "PERSOON_IS_GEEN_INWONER_MEER_IN_DE_GEMEENTE"),
+
+
+def _codelist(enumeration: str, may_be_unmapped: bool = False) -> dict[str, Any]:
+    code = {"oneOf": [_GGM_CODE, {"type": "null"}]} if may_be_unmapped else _GGM_CODE
+    return {"type": "object", "minProperties": 1, "title": f"Export values and their {enumeration}",
+            "propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"}, "additionalProperties": code}
+
+
+#: JSON schema of the codelists file; published as docs/schemas/vroegsignalering-codelists.schema.json.
+CODELISTS_SCHEMA: dict[str, Any] = {
+    "$schema": DIALECT,
+    "title": "Vroegsignalering codelists",
+    "description": "The vroegsignalering export's values and the GGM v2.5.1 enumeration value each conforms to.",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["signaalpartner_types", "signaal_statussen", "zaak_resultaten", "contact_kanalen", "dagdelen"],
+    "properties": {
+        "signaalpartner_types": _codelist("ENUMSIGNAALPARTNER"),
+        "signaal_statussen": {**_codelist("ENUMSIGNAALSTATUS", may_be_unmapped=True),
+                              "description": "null: a status GGM expresses otherwise (opgepakt: by the zaak)."},
+        "zaak_resultaten": _codelist("ENUMEINDRESULTAAT"),
+        "contact_kanalen": _codelist("ENUMCONTACTSOORT"),
+        "dagdelen": _codelist("ENUMDAGDEEL"),
+    },
 }
-ZAAK_RESULTATEN: dict[str, tuple[int, str]] = {
-    "definitief_geen_contact_kunnen_krijgen": (1, "DEFINITIEF_GEEN_CONTACT_KUNNEN_KRIJGEN"),
-    "geen_reactie_na_eerder_contact": (2, "GEEN_REACTIE_NA_EERDER_CONTACT"),
-    "inwoner_al_bekend_bij_schuldhulpverlening": (3, "INWONER_AL_BEKEND_BIJ_SCHULDHULPVERLENING"),
-    "inwoner_heeft_al_een_ander_lopend_traject": (4, "INWONER_HEEFT_AL_EEN_ANDER_LOPEND_TRAJECT"),
-    "betalingsregeling_getroffen": (5, "INWONER_HEEFT_ZELF_AL_BETAALD_BETALINGSREGELING_GETROFFEN"),
-    "geen_hulp_nodig": (6, "INWONER_HOEFT_GEEN_HULP_VANUIT_VROEGSIGNALERING"),
-    "inwoner_is_overleden": (7, "INWONER_IS_OVERLEDEN"),
-    "niet_opgepakt_andere_reden": (8, "NIET_OPGEPAKT_ANDERE_REDEN"),
-    "niet_opgepakt_herhaalde_melding": (9, "NIET_OPGEPAKT_HERHAALDE_MELDING"),
-    "niet_opgepakt_onterecht_signaal": (10, "NIET_OPGEPAKT_ONTERECHT_SIGNAAL"),
-    "persoon_is_geen_inwoner_meer": (11, "PERSOON_IS_GEEN_INWONER_MEER_IN_DE_GEMEENTE"),
-    "vervolghulp_financieel": (12, "VERVOLGHULP_EN_OF_VERWIJZING_FINANCIEEL"),
-    "vervolghulp_niet_financieel": (13, "VERVOLGHULP_EN_OF_VERWIJZING_NIET_FINANCIEEL"),
-    "verwijzing_zonder_contact": (14, "VERWIJZING_ZONDER_CONTACT"),
-    "budgetadvies_of_quick_fix": (15, "_BUDGET_ADVIES_EN_OF_QUICK_FIX"),
-}
-CONTACT_KANALEN: dict[str, tuple[int, str]] = {
-    "administratief": (1, "ADMINISTRATIEF"),
-    "afspraak_op_locatie": (2, "AFSPRAAK_OP_LOCATIE"),
-    "brief": (3, "BRIEF"),
-    "huisbezoek": (4, "HUISBEZOEK"),
-    "kaartje": (5, "KAARTJE"),
-    "mail": (6, "MAIL"),
-    "sms_whatsapp": (7, "SMS_WHATSAPP"),
-    "telefoon": (8, "TELEFOON"),
-}
-DAGDELEN: dict[str, tuple[int, str]] = {"avond": (1, "AVOND"), "middag": (2, "MIDDAG"), "ochtend": (3, "OCHTEND")}
+
+
+def load_codelists(path: Path = CODELISTS_FILE) -> dict[str, dict[str, tuple[int, str] | None]]:
+    """The codelists in ``path``, each as export value -> (GGM id, GGM value), or None where GGM has no value."""
+    document = load_yaml_document(path, CODELISTS_SCHEMA, what="codelists", error=partial(SourceConfigError, SOURCE))
+    return {name: {value: None if code is None else (code[0], code[1]) for value, code in entries.items()}
+            for name, entries in document.items()}
+
+
+_CODELISTS = load_codelists()
+SIGNAALPARTNER_TYPES: dict[str, tuple[int, str]] = _CODELISTS["signaalpartner_types"]
+SIGNAAL_STATUSSEN: dict[str, tuple[int, str] | None] = _CODELISTS["signaal_statussen"]
+ZAAK_RESULTATEN: dict[str, tuple[int, str]] = _CODELISTS["zaak_resultaten"]
+CONTACT_KANALEN: dict[str, tuple[int, str]] = _CODELISTS["contact_kanalen"]
+DAGDELEN: dict[str, tuple[int, str]] = _CODELISTS["dagdelen"]
 # Outcome of one attempt; every value but geen_contact means the inwoner was reached (GGM BEREIKT).
 CONTACT_RESULTATEN = ("geen_contact", "contact", "hulp_geaccepteerd", "hulp_geweigerd")
 

@@ -517,12 +517,14 @@ SCHEMA_FILES = {
     "data-contract": ("config/contracts/*.yaml",),
     "access": ("config/access.yaml",),
     "verwerkingsactiviteiten": ("config/verwerkingsactiviteiten.yaml",),
+    "vroegsignalering-codelists": ("connectors/vroegsignalering_codelists.yaml",),
 }
 
 
 def published_schemas() -> dict[str, dict[str, Any]]:
     """The JSON schema of every kind of YAML declaration, by its published name (the keys of SCHEMA_FILES)."""
     from connectors.contracts import CONTRACT_SCHEMA
+    from connectors.vroegsignalering import CODELISTS_SCHEMA
     from ggm_lakehouse.access import ACCESS_CONFIG_SCHEMA
     from ggm_lakehouse.model.mappings import MAPPING_SCHEMA
     from ggm_lakehouse.model.mart_definitions import MART_SCHEMA
@@ -532,7 +534,7 @@ def published_schemas() -> dict[str, dict[str, Any]]:
 
     return {"mapping": MAPPING_SCHEMA, "gold-mart": MART_SCHEMA, "shares": SHARES_CONFIG_SCHEMA,
             "sources": SOURCES_SCHEMA, "data-contract": CONTRACT_SCHEMA, "access": ACCESS_CONFIG_SCHEMA,
-            "verwerkingsactiviteiten": REGISTER_SCHEMA}
+            "verwerkingsactiviteiten": REGISTER_SCHEMA, "vroegsignalering-codelists": CODELISTS_SCHEMA}
 
 
 def cmd_schemas_export(args: argparse.Namespace) -> int:

@@ -418,18 +418,8 @@ class SharingService:
         configured = self.public_endpoint or self.shares.public_endpoint or os.environ.get("GGM_SHARING_ENDPOINT")
         return configured.rstrip("/") if configured else _listening_endpoint(request)
 
-    def file_url(
-        self,
-        request: Request,
-        table: SharedTable,
-        snapshot: TableSnapshot,
-        path: str,
-        caller: Caller,
-        expires_ms: int,
-        *,
-        kind: str = "add",
-        version: int | None = None,
-    ) -> str:
+    def file_url(self, request: Request, table: SharedTable, snapshot: TableSnapshot, path: str, caller: Caller,
+                 expires_ms: int, *, kind: str = "add", version: int | None = None) -> str:
         """A signed URL for one file; ``kind``/``version`` name a change data feed action's commit."""
         claims = FileClaims(
             share=table.share,

@@ -17,6 +17,8 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from connectors.contracts import ContractError, DataContract
+from connectors.errors import SourceConfigError
+from connectors.vroegsignalering import load_codelists
 from ggm_lakehouse import retention
 from ggm_lakehouse.access import AccessConfigError, load_access_config
 from ggm_lakehouse.cli import SCHEMA_FILES, main, published_schemas
@@ -29,7 +31,7 @@ from ggm_lakehouse.yaml_schema import YamlSchemaError, json_path, schema_json
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "docs" / "schemas"
 # Folders whose YAML files are declarations the platform reads; each file must have a schema.
-DECLARATION_FOLDERS = ("config", "config/contracts", "ggm_mappings", "gold_marts", "ggm_lakehouse/model")
+DECLARATION_FOLDERS = ("config", "config/contracts", "ggm_mappings", "gold_marts", "ggm_lakehouse/model", "connectors")
 
 
 def _shipped(name: str) -> list[Path]:
@@ -105,6 +107,8 @@ KINDS: dict[str, tuple[Path, Callable[[Path], object], type[Exception]]] = {
     "access": (ROOT / "config" / "access.yaml", load_access_config, AccessConfigError),
     "verwerkingsactiviteiten": (ROOT / "config" / "verwerkingsactiviteiten.yaml", retention.load_policy,
                                 retention.RetentionError),
+    "vroegsignalering-codelists": (ROOT / "connectors" / "vroegsignalering_codelists.yaml", load_codelists,
+                                   SourceConfigError),
 }
 
 # Per kind: a value of the wrong shape, the path it is at and the rule the message must state.
@@ -124,6 +128,8 @@ STRUCTURAL_ERRORS = {
     "verwerkingsactiviteiten": (lambda d: d["activiteiten"][0]["bewaartermijnen"].update(bronze="1 jaar"),
                                 "activiteiten[0].bewaartermijnen.bronze",
                                 "must be an ISO 8601 duration in years, months, weeks or days"),
+    "vroegsignalering-codelists": (lambda d: d["contact_kanalen"].update(brief=[3]), "contact_kanalen.brief",
+                                   "must list at least 2 items"),
 }
 
 # Per kind: a key the schema does not know (a typo of a real one, the mistake that would otherwise go unseen).
@@ -138,6 +144,7 @@ UNKNOWN_KEYS = {
     "access": (lambda d: d["local"].update(folder_role={"gold": "policy"}), "local.folder_role"),
     "verwerkingsactiviteiten": (lambda d: d["activiteiten"][0].update(bewaartermijn_silver="P1Y"),
                                 "activiteiten[0].bewaartermijn_silver"),
+    "vroegsignalering-codelists": (lambda d: d.update(dagdeel={"avond": [1, "AVOND"]}), "dagdeel"),
 }
 
 
