@@ -69,7 +69,7 @@ def _stages(day: date) -> dict:
         run_stage(spark, "silver", day, "bench", source=source)
     since = mark("silver", since)
     for domein in DOMEINEN:
-        run_stage(spark, "gold", day, "bench", domain=domein)
+        run_stage(spark, "gold", day, "bench", domein=domein)
     mark("gold", since)
     layers["total"] = {"seconds": round(time.monotonic() - started, 1),
                        "server_cpu_seconds": round(_server_cpu_seconds(pid) - cpu_before, 1)}

@@ -17,7 +17,7 @@ from ggm_lakehouse.orchestration import (
     asset_event_extra,
     default_args,
     gold_asset,
-    gold_domains,
+    gold_domeinen,
     gold_run_dates,
     silver_asset,
 )
@@ -46,7 +46,7 @@ def gold_dag(domein: str, marts: tuple[str, ...], inputs: tuple[str, ...]):
         def dates() -> str:
             return ",".join(d.isoformat() for d in gold_run_dates(get_current_context(), domein, inputs))
 
-        gold = spark_stage_task("gold", domain=domein, dates_template=DATES, pool="spark")
+        gold = spark_stage_task("gold", domein=domein, dates_template=DATES, pool="spark")
 
         @task(task_id="announce", outlets=assets)
         def announce(days: str) -> str:
@@ -68,5 +68,5 @@ def gold_dag(domein: str, marts: tuple[str, ...], inputs: tuple[str, ...]):
     return build()
 
 
-for _domein, (_marts, _inputs) in gold_domains().items():
+for _domein, (_marts, _inputs) in gold_domeinen().items():
     gold_dag(_domein, _marts, _inputs)

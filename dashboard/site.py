@@ -1,7 +1,7 @@
 """Build and serve the policy dashboard: a static site generated from the gold marts.
 
 One page per domein (demografie, sociaal_domein, ...) and an overview page. Per mart a
-domain page shows
+domein page shows
 
 * the trend per month (line chart) when the mart has the dimension ``maand``;
 * a comparison per wijk (bar chart) when the mart has areas (``gebied``);
@@ -46,7 +46,7 @@ STATIC_DIR = PACKAGE_DIR / "static"
 
 STATUS_TABLE = "mart_status"
 # Page order and labels of the domeinen the gold engine knows; other domeinen follow alphabetically.
-DOMAINS: dict[str, str] = {
+DOMEINEN: dict[str, str] = {
     "demografie": "Demografie",
     "sociaal_domein": "Sociaal domein",
     "financien": "Financiën",
@@ -114,7 +114,7 @@ class Chart:
 
 @dataclass
 class MartSection:
-    """Everything a domain page shows of one mart."""
+    """Everything a domein page shows of one mart."""
 
     view: MartView
     peildatum: date | None
@@ -592,13 +592,13 @@ def _notes(view: MartView, peildatum: date, status: dict | None, section: MartSe
 # --------------------------------------------------------------------------- build
 
 
-def _domain_order(domein: str) -> tuple[int, str]:
-    keys = list(DOMAINS)
-    return (keys.index(domein), "") if domein in DOMAINS else (len(keys), domein)
+def _domein_order(domein: str) -> tuple[int, str]:
+    keys = list(DOMEINEN)
+    return (keys.index(domein), "") if domein in DOMEINEN else (len(keys), domein)
 
 
-def _domain_label(domein: str) -> str:
-    return DOMAINS.get(domein, _humanize(domein))
+def _domein_label(domein: str) -> str:
+    return DOMEINEN.get(domein, _humanize(domein))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -706,20 +706,20 @@ def _sections(gold_dir: Path, definitions: dict[str, MartView], peildatum: date 
 
 def _render_pages(output_dir: Path, sections: list[MartSection], peildatum: date) -> list[tuple[Path, str]]:
     """The overview page and one page per domein, in page order, as (path, html)."""
-    by_domain: dict[str, list[MartSection]] = {}
+    by_domein: dict[str, list[MartSection]] = {}
     for section in sections:
-        by_domain.setdefault(section.view.domein, []).append(section)
-    domains = [
-        {"key": d, "label": _domain_label(d), "page": f"{d}.html", "marts": by_domain[d]}
-        for d in sorted(by_domain, key=_domain_order)
+        by_domein.setdefault(section.view.domein, []).append(section)
+    domeinen = [
+        {"key": d, "label": _domein_label(d), "page": f"{d}.html", "marts": by_domein[d]}
+        for d in sorted(by_domein, key=_domein_order)
     ]
-    for domain in domains:
-        domain["marts"].sort(key=lambda s: (s.view.titel, s.view.mart))
+    for domein in domeinen:
+        domein["marts"].sort(key=lambda s: (s.view.titel, s.view.mart))
 
     environment = _environment()
     common = {
         "peildatum": peildatum.isoformat(),
-        "domains": domains,
+        "domeinen": domeinen,
         "generated_at": format_timestamp(datetime.now(timezone.utc)),
         "hidden_sentence": HIDDEN_CELLS_SENTENCE,
         "hidden": HIDDEN,
@@ -730,9 +730,9 @@ def _render_pages(output_dir: Path, sections: list[MartSection], peildatum: date
     pages: list[tuple[Path, str]] = [
         (output_dir / "index.html", environment.get_template("index.html").render(current="index", **common))
     ]
-    for domain in domains:
-        html = environment.get_template("domain.html").render(current=domain["key"], domain=domain, **common)
-        pages.append((output_dir / domain["page"], html))
+    for domein in domeinen:
+        html = environment.get_template("domein.html").render(current=domein["key"], domein=domein, **common)
+        pages.append((output_dir / domein["page"], html))
     return pages
 
 

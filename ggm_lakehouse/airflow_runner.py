@@ -76,7 +76,7 @@ def day_plan(selected: list[str]) -> list[PlannedRun]:
     Only what depends on the selected sources alone is planned: a silver DAG whose sources were not
     asked for is neither run nor a failure, nor is a gold DAG reading its tables.
     """
-    from ggm_lakehouse.orchestration import SOURCES, gold_domains, shared_gold_marts, silver_groups
+    from ggm_lakehouse.orchestration import SOURCES, gold_domeinen, shared_gold_marts, silver_groups
 
     plan = [PlannedRun(SOURCES[s].dag_id, frozenset(), frozenset({s}), SOURCES[s].pool) for s in selected]
     planned_tables: set[str] = set()
@@ -86,7 +86,7 @@ def day_plan(selected: list[str]) -> list[PlannedRun]:
                                    frozenset(group.tables), "spark"))
             planned_tables.update(group.tables)
     planned_marts: set[str] = set()
-    for domein, (marts, inputs) in gold_domains().items():
+    for domein, (marts, inputs) in gold_domeinen().items():
         if set(inputs) <= planned_tables:
             plan.append(PlannedRun(f"ggm_gold_{domein}", frozenset(inputs), frozenset(marts), "spark"))
             planned_marts.update(marts)

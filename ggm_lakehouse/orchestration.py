@@ -180,7 +180,7 @@ def gold_marts() -> dict[str, tuple[str, ...]]:
     return mart_inputs()
 
 
-def gold_domains() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+def gold_domeinen() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """Each domein with a gold DAG: (its marts, the silver tables that schedule it).
 
     A mart that reads a table no mapping fills yet (one a municipality declares before wiring its
@@ -188,18 +188,18 @@ def gold_domains() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     builds it on the first day they exist.
     """
     from ggm_lakehouse.model.mappings import load_all
-    from ggm_lakehouse.model.mart_definitions import load_mart_definitions, mart_domains, mart_inputs
+    from ggm_lakehouse.model.mart_definitions import load_mart_definitions, mart_domeinen, mart_inputs
 
     definitions = load_mart_definitions()
-    domain_of, inputs_of = mart_domains(definitions), mart_inputs(definitions)
+    domein_of, inputs_of = mart_domeinen(definitions), mart_inputs(definitions)
     mapped = {m.target for m in load_all()}
-    domains: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    for domein in sorted(set(domain_of.values())):
-        marts = tuple(sorted(m for m, d in domain_of.items() if d == domein))
+    domeinen: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for domein in sorted(set(domein_of.values())):
+        marts = tuple(sorted(m for m, d in domein_of.items() if d == domein))
         live = [m for m in marts if set(inputs_of[m]) <= mapped] or list(marts)
         inputs = tuple(dict.fromkeys(t for m in live for t in inputs_of[m]))
-        domains[domein] = (marts, inputs)
-    return domains
+        domeinen[domein] = (marts, inputs)
+    return domeinen
 
 
 def shared_gold_marts() -> list[str]:

@@ -74,30 +74,30 @@ def delta_spark_conf() -> dict[str, str]:
 
 
 def stage_arguments(stage: str, dates_template: str = DEFAULT_DATES_TEMPLATE, source: str | None = None,
-                    mart: str | None = None, domain: str | None = None) -> list[str]:
+                    mart: str | None = None, domein: str | None = None) -> list[str]:
     """Command-line arguments of ``jobs/entrypoint.py`` for one stage run."""
     args = [stage, "--logical-date", dates_template, "--run-id", "{{ run_id }}"]
     if source:
         args += ["--source", source]
     if mart:
         args += ["--mart", mart]
-    if domain:
-        args += ["--domain", domain]
+    if domein:
+        args += ["--domein", domein]
     return args
 
 
 def spark_stage_task(stage: str, task_id: str | None = None, *, source: str | None = None, mart: str | None = None,
-                     domain: str | None = None, dates_template: str = DEFAULT_DATES_TEMPLATE, **operator_kwargs):
+                     domein: str | None = None, dates_template: str = DEFAULT_DATES_TEMPLATE, **operator_kwargs):
     """An Airflow operator that runs ``jobs/entrypoint.py <stage>`` on the configured target.
 
     ``source`` limits bronze/silver to one connector's data, ``mart`` gold to one mart and
-    ``domain`` gold to the marts of one domein;
+    ``domein`` gold to the marts of one domein;
     ``dates_template`` renders to the logical date(s) to process (comma separated).
     """
     target = spark_target()
     task_id = task_id or stage
-    application_args = stage_arguments(stage, dates_template, source, mart, domain)
-    label = "-".join(filter(None, [stage, source, mart, domain]))
+    application_args = stage_arguments(stage, dates_template, source, mart, domein)
+    label = "-".join(filter(None, [stage, source, mart, domein]))
     if target == "connect":
         from airflow.providers.apache.spark.operators.spark_pyspark import PySparkOperator
 
@@ -106,7 +106,7 @@ def spark_stage_task(stage: str, task_id: str | None = None, *, source: str | No
             conn_id="ggm_spark",
             python_callable=run_stage_task,
             op_kwargs={"stage": stage, "dates": dates_template, "run_id": "{{ run_id }}", "source": source,
-                       "mart": mart, "domain": domain},
+                       "mart": mart, "domein": domein},
             **operator_kwargs,
         )
     if target == "databricks":
@@ -179,7 +179,7 @@ def _spark_submit_stage_task(task_id: str, application_args: list[str], label: s
 
 
 def run_stage_task(stage: str, dates: str, run_id: str, source: str | None = None, mart: str | None = None,
-                   domain: str | None = None, spark=None) -> list[dict]:
+                   domein: str | None = None, spark=None) -> list[dict]:
     """The ``connect`` target's task body: run the stage for each date in the session the operator opened.
 
     ``PySparkOperator`` opens a Spark Connect session from connection ``ggm_spark`` and stops it when
@@ -198,7 +198,7 @@ def run_stage_task(stage: str, dates: str, run_id: str, source: str | None = Non
             f"stage {stage}: the Spark Connect server of connection 'ggm_spark' does not answer ({err}). "
             "Start it with `ggm spark serve` (or `make spark`), or check the connection's host, port and token."
         ) from err
-    reports = run_stages(spark, stage, parse_logical_dates(dates), run_id, source=source, mart=mart, domain=domain)
+    reports = run_stages(spark, stage, parse_logical_dates(dates), run_id, source=source, mart=mart, domein=domein)
     return [{"logical_date": r.get("logical_date"), "stage": r.get("stage"), "tables": len(r.get("tables", {}))}
             for r in reports]
 

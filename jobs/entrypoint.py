@@ -26,11 +26,11 @@ SPARK_SYSTEMS = ("Apache Spark", "Delta Lake")
 
 
 def run_stage(spark, stage: str, logical_date: date, run_id: str, source: str | None = None,
-              mart: str | None = None, domain: str | None = None) -> dict:
+              mart: str | None = None, domein: str | None = None) -> dict:
     """Run one stage in an existing SparkSession and persist its report.
 
     ``source`` narrows bronze and silver to one source (the per-source ingest and silver
-    DAGs), ``mart`` gold to one mart and ``domain`` gold to one domein's marts (the gold DAGs);
+    DAGs), ``mart`` gold to one mart and ``domein`` gold to one domein's marts (the gold DAGs);
     without them everything of the day is processed.
     Every run is one operation in the verwerkingslog (``ggm_lakehouse.processing_log``), with
     what it read and wrote and, for silver, the pseudonyms of the persons whose data changed.
@@ -38,9 +38,9 @@ def run_stage(spark, stage: str, logical_date: date, run_id: str, source: str | 
     from ggm_lakehouse.spark import ensure_active
 
     ensure_active(spark)
-    name = "_".join(filter(None, [stage, source, mart, domain]))
+    name = "_".join(filter(None, [stage, source, mart, domein]))
     with processing_operation(name, logical_date=logical_date, run_id=run_id, systemen=SPARK_SYSTEMS) as op:
-        report = _run_unless_unchanged(spark, name, stage, logical_date, run_id, source, mart, domain)
+        report = _run_unless_unchanged(spark, name, stage, logical_date, run_id, source, mart, domein)
         report["run_id"] = run_id
         record_stage_io(op, spark, report, logical_date)
     write_report(logical_date, name, report)
@@ -48,25 +48,25 @@ def run_stage(spark, stage: str, logical_date: date, run_id: str, source: str | 
 
 
 def _run_unless_unchanged(spark, name: str, stage: str, logical_date: date, run_id: str, source: str | None,
-                          mart: str | None, domain: str | None) -> dict:
+                          mart: str | None, domein: str | None) -> dict:
     """The stage's report: from its work, or, when its day is as its last run left it, from that run (see stage_state)."""
     from jobs import stage_state
 
     previous = read_report(logical_date, name)
-    scope = stage_state.scope_of(stage, source, mart, domain)
+    scope = stage_state.scope_of(stage, source, mart, domein)
     if scope is None:
-        return _execute_stage(spark, stage, logical_date, run_id, source, mart, domain, previous=previous)
+        return _execute_stage(spark, stage, logical_date, run_id, source, mart, domein, previous=previous)
     before = stage_state.current_state(spark, scope)
     if stage_state.unchanged_since(previous, before):
         return stage_state.unchanged_report(previous)
-    report = _execute_stage(spark, stage, logical_date, run_id, source, mart, domain)
+    report = _execute_stage(spark, stage, logical_date, run_id, source, mart, domein)
     # Inputs as this run found them: a batch that landed meanwhile must make the next run look.
     report["state"] = {**before, "writes": stage_state.versions(spark, scope.writes)}
     return report
 
 
 def _execute_stage(spark, stage: str, logical_date: date, run_id: str, source: str | None, mart: str | None,
-                   domain: str | None = None, previous: dict | None = None) -> dict:
+                   domein: str | None = None, previous: dict | None = None) -> dict:
     if stage == "bronze":
         from jobs import bronze
 
@@ -78,7 +78,7 @@ def _execute_stage(spark, stage: str, logical_date: date, run_id: str, source: s
     elif stage == "gold":
         from jobs import gold
 
-        report = gold.run(spark, logical_date, marts=[mart] if mart else None, domain=domain)
+        report = gold.run(spark, logical_date, marts=[mart] if mart else None, domein=domein)
     else:
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
     return report
@@ -165,9 +165,9 @@ def parse_logical_dates(text: str) -> list[date]:
 
 
 def run_stages(spark, stage: str, dates: list[date], run_id: str, source: str | None = None, mart: str | None = None,
-               domain: str | None = None) -> list[dict]:
+               domein: str | None = None) -> list[dict]:
     """Run one stage for each of ``dates`` (oldest first) in ``spark``; returns the reports."""
-    return [run_stage(spark, stage, day, run_id, source=source, mart=mart, domain=domain) for day in dates]
+    return [run_stage(spark, stage, day, run_id, source=source, mart=mart, domein=domein) for day in dates]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,14 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--source", help="only this source (bronze: landing source; silver: mappings reading it)")
     parser.add_argument("--mart", help="gold: only this mart")
-    parser.add_argument("--domain", help="gold: only the marts of this domein")
+    parser.add_argument("--domein", help="gold: only the marts of this domein")
     args = parser.parse_args(argv)
 
     from ggm_lakehouse.spark import get_spark
 
     spark = get_spark(f"ggm-{args.stage}")
     for report in run_stages(spark, args.stage, args.logical_date, args.run_id, source=args.source, mart=args.mart,
-                             domain=args.domain):
+                             domein=args.domein):
         print(json.dumps(report, sort_keys=True, default=str))
     return 0
 

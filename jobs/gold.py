@@ -39,7 +39,7 @@ from ggm_lakehouse.model.mart_definitions import (  # noqa: F401
     MartDefinition,
     load_mart_definition,
     load_mart_definitions,
-    mart_domains,
+    mart_domeinen,
     mart_inputs,
     marts_dir,
 )
@@ -473,12 +473,12 @@ def build_mart(spark, definition: MartDefinition, peildatum: date):
 DEFINITIONS: dict[str, MartDefinition] = load_mart_definitions()
 # The silver tables each mart reads: the gold DAG of its domein waits for exactly these.
 MART_INPUTS: dict[str, tuple[str, ...]] = mart_inputs(DEFINITIONS)
-MART_DOMAINS: dict[str, str] = mart_domains(DEFINITIONS)
+MART_DOMEINEN: dict[str, str] = mart_domeinen(DEFINITIONS)
 
 
-def marts_of_domain(domein: str) -> list[str]:
+def marts_of_domein(domein: str) -> list[str]:
     """The marts one gold DAG builds."""
-    return sorted(n for n, d in MART_DOMAINS.items() if d == domein)
+    return sorted(n for n, d in MART_DOMEINEN.items() if d == domein)
 
 
 def _content_hash(frame) -> str:
@@ -589,14 +589,14 @@ def _replace_status_row(spark, name: str, peildatum: date, status: dict, schema)
     return {**row, "changed": True}
 
 
-def run(spark, logical_date: date, marts: list[str] | None = None, domain: str | None = None) -> dict:
+def run(spark, logical_date: date, marts: list[str] | None = None, domein: str | None = None) -> dict:
     """Build every mart (or the named ones, or one domein's) for ``logical_date``; returns a report.
 
     A mart whose silver inputs do not all exist yet is reported as waiting, not built: a domein's
     marts need different sources and the first days of a new source are normal.
     """
     report = {}
-    selected = [n for n in sorted(DEFINITIONS) if (not marts or n in marts) and (not domain or MART_DOMAINS[n] == domain)]
+    selected = [n for n in sorted(DEFINITIONS) if (not marts or n in marts) and (not domein or MART_DOMEINEN[n] == domein)]
     if marts and set(marts) - set(DEFINITIONS):
         raise GoldError(f"unknown gold marts {sorted(set(marts) - set(DEFINITIONS))}; known: {sorted(DEFINITIONS)}")
     for name in selected:

@@ -63,12 +63,12 @@ def silver_scope(source: str | None) -> StageScope:
     )
 
 
-def gold_scope(mart: str | None, domain: str | None) -> StageScope:
+def gold_scope(mart: str | None, domein: str | None) -> StageScope:
     """The tables and definitions of the gold stage of one mart, one domein, or every mart."""
     from ggm_lakehouse.model import mart_definitions
     from jobs import gold
 
-    marts = sorted(n for n in gold.DEFINITIONS if (not mart or n == mart) and (not domain or gold.MART_DOMAINS[n] == domain))
+    marts = sorted(n for n in gold.DEFINITIONS if (not mart or n == mart) and (not domein or gold.MART_DOMEINEN[n] == domein))
     inputs = sorted({t for n in marts for t in gold.MART_INPUTS[n]})
     return StageScope(
         reads=tuple(LakeTable("silver", t) for t in inputs),
@@ -79,12 +79,12 @@ def gold_scope(mart: str | None, domain: str | None) -> StageScope:
     )
 
 
-def scope_of(stage: str, source: str | None, mart: str | None, domain: str | None) -> StageScope | None:
+def scope_of(stage: str, source: str | None, mart: str | None, domein: str | None) -> StageScope | None:
     """The scope of a stage that can be skipped when unchanged, or None (bronze always looks at its batches)."""
     if stage == "silver":
         return silver_scope(source)
     if stage == "gold":
-        return gold_scope(mart, domain)
+        return gold_scope(mart, domein)
     return None
 
 

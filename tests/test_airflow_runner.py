@@ -121,11 +121,11 @@ def test_a_plan_that_waits_on_itself_is_refused_instead_of_spinning():
 
 
 def test_the_day_plan_chains_every_source_to_its_silver_gold_and_share():
-    from ggm_lakehouse.orchestration import SOURCES, gold_domains, silver_groups
+    from ggm_lakehouse.orchestration import SOURCES, gold_domeinen, silver_groups
 
     plan = {run.dag_id: run for run in day_plan(list(SOURCES))}
     assert {f"ggm_ingest_{s}" for s in SOURCES} | {g.dag_id for g in silver_groups()} \
-        | {f"ggm_gold_{d}" for d in gold_domains()} | {"ggm_share"} == set(plan)
+        | {f"ggm_gold_{d}" for d in gold_domeinen()} | {"ggm_share"} == set(plan)
     assert plan["ggm_silver_brp"].needs >= {"brp", "NUMMERAANDUIDING"}
     assert plan["ggm_share"].any_need and "inwoners_per_buurt" in plan["ggm_share"].needs
     # Silver BRP is planned and will be skipped: it checks references against BAG's NUMMERAANDUIDING.

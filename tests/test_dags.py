@@ -28,11 +28,11 @@ def _asset_uris(condition) -> set[str]:
 
 
 def test_every_dag_imports_without_errors(dagbag):
-    from ggm_lakehouse.orchestration import SOURCES, gold_domains, silver_groups
+    from ggm_lakehouse.orchestration import SOURCES, gold_domeinen, silver_groups
 
     assert dagbag.import_errors == {}
     expected = {s.dag_id for s in SOURCES.values()} | {g.dag_id for g in silver_groups()}
-    expected |= {f"ggm_gold_{d}" for d in gold_domains()} | {"ggm_share", "ggm_retention"}
+    expected |= {f"ggm_gold_{d}" for d in gold_domeinen()} | {"ggm_share", "ggm_retention"}
     assert set(dagbag.dag_ids) == expected
 
 
@@ -92,25 +92,25 @@ def test_silver_dags_wait_only_for_the_sources_their_mappings_read(dagbag):
 
 
 def test_gold_and_share_dags_are_chained_on_assets(dagbag):
-    from jobs.gold import MART_DOMAINS, MART_INPUTS
+    from jobs.gold import MART_DOMEINEN, MART_INPUTS
 
     gold = dagbag.dags["ggm_gold_demografie"]
     assert _asset_uris(gold.timetable.asset_condition) == {
-        f"ggm://silver/{t}" for m, d in MART_DOMAINS.items() if d == "demografie" for t in MART_INPUTS[m]
+        f"ggm://silver/{t}" for m, d in MART_DOMEINEN.items() if d == "demografie" for t in MART_INPUTS[m]
     }
     share = dagbag.dags["ggm_share"]
     assert "ggm://gold/inwoners_per_buurt" in _asset_uris(share.timetable.asset_condition)
     tasks = {t.task_id: t for t in gold.tasks}
     assert tasks["gold"].op_kwargs["dates"] == "{{ ti.xcom_pull(task_ids='run_dates') }}"
-    assert tasks["gold"].op_kwargs["domain"] == "demografie"
+    assert tasks["gold"].op_kwargs["domein"] == "demografie"
     assert {o.uri for o in tasks["announce"].outlets} == {"ggm://gold/inwoners_per_buurt"}
     assert "dashboard" in tasks and tasks["dashboard"].upstream_task_ids == {"announce"}
 
 
 def test_every_mart_is_built_by_the_gold_dag_of_its_domein(dagbag):
-    from jobs.gold import MART_DOMAINS
+    from jobs.gold import MART_DOMEINEN
 
-    for mart, domein in MART_DOMAINS.items():
+    for mart, domein in MART_DOMEINEN.items():
         announce = {t.task_id: t for t in dagbag.dags[f"ggm_gold_{domein}"].tasks}["announce"]
         assert f"ggm://gold/{mart}" in {o.uri for o in announce.outlets}, mart
 
@@ -249,7 +249,7 @@ def test_connect_target_is_the_default_and_runs_the_stage_in_the_task(monkeypatc
     assert isinstance(task, PySparkOperator)
     assert task.conn_id == "ggm_spark" and task.python_callable is run_stage_task
     assert task.op_kwargs == {"stage": "silver", "dates": "{{ params.days }}", "run_id": "{{ run_id }}",
-                              "source": "brp", "mart": None, "domain": None}
+                              "source": "brp", "mart": None, "domein": None}
 
 
 def test_embedded_connection_ggm_spark_is_the_local_connect_server(monkeypatch, tmp_path):

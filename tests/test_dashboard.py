@@ -33,7 +33,7 @@ from dashboard_gold import (
     write_sample_gold,
 )
 
-DOMAIN_PAGES = ["demografie", "sociaal_domein", "financien"]
+DOMEIN_PAGES = ["demografie", "sociaal_domein", "financien"]
 GENERATED_AT = re.compile(r'<span id="generated-at">[^<]*</span>')
 VEILIGHEID_DEFINITION = """\
 mart: overlast_per_wijk
@@ -124,11 +124,11 @@ def site(lake, definitions, tmp_path_factory) -> tuple[Path, list[Path]]:
     return output, build_site(lake, output, definitions)
 
 
-def test_one_page_per_domain_plus_overview_with_local_plotly(site):
+def test_one_page_per_domein_plus_overview_with_local_plotly(site):
     from plotly.offline import get_plotlyjs
 
     output, pages = site
-    assert pages == [output / "index.html", *(output / f"{d}.html" for d in DOMAIN_PAGES)]
+    assert pages == [output / "index.html", *(output / f"{d}.html" for d in DOMEIN_PAGES)]
     assert (output / "assets" / "plotly.min.js").read_text(encoding="utf-8") == get_plotlyjs()
     for page in pages:
         srcs = _parse(page).script_srcs
@@ -290,7 +290,7 @@ def test_inwoners_per_buurt_is_shown_like_every_mart_and_a_table_without_definit
 
 def test_an_earlier_peildatum_shows_that_day_and_marks_unbuilt_marts(lake, definitions, tmp_path):
     pages = build_site(lake, tmp_path, definitions, peildatum=PREVIOUS)
-    assert [p.stem for p in pages] == ["index", *DOMAIN_PAGES]
+    assert [p.stem for p in pages] == ["index", *DOMEIN_PAGES]
     trend = _parse(tmp_path / "sociaal_domein.html").figures["wmo_jeugd_voorzieningen-trend"]["data"][0]
     expected = [r["aantal_clienten"] for r in wmo_rows(PREVIOUS) if r["gebiedsniveau"] == "gemeente"
                 and r["wet"] == "Totaal"]
@@ -412,7 +412,7 @@ def test_command_line_build_and_its_error(lake, definitions, tmp_path, capsys):
     assert dashboard_main(["build", "--lake-root", str(lake), "--output", str(output),
                            "--definitions", str(definitions), "--peildatum", NEWEST.isoformat()]) == 0
     assert capsys.readouterr().out.split() == [str(output / "index.html"),
-                                               *(str(output / f"{d}.html") for d in DOMAIN_PAGES)]
+                                               *(str(output / f"{d}.html") for d in DOMEIN_PAGES)]
     assert dashboard_main(["build", "--lake-root", str(tmp_path / "none"), "--output", str(output)]) == 2
     assert f"dashboard build: no gold layer at {tmp_path / 'none' / 'gold'}" in capsys.readouterr().err
 

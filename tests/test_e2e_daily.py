@@ -148,15 +148,15 @@ def test_clients_link_to_natuurlijkpersoon_and_no_bsn_is_in_clear(run):
 def test_every_domein_has_its_marts_with_freshness(run):
     from deltalake import DeltaTable
 
-    from jobs.gold import MART_DOMAINS
-    from ggm_lakehouse.orchestration import gold_domains
+    from jobs.gold import MART_DOMEINEN
+    from ggm_lakehouse.orchestration import gold_domeinen
 
     gold = run["data"] / "lake" / "gold"
     status = DeltaTable(str(gold / "mart_status")).to_pandas()
     today = status[status["peildatum"].astype(str) == DAY.isoformat()]
-    scheduled = {mart for marts, _ in gold_domains().values() for mart in marts}
-    assert scheduled == set(MART_DOMAINS), "every mart has a source for each of its inputs"
-    for mart, domein in MART_DOMAINS.items():
+    scheduled = {mart for marts, _ in gold_domeinen().values() for mart in marts}
+    assert scheduled == set(MART_DOMEINEN), "every mart has a source for each of its inputs"
+    for mart, domein in MART_DOMEINEN.items():
         assert (gold / mart / "_delta_log").is_dir(), f"{domein}: mart {mart} was not built"
         rows = DeltaTable(str(gold / mart)).to_pandas()
         built = rows[rows["peildatum"].astype(str) == DAY.isoformat()]
@@ -181,11 +181,11 @@ def test_every_domein_has_its_marts_with_freshness(run):
 
 
 def test_dashboard_has_a_page_per_domein_and_partners_their_projections(run):
-    from jobs.gold import MART_DOMAINS
+    from jobs.gold import MART_DOMEINEN
 
     site = run["data"] / "dashboard"
     assert (site / "index.html").is_file()
-    for domein in set(MART_DOMAINS.values()):
+    for domein in set(MART_DOMEINEN.values()):
         assert (site / f"{domein}.html").is_file(), domein
     from ggm_lakehouse.model.shares_config import load_shares_config
 

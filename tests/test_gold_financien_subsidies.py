@@ -311,7 +311,7 @@ def money(value: str) -> Decimal:
 # --------------------------------------------------------------------------------------------
 
 
-def test_definitions_load_in_their_domains():
+def test_definitions_load_in_their_domeinen():
     from jobs import gold
 
     definitions = gold.load_mart_definitions()

@@ -178,13 +178,13 @@ def overlap_cell(rows, code):
     return row
 
 
-def test_definitions_load_in_the_schuldhulp_domain():
+def test_definitions_load_in_the_schuldhulp_domein():
     from jobs import gold
 
     definitions = gold.load_mart_definitions()
     for name in MARTS:
         assert definitions[name].domein == "schuldhulp" and definitions[name].gebied == "wijk"
-    assert gold.marts_of_domain("schuldhulp") == sorted(MARTS)
+    assert gold.marts_of_domein("schuldhulp") == sorted(MARTS)
     assert {"VROEGSIGNAAL", "CONTACTPOGING", "INGESCHREVENPERSOON"} <= set(gold.MART_INPUTS["schuldhulp_vroegsignalen"])
     assert {"CLIENT_TOEWIJZING", "TOEWIJZING", "CLIENT"} <= set(gold.MART_INPUTS["schuldhulp_overlap_wmo_jeugd"])
 

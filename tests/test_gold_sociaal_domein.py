@@ -256,7 +256,7 @@ def cell(rows, **where):
 def test_definitions_load_in_the_sociaal_domein():
     from jobs import gold
 
-    marts = gold.marts_of_domain("sociaal_domein")
+    marts = gold.marts_of_domein("sociaal_domein")
     assert set(POPULATIE_MARTS + BERICHTEN_MARTS) <= set(marts)
     definitions = gold.load_mart_definitions()
     assert definitions["sociaal_domein_declaraties"].personen == "aantal_clienten"

@@ -88,7 +88,7 @@ def test_every_stage_runs_over_connect_as_a_thin_client(spark, data_root):
     CONNECTORS["gebieden"]({}).extract(ExtractWindow.for_day(day, "connect-1"), landing_root())
     bronze = run_stage_task("bronze", day.isoformat(), "connect-1", source="gebieden", spark=spark)
     silver = run_stage_task("silver", day.isoformat(), "connect-1", source="gebieden", spark=spark)
-    gold = run_stage_task("gold", day.isoformat(), "connect-1", domain="demografie", spark=spark)
+    gold = run_stage_task("gold", day.isoformat(), "connect-1", domein="demografie", spark=spark)
     assert bronze[0]["tables"] >= 1 and silver[0]["tables"] >= 2 and gold[0]["stage"] == "gold"
     from ggm_lakehouse.lake import LakeTable
 

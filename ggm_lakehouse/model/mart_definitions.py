@@ -27,7 +27,7 @@ from typing import Any
 from ggm_lakehouse.config import project_root
 from ggm_lakehouse.yaml_schema import DIALECT, parse_yaml_document
 
-DOMAINS = ("demografie", "sociaal_domein", "financien", "veiligheid", "subsidies", "bedrijfsvoering", "schuldhulp")
+DOMEINEN = ("demografie", "sociaal_domein", "financien", "veiligheid", "subsidies", "bedrijfsvoering", "schuldhulp")
 AGGREGATES = {
     "count": "count({van})",
     "count_distinct": "count(DISTINCT {van})",
@@ -70,7 +70,7 @@ MART_SCHEMA: dict[str, Any] = {
         "mart": {**_COLUMN_NAME, "not": {"const": STATUS_TABLE}, "title": "Mart name",
                  "description": "The gold table's name; the file is named after it.",
                  "patternErrorMessage": "must be a snake_case name (a-z, 0-9 and _)"},
-        "domein": {"enum": list(DOMAINS), "title": "Domain", "description": "The gold DAG that builds the mart and "
+        "domein": {"enum": list(DOMEINEN), "title": "Domein", "description": "The gold DAG that builds the mart and "
                                                                            "its dashboard page."},
         "titel": {**_TEXT, "title": "Title readers see"},
         "beschrijving": {**_TEXT, "title": "Description readers see"},
@@ -268,7 +268,7 @@ def mart_inputs(definitions: dict[str, MartDefinition] | None = None) -> dict[st
     return {name: definition.inputs for name, definition in definitions.items()}
 
 
-def mart_domains(definitions: dict[str, MartDefinition] | None = None) -> dict[str, str]:
+def mart_domeinen(definitions: dict[str, MartDefinition] | None = None) -> dict[str, str]:
     """The domein of each mart (default: every definition): which gold DAG builds it."""
     definitions = load_mart_definitions() if definitions is None else definitions
     return {name: definition.domein for name, definition in definitions.items()}

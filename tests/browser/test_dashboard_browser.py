@@ -119,7 +119,7 @@ def test_every_page_renders_its_data_without_errors(page_name, site, base_url, v
     page_visit = visit(f"{base_url}/{page_name}.html")
     tab = page_visit.tab
     expect(tab.locator("h1")).to_be_visible()
-    expect(tab.locator("nav.domains a[aria-current=page]")).to_have_count(1)
+    expect(tab.locator("nav.domeinen a[aria-current=page]")).to_have_count(1)
     expect(tab.locator(".site-peildatum")).to_contain_text(NEWEST.isoformat())
 
     # Every chart placeholder holds a drawn Plotly figure.
