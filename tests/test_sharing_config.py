@@ -161,3 +161,22 @@ def test_recipient_table_declarations_name_entitled_tables_and_merge_with_the_ta
     doc["recipients"][0]["tables"] = {"s.sc.other": {}}
     with pytest.raises(SharesConfigError, match="no shared table"):
         parse_shares_config(doc)
+
+
+@pytest.mark.parametrize("kind", ["share", "recipient", "schema", "table"])
+def test_the_schema_patterns_and_validate_name_agree(kind):
+    """shares.yaml's schema states validate_name's rules as patterns (for editors); they must not drift apart."""
+    import re
+
+    from ggm_lakehouse.model.shares_config import _DOTLESS_NAME, _SHARING_NAME, InvalidNameError, validate_name
+
+    pattern = re.compile((_DOTLESS_NAME if kind in ("schema", "table") else _SHARING_NAME)["pattern"])
+    names = ["gemeente_gold", "demo-partner", "a.b", "a..b", ".", "..", "a b", "a/b", "a\\b", "tab\there",
+             "nul\x00", "del\x7f", "ünïcode", "x" * 255, "ok.", ".ok"]
+    for name in names:
+        try:
+            validate_name(name, kind)
+            accepted = True
+        except InvalidNameError:
+            accepted = False
+        assert accepted == bool(pattern.fullmatch(name)), (kind, name)
